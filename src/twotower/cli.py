@@ -1,0 +1,135 @@
+"""The `twotower` command: parses, calls one library function per verb, prints. No logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Two-tower recommendation: train, evaluate, recommend. Run `twotower VERB --help`.")
+console = Console(stderr=True)
+
+EventsOpt = typer.Option(..., "--events", "-e", help="events file (CSV/Parquet): user_id, item_id, timestamp[, action, ...]")
+ItemsOpt = typer.Option(None, "--items", "-i", help="items file (CSV/Parquet): item_id + feature columns")
+UsersOpt = typer.Option(None, "--users", "-u", help="users file (CSV/Parquet): user_id + feature columns")
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config (see README, 'Config')")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
+
+
+def _run(job):
+    """Run a job; a bad input ends with one message and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return job()
+    except InputError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        raise typer.Exit(2)
+
+
+@app.command()
+def train(events: Path = EventsOpt, items: Optional[Path] = ItemsOpt, users: Optional[Path] = UsersOpt,
+          out: Path = typer.Option(..., "--out", "-o", help="model folder to write"),
+          config: Optional[Path] = ConfigOpt, quiet: bool = QuietOpt):
+    """Train the two towers and save the model folder (resumes from its checkpoint after a kill)."""
+    from .config import load_config
+    from .pipeline import fingerprint, load_inputs, train_and_save
+
+    def job():
+        cfg = load_config(config)
+        data = load_inputs(events, items, users, cfg)
+        result = train_and_save(data, cfg, out, fingerprint(events, items, users), show_progress=not quiet)
+        r = result.report
+        val = f"best validation NDCG@10 {r.best_score:.4f} at epoch {r.best_epoch}" if r.best_score > -1 else \
+            f"{len(r.epochs)} epochs"
+        console.print(f"trained on {result.n_events:,} events, {result.n_users:,} users, {result.n_items:,} items: "
+                      f"{val}, {r.seconds:.0f}s. Model in {result.out}")
+    _run(job)
+
+
+@app.command()
+def recommend(model: Path = typer.Option(..., "--model", "-m", help="model folder from `twotower train`"),
+              users: str = typer.Option("all", "--users", "-u", help="'all' or a file of user ids"),
+              k: int = typer.Option(100, "--k", "-k", help="recommendations per user"),
+              out: Path = typer.Option(..., "--out", "-o", help="CSV to write: user_id,item_id,rank,score"),
+              quiet: bool = QuietOpt):
+    """Top-k unseen items per user; users the model does not know get the most popular items."""
+    from .recommend import recommend as run
+
+    def job():
+        s = run(model, users, k, out, show_progress=not quiet)
+        console.print(f"{s.rows:,} recommendations for {s.users:,} users ({s.personalised:,} personalised, "
+                      f"{s.fallback:,} popularity fallback) in {s.out}")
+    _run(job)
+
+
+@app.command()
+def evaluate(events: Path = EventsOpt, items: Optional[Path] = ItemsOpt, users: Optional[Path] = UsersOpt,
+             config: Optional[Path] = ConfigOpt,
+             baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="run the baselines too"),
+             out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the table as CSV"),
+             quiet: bool = QuietOpt):
+    """Leave-one-out by time, full ranking: the two-tower model and the tuned baselines in one table."""
+    from .config import load_config
+    from .pipeline import evaluate as run
+    from .pipeline import load_inputs
+    from .report import print_metrics, save_metrics
+
+    def job():
+        cfg = load_config(config)
+        data = load_inputs(events, items, users, cfg)
+        table, _ = run(data, cfg, baselines, log=console.print, show_progress=not quiet)
+        print_metrics(table, f"{events.name}: test metrics (leave-one-out by time, full ranking)", Console())
+        if out:
+            save_metrics(table, out)
+    _run(job)
+
+
+@app.command()
+def demo(data: Optional[Path] = typer.Option(None, "--data", help="folder with MovieLens-100K (u.data, u.item, u.user)"),
+         out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="folder for the model, recs and report"),
+         config: Optional[Path] = ConfigOpt, quiet: bool = QuietOpt):
+    """The whole job on MovieLens-100K: load, split, train, evaluate against baselines, save, recommend."""
+    from .config import load_config
+    from .data.movielens import load_ml100k, locate
+    from .model.artifact import save_model
+    from .pipeline import dataset_from_frames
+    from .pipeline import evaluate as run
+    from .pipeline import fingerprint
+    from .recommend import recommend as run_recommend
+    from .report import plot_metrics, print_metrics, save_metrics
+
+    def job():
+        t0 = time.perf_counter()
+        cfg = load_config(config)
+        folder = data or locate("ml-100k")
+        console.print(f"MovieLens-100K from {folder}")
+        ds = dataset_from_frames(*load_ml100k(folder), cfg, source=str(folder / "u.data"))
+        table, tower = run(ds, cfg, baselines=True, log=console.print, show_progress=not quiet)
+        print_metrics(table, "MovieLens-100K: test metrics (leave-one-out by time, full ranking, seen items excluded)",
+                      Console())
+        out.mkdir(parents=True, exist_ok=True)
+        save_metrics(table, out / "evaluation.csv")
+        plot_metrics(table, out / "evaluation.png", "MovieLens-100K", tower.report.epochs)
+        metrics = table.iloc[0].drop(["model", "settings"]).to_dict()
+        save_model(out / "model", tower.model, ds, cfg, tower.report, fingerprint(folder / "u.data"), metrics)
+        s = run_recommend(out / "model", "all", 100, out / "recs.csv", show_progress=not quiet)
+        console.print(f"model: {out / 'model'}\nrecommendations: {s.out} ({s.rows:,} rows)\n"
+                      f"report: {out / 'evaluation.csv'}, {out / 'evaluation.png'}\n"
+                      f"demo finished in {time.perf_counter() - t0:.0f}s")
+    _run(job)
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="twotower")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The run configuration: one TOML file, validated into frozen pydantic models with clear errors."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InputError
+
+FeatureKind = Literal["categorical", "multi", "numeric", "text", "ignore"]
+Similarity = Literal["dot", "cosine", "euclidean", "hadamard"]
+
+DEFAULT_ACTIONS = {
+    "impression": 0.0,
+    "no_click": 0.0,
+    "noclick": 0.0,
+    "view": 0.0,
+    "skip": 0.0,
+    "click": 1.0,
+    "cart": 3.0,
+    "add_to_cart": 3.0,
+    "purchase": 5.0,
+    "buy": 5.0,
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """How to read the user's tables."""
+
+    actions: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ACTIONS))
+    default_weight: float = Field(1.0, gt=0, description="label weight of events without an action column")
+    feature_kinds: dict[str, FeatureKind] = Field(default_factory=dict, description="override inferred kinds")
+    multi_separator: str = "|"
+
+
+class ModelConfig(_Section):
+    """The shape of the two towers and how they are compared."""
+
+    dim: int = Field(64, ge=4, le=4096)
+    history: Literal["transformer", "mean"] = "transformer"
+    max_history: int = Field(50, ge=1, le=4096)
+    layers: int = Field(2, ge=1, le=12)
+    heads: int = Field(2, ge=1, le=32)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    user_id: bool = Field(False, description="add a learned user-id embedding to the query tower")
+    item_id: bool = True
+    item_features: bool = True
+    user_features: bool = True
+    context_features: bool = True
+    similarity: Similarity = "dot"
+    temperature: float = Field(1.0, gt=0, description="logits are divided by it (cosine wants ~0.05)")
+    learn_temperature: bool = False
+    text_buckets: int = Field(1 << 15, ge=16)
+
+
+class TrainConfig(_Section):
+    """The loss, the negatives and the optimisation."""
+
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(10, ge=1, description="epochs without a better validation NDCG@10 before stopping")
+    seed: int = 42
+    full_softmax_max_items: int = Field(20_000, ge=0, description="use the full softmax up to this catalog size")
+    uniform_negatives: int = Field(512, ge=0, description="uniformly sampled catalog negatives per batch")
+    logq_correction: bool = True
+    frequency_decay: float = Field(0.01, gt=0, le=1, description="alpha of the streaming frequency estimate")
+    max_explicit_negatives: int = Field(16, ge=0, description="weight-0 events kept per target as negatives")
+    early_stopping: bool = Field(True, description="hold out each user's last event for early stopping")
+    threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+
+
+class Config(_Section):
+    """Everything a run needs; saved with the model."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a TOML config; `None` gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "config file not found", "pass an existing TOML file to --config")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(str(path), f"not valid TOML ({exc})", "fix the TOML syntax at that line") from exc
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: dict, source: str = "config") -> Config:
+    """Validate a plain dict (e.g. parsed TOML or saved JSON) into a `Config`."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise InputError(source, f"key '{key}': {err['msg']}", "correct or remove that key (see README, 'Config')") from exc

@@ -1,0 +1,115 @@
+"""The validated, integer-coded view of the user's data that every stage trains and evaluates on."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from .features import FeatureSpec, encode, fit_specs
+from .schema import context_columns
+
+log = logging.getLogger(__name__)
+
+
+class IdVocab:
+    """The user's ids <-> internal codes 1..n (0 = padding / unknown). Codes never leave the system."""
+
+    def __init__(self, ids):
+        self.ids = np.asarray(list(ids), dtype=object)
+        self._index = {v: i + 1 for i, v in enumerate(self.ids)}
+        if len(self._index) != len(self.ids):
+            raise ValueError("ids must be unique")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def encode(self, values) -> np.ndarray:
+        """[n] ids -> [n] codes; unknown ids -> 0."""
+        return np.fromiter((self._index.get(str(v), 0) for v in values), dtype=np.int64, count=len(values))
+
+    def decode(self, codes) -> np.ndarray:
+        """[n] codes (>= 1) -> [n] ids."""
+        return self.ids[np.asarray(codes) - 1]
+
+    def __contains__(self, value) -> bool:
+        return str(value) in self._index
+
+
+@dataclass
+class Dataset:
+    """Events sorted by (user, timestamp, file order), with encoded features of items, users and context.
+
+    events columns: user, item (codes), timestamp (float s), weight (label), order (file row).
+    Feature arrays have one row per code, row 0 for padding/unknown: items [n_items + 1, ...].
+    """
+
+    events: pd.DataFrame
+    users: IdVocab
+    items: IdVocab
+    item_specs: list[FeatureSpec] = field(default_factory=list)
+    item_features: dict[str, np.ndarray] = field(default_factory=dict)
+    user_specs: list[FeatureSpec] = field(default_factory=list)
+    user_features: dict[str, np.ndarray] = field(default_factory=dict)
+    context_specs: list[FeatureSpec] = field(default_factory=list)
+    context_features: dict[str, np.ndarray] = field(default_factory=dict)  # one row per event
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def subset(self, mask: np.ndarray) -> "Dataset":
+        """The same dataset with only the events where `mask` is true (features follow their rows)."""
+        mask = np.asarray(mask, dtype=bool)
+        return Dataset(
+            self.events[mask].reset_index(drop=True), self.users, self.items,
+            self.item_specs, self.item_features, self.user_specs, self.user_features,
+            self.context_specs, {k: v[mask] for k, v in self.context_features.items()},
+        )
+
+
+def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.DataFrame | None,
+                  config: Config) -> Dataset:
+    """Code ids, sort events by time, and fit + encode the feature columns of all three tables."""
+    cfg = config.data
+    item_ids = list(items["item_id"]) if items is not None else []
+    extra = pd.unique(events.loc[~events["item_id"].isin(set(item_ids)), "item_id"])
+    if items is not None and len(extra):
+        log.warning("%d item(s) in the events are not in the items table; they get no features", len(extra))
+    item_vocab = IdVocab(item_ids + list(extra))
+    user_ids = list(users["user_id"]) if users is not None else []
+    user_vocab = IdVocab(user_ids + list(pd.unique(events.loc[~events["user_id"].isin(set(user_ids)), "user_id"])))
+
+    ev = events.copy()
+    ev["user"] = user_vocab.encode(ev["user_id"].to_numpy())
+    ev["item"] = item_vocab.encode(ev["item_id"].to_numpy())
+    ev = ev.sort_values(["user", "timestamp", "order"], kind="stable").reset_index(drop=True)
+
+    def table_features(table, id_col, vocab, prefix_overrides):
+        if table is None:
+            return [], {}
+        cols = [c for c in table.columns if c != id_col]
+        specs = fit_specs(table, cols, prefix_overrides, cfg.multi_separator, config.model.text_buckets)
+        aligned = table.set_index(id_col).reindex(pd.Index(vocab.ids, name=id_col)).reset_index()
+        feats = encode(aligned, specs, cfg.multi_separator)
+        return specs, {k: _with_padding_row(v) for k, v in feats.items()}
+
+    item_specs, item_features = table_features(items, "item_id", item_vocab, cfg.feature_kinds)
+    user_specs, user_features = table_features(users, "user_id", user_vocab, cfg.feature_kinds)
+    ctx_cols = context_columns(ev)
+    context_specs = fit_specs(ev, ctx_cols, cfg.feature_kinds, cfg.multi_separator, config.model.text_buckets)
+    context_features = encode(ev, context_specs, cfg.multi_separator)
+    keep = ["user", "item", "timestamp", "weight", "order"] + (["query"] if "query" in ev.columns else [])
+    return Dataset(ev[keep], user_vocab, item_vocab, item_specs, item_features, user_specs, user_features,
+                   context_specs, context_features)
+
+
+def _with_padding_row(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros((1,) + x.shape[1:], dtype=x.dtype), x])

@@ -1,0 +1,141 @@
+"""Feature columns of the item, user and event tables: infer their kind, fit their encodings, encode.
+
+Encoded values are plain numpy arrays so towers, baselines and later stages can share them:
+  categorical -> int64 [n]       codes, 0 = missing/unseen
+  multi       -> int64 [n, m]    codes of `a|b|c` values, 0-padded
+  numeric     -> float32 [n]     standardised, missing -> 0 (the mean)
+  text        -> int64 [n, t]    hashed word ids in 1..buckets, 0-padded
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+MAX_MULTI = 32
+MAX_TOKENS = 32
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass
+class FeatureSpec:
+    """How one column is encoded; JSON-serialisable so a saved model encodes new rows the same way."""
+
+    name: str
+    kind: str
+    vocab: list[str] = field(default_factory=list)
+    mean: float = 0.0
+    std: float = 1.0
+    buckets: int = 0
+
+    @property
+    def cardinality(self) -> int:
+        """Rows the embedding table needs (index 0 is missing/padding)."""
+        return self.buckets + 1 if self.kind == "text" else len(self.vocab) + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def infer_kind(col: pd.Series, separator: str = "|") -> str:
+    """Guess a column's kind from its values: numeric, multi (`a|b|c`), text (several words), categorical,
+    or ignore (a near-unique code such as a URL, which no embedding can generalise from)."""
+    values = col.dropna()
+    if len(values) == 0:
+        return "ignore"
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        return "numeric"
+    text = values.astype(str)
+    if text.str.contains(separator, regex=False).mean() > 0.05:
+        return "multi"
+    words = text.str.count(r"\w+")
+    unique_ratio = text.nunique() / len(text)
+    if words.mean() >= 2.5 and unique_ratio > 0.2:
+        return "text"
+    if _as_dates(text).notna().mean() > 0.9:
+        return "numeric"
+    if unique_ratio > 0.9 and len(text) > 50:
+        return "ignore"
+    return "categorical"
+
+
+def fit_specs(df: pd.DataFrame, columns: list[str], overrides: dict[str, str], separator: str = "|",
+              text_buckets: int = 1 << 15) -> list[FeatureSpec]:
+    """Fit one spec per column (kind from `overrides` or inferred)."""
+    specs = []
+    for name in columns:
+        kind = overrides.get(name) or infer_kind(df[name], separator)
+        col = df[name]
+        if kind == "ignore":
+            continue
+        if kind == "categorical":
+            vocab = sorted(col.dropna().astype(str).unique().tolist())
+            specs.append(FeatureSpec(name, kind, vocab=vocab))
+        elif kind == "multi":
+            vocab = sorted({v for vals in _split(col, separator) for v in vals})
+            specs.append(FeatureSpec(name, kind, vocab=vocab))
+        elif kind == "numeric":
+            x = _numeric(col)
+            finite = x[np.isfinite(x)]
+            mean = float(finite.mean()) if len(finite) else 0.0
+            std = float(finite.std()) if len(finite) > 1 else 1.0
+            specs.append(FeatureSpec(name, kind, mean=mean, std=std if std > 0 else 1.0))
+        elif kind == "text":
+            specs.append(FeatureSpec(name, kind, buckets=text_buckets))
+    return specs
+
+
+def encode(df: pd.DataFrame, specs: list[FeatureSpec], separator: str = "|") -> dict[str, np.ndarray]:
+    """Encode the columns of `df` named by `specs`; a missing column encodes as all-missing."""
+    out: dict[str, np.ndarray] = {}
+    n = len(df)
+    for spec in specs:
+        col = df[spec.name] if spec.name in df.columns else pd.Series([None] * n, index=df.index, dtype=object)
+        if spec.kind == "categorical":
+            lookup = {v: i + 1 for i, v in enumerate(spec.vocab)}
+            out[spec.name] = col.astype("string").map(lookup).fillna(0).to_numpy(np.int64)
+        elif spec.kind == "multi":
+            lookup = {v: i + 1 for i, v in enumerate(spec.vocab)}
+            out[spec.name] = _pad([[lookup.get(v, 0) for v in vals] for vals in _split(col, separator)], MAX_MULTI)
+        elif spec.kind == "numeric":
+            x = (_numeric(col) - spec.mean) / spec.std
+            out[spec.name] = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        elif spec.kind == "text":
+            out[spec.name] = _pad([hash_tokens(t, spec.buckets) for t in col.fillna("").astype(str)], MAX_TOKENS)
+    return out
+
+
+def hash_tokens(text: str, buckets: int) -> list[int]:
+    """Lower-cased words hashed (stable across runs and machines) into 1..buckets."""
+    return [zlib.crc32(w.encode()) % buckets + 1 for w in _WORD.findall(text.lower())]
+
+
+def _split(col: pd.Series, separator: str) -> list[list[str]]:
+    return [[v.strip() for v in str(x).split(separator) if v.strip()] if pd.notna(x) else [] for x in col]
+
+
+def _numeric(col: pd.Series) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        return col.astype("float64").to_numpy()
+    x = pd.to_numeric(col, errors="coerce")
+    if x.notna().mean() < 0.5:
+        dates = _as_dates(col.astype("string"))
+        x = dates.dt.year + dates.dt.day_of_year / 366.0
+    return x.astype("float64").to_numpy()
+
+
+def _as_dates(text: pd.Series) -> pd.Series:
+    return pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
+
+
+def _pad(rows: list[list[int]], cap: int) -> np.ndarray:
+    width = max(1, min(cap, max((len(r) for r in rows), default=1)))
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        r = r[:width]
+        out[i, : len(r)] = r
+    return out

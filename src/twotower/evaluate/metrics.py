@@ -1,0 +1,46 @@
+"""Ranking metrics from full-catalog scores: HR, NDCG, MRR at cut-offs, and catalog coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+KS = (5, 10, 20)
+
+
+def mask_seen(scores: np.ndarray, users: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
+    """Set the scores of items each user already has (and padding column 0) to -inf, in place. [B, n + 1]."""
+    rows = seen[users]
+    r, c = rows.nonzero()
+    scores[r, c] = -np.inf
+    scores[:, 0] = -np.inf
+    return scores
+
+
+def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each target among all items, ties counted as half (the expected rank when ties are
+    broken at random, so a constant scorer gets no free hits). scores [B, n + 1], targets [B] -> [B]."""
+    t = scores[np.arange(len(targets)), targets][:, None]
+    higher = (scores > t).sum(1)
+    ties = (scores == t).sum(1) - 1
+    return higher + 0.5 * ties
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """[B, k] item codes with the highest scores, best first."""
+    part = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, 1)
+
+
+def summarize(ranks: np.ndarray, top10: np.ndarray, n_items: int, ks=KS) -> dict[str, float]:
+    """HR@k, NDCG@k for each k, MRR@max(k), and the share of the catalog in anyone's top 10."""
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"HR@{k}"] = float(hit.mean())
+        out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2), 0.0).mean())
+    kmax = max(ks)
+    out[f"MRR@{kmax}"] = float(np.where(ranks < kmax, 1.0 / (ranks + 1), 0.0).mean())
+    out["Coverage@10"] = float(len(np.unique(top10[top10 > 0])) / n_items)
+    return out

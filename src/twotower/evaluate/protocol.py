@@ -1,0 +1,106 @@
+"""The protocol: hold out each user's last positive event as test and the one before as validation; rank
+the whole catalog with the user's earlier items excluded; tune every model on validation, report test."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..data.dataset import Dataset
+from ..data.split import Targets, holdout_last
+from .metrics import mask_seen, summarize, target_ranks, top_k
+
+Scorer = Callable[[np.ndarray, dict], np.ndarray]
+"""(user codes [B], request context {name: [B, ...]}) -> scores [B, n_items + 1] (column 0 unused)."""
+
+
+class Recommender(Protocol):
+    """What the protocol needs from a model or a baseline."""
+
+    name: str
+
+    def fit(self, train: Dataset, validation: "EvalSet") -> dict:
+        """Fit on `train`, choosing settings (or the stopping epoch) by NDCG@10 on `validation`; return them."""
+
+    def refit(self, train: Dataset) -> None:
+        """Fit again on `train` (which now includes the validation events) with the chosen settings."""
+
+    def scorer(self, history: Dataset) -> Scorer:
+        """Score users given the events known at query time."""
+
+
+@dataclass
+class EvalSet:
+    """Targets to rank and the history known before them."""
+
+    history: Dataset
+    targets: Targets
+    seen: sp.csr_matrix
+
+    @classmethod
+    def make(cls, history: Dataset, targets: Targets) -> "EvalSet":
+        seen = seen_matrix(history)
+        # a target the user already had cannot be recommended under seen-item exclusion: drop it
+        fresh = np.asarray(seen[targets.users, targets.items]).ravel() == 0
+        kept = Targets(targets.users[fresh], targets.items[fresh], {k: v[fresh] for k, v in targets.context.items()})
+        return cls(history, kept, seen)
+
+
+def seen_matrix(data: Dataset) -> sp.csr_matrix:
+    """[n_users + 1, n_items + 1] 1 where the user has a positive event with the item."""
+    ev = data.events[data.events["weight"] > 0]
+    m = sp.csr_matrix((np.ones(len(ev), np.float32), (ev["user"].to_numpy(), ev["item"].to_numpy())),
+                      shape=(data.n_users + 1, data.n_items + 1))
+    m.data[:] = 1.0
+    return m
+
+
+def evaluate_scorer(scorer: Scorer, ev: EvalSet, batch: int = 1024) -> dict[str, float]:
+    """Rank every target with `scorer` and summarise."""
+    t = ev.targets
+    ranks, tops = [], []
+    for lo in range(0, len(t), batch):
+        users = t.users[lo:lo + batch]
+        scores = np.array(scorer(users, {k: v[lo:lo + batch] for k, v in t.context.items()}), dtype=np.float64)
+        mask_seen(scores, users, ev.seen)
+        ranks.append(target_ranks(scores, t.items[lo:lo + batch]))
+        tops.append(top_k(scores, 10))
+    return summarize(np.concatenate(ranks), np.concatenate(tops), ev.history.n_items)
+
+
+def ndcg10(scorer: Scorer, ev: EvalSet) -> float:
+    return evaluate_scorer(scorer, ev)["NDCG@10"]
+
+
+def split_for_protocol(data: Dataset) -> tuple[EvalSet, EvalSet]:
+    """(validation set over the history before it, test set over the history before it)."""
+    before_test, test = holdout_last(data, min_history=2)
+    before_val, val = holdout_last(before_test, min_history=1)
+    return EvalSet.make(before_val, val), EvalSet.make(before_test, test)
+
+
+def run_protocol(data: Dataset, models: list[Recommender], log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Fit, tune and test every model under the same split; one row of test metrics per model."""
+    val, test = split_for_protocol(data)
+    log(f"protocol: {len(test.targets)} test users, {len(val.targets)} validation users, "
+        f"{data.n_items} items, {int((val.history.events['weight'] > 0).sum())} training events")
+    rows = []
+    for model in models:
+        t0 = time.perf_counter()
+        chosen = model.fit(val.history, val)
+        model.refit(test.history)
+        metrics = evaluate_scorer(model.scorer(test.history), test)
+        seconds = time.perf_counter() - t0
+        log(f"  {model.name:<22} NDCG@10 {metrics['NDCG@10']:.4f}  HR@10 {metrics['HR@10']:.4f}  "
+            f"({seconds:.0f}s; {_fmt(chosen)})")
+        rows.append({"model": model.name, **metrics, "seconds": seconds, "settings": _fmt(chosen)})
+    return pd.DataFrame(rows)
+
+
+def _fmt(params: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())

@@ -1,0 +1,1 @@
+"""The two towers, their similarity, the retrieval loss with its samplers, and the trainer."""

@@ -1,0 +1,87 @@
+"""A trained model on disk: weights, feature tables, id vocabularies, the history it serves from, item
+vectors, the config and the data fingerprint. Arrays plus JSON, no pickled code; loading checks the format."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import __version__
+from ..atomic import atomic_path
+from ..config import Config, config_from_dict
+from ..data.dataset import Dataset, IdVocab
+from ..data.features import FeatureSpec
+from ..errors import InputError
+from .trainer import TrainReport
+from .twotower import TwoTowerModel
+
+FORMAT = 1
+
+
+@dataclass
+class SavedModel:
+    """A loaded model folder: the model, its config, and the history (events, vocabularies) it knows."""
+
+    model: TwoTowerModel
+    config: Config
+    history: Dataset
+    meta: dict
+
+
+def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Config, report: TrainReport,
+               fingerprint: dict, metrics: dict | None = None) -> Path:
+    """Write the model folder atomically (a crash leaves the previous folder, or none)."""
+    out_dir = Path(out_dir)
+    meta = {
+        "format": FORMAT, "twotower_version": __version__, "config": cfg.model_dump(),
+        "n_users": data.n_users, "n_items": data.n_items,
+        "item_specs": [s.to_dict() for s in data.item_specs], "user_specs": [s.to_dict() for s in data.user_specs],
+        "context_specs": [s.to_dict() for s in data.context_specs] if cfg.model.context_features else [],
+        "similarity": cfg.model.similarity, "training": asdict(report), "data": fingerprint, "metrics": metrics or {},
+    }
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=float))
+        torch.save(model.state_dict(), tmp / "weights.pt")
+        np.savez(tmp / "features.npz", **{f"item/{k}": v for k, v in data.item_features.items()},
+                 **{f"user/{k}": v for k, v in data.user_features.items()})
+        pd.DataFrame({"item_id": data.items.ids.astype(str)}).to_parquet(tmp / "items.parquet")
+        pd.DataFrame({"user_id": data.users.ids.astype(str)}).to_parquet(tmp / "users.parquet")
+        ev = data.events[data.events["weight"] > 0][["user", "item", "timestamp", "weight", "order"]]
+        ev.to_parquet(tmp / "history.parquet")
+        with torch.no_grad():
+            vectors = model.similarity.prepare_item(model.all_item_vectors()).numpy()
+        np.save(tmp / "item_vectors.npy", vectors.astype(np.float32))
+    return out_dir
+
+
+def load_model(model_dir: str | Path) -> SavedModel:
+    """Read a folder written by `save_model`; a missing or foreign folder is a clear error."""
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "model.json"
+    if not meta_path.is_file():
+        raise InputError(str(model_dir), "not a twotower model folder (no model.json)",
+                         "pass the --out folder of `twotower train`")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise InputError(str(meta_path), f"model format {meta.get('format')} is not {FORMAT}",
+                         "retrain the model with this version of twotower")
+    cfg = config_from_dict(meta["config"], source=str(meta_path))
+    feats = np.load(model_dir / "features.npz")
+    item_table = {k.split("/", 1)[1]: feats[k] for k in feats.files if k.startswith("item/")}
+    user_table = {k.split("/", 1)[1]: feats[k] for k in feats.files if k.startswith("user/")}
+    specs = {k: [FeatureSpec(**s) for s in meta[k]] for k in ("item_specs", "user_specs", "context_specs")}
+    model = TwoTowerModel(meta["n_users"], meta["n_items"], cfg.model, specs["item_specs"], item_table,
+                          specs["user_specs"], user_table, specs["context_specs"])
+    model.load_state_dict(torch.load(model_dir / "weights.pt", weights_only=True))
+    model.eval()
+    users = IdVocab(pd.read_parquet(model_dir / "users.parquet")["user_id"])
+    items = IdVocab(pd.read_parquet(model_dir / "items.parquet")["item_id"])
+    history = Dataset(pd.read_parquet(model_dir / "history.parquet"), users, items,
+                      specs["item_specs"], item_table, specs["user_specs"], user_table, specs["context_specs"])
+    return SavedModel(model, cfg, history, meta)

@@ -1,0 +1,59 @@
+"""Turn encoded feature columns into one d-dimensional vector per row (item, user or event)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.features import FeatureSpec
+
+
+class FeatureEncoder(nn.Module):
+    """Sum of one embedding per feature: categorical -> lookup, multi/text -> mean of lookups,
+    numeric -> a linear map of all numeric columns together.
+
+    With a `table` (one row per code) it keeps it as buffers, so `forward(rows)` only needs row codes;
+    without one (request context) `forward` takes the feature values themselves.
+    """
+
+    def __init__(self, specs: list[FeatureSpec], dim: int, table: dict[str, np.ndarray] | None = None):
+        super().__init__()
+        self.specs = list(specs) if table is None else [s for s in specs if s.name in table]
+        self.names = {f"f{i}": s.name for i, s in enumerate(self.specs)}
+        self.has_table = table is not None
+        self.lookups = nn.ModuleDict()
+        numeric = []
+        for i, spec in enumerate(self.specs):
+            key = f"f{i}"
+            if table is not None:
+                self.register_buffer(key, torch.as_tensor(table[spec.name]), persistent=False)
+            if spec.kind == "numeric":
+                numeric.append(key)
+            else:
+                self.lookups[key] = nn.Embedding(spec.cardinality, dim, padding_idx=0)
+                nn.init.normal_(self.lookups[key].weight, std=0.02)
+        self.numeric_keys = numeric
+        self.numeric = nn.Linear(len(numeric), dim) if numeric else None
+
+    @property
+    def empty(self) -> bool:
+        return not self.specs
+
+    def forward(self, rows: torch.Tensor, values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """[*] row codes -> [*, d]; or, with `values` ({feature name: [*, ...]}), encode those instead."""
+        def get(key):
+            return values[self.names[key]] if values is not None else getattr(self, key)[rows]
+
+        out = 0
+        for key, emb in self.lookups.items():
+            x = get(key)
+            if x.dim() > rows.dim():  # multi-valued or text: mean over non-padding values
+                mask = (x > 0).unsqueeze(-1).float()
+                out = out + (emb(x) * mask).sum(-2) / mask.sum(-2).clamp(min=1.0)
+            else:
+                out = out + emb(x)
+        if self.numeric is not None:
+            cols = [get(k) for k in self.numeric_keys]
+            out = out + self.numeric(torch.stack(cols, dim=-1).float())
+        return out

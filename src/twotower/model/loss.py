@@ -1,0 +1,63 @@
+"""Retrieval losses over query and item vectors. They know nothing of features or towers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .similarity import Similarity
+
+NEG_INF = float("-inf")
+
+
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Label-weighted loss averaged over examples: a purchase (5) counts five times a click (1)."""
+    return (losses * weights).sum() / weights.gt(0).sum().clamp(min=1)
+
+
+def full_softmax_loss(queries: torch.Tensor, item_vectors: torch.Tensor, targets: torch.Tensor,
+                      weights: torch.Tensor, similarity: Similarity) -> torch.Tensor:
+    """Softmax over the whole catalog. queries [N, d], item_vectors [n_items + 1, d] (row 0 padding),
+    targets [N] codes, weights [N]. Logged weight-0 items are in the denominator like every other item."""
+    logits = similarity.all_pairs(queries, item_vectors)
+    logits[:, 0] = NEG_INF
+    return weighted_mean(F.cross_entropy(logits, targets, reduction="none"), weights)
+
+
+def sampled_softmax_loss(queries: torch.Tensor, targets: torch.Tensor, target_vectors: torch.Tensor,
+                         weights: torch.Tensor, similarity: Similarity,
+                         negatives: torch.Tensor | None = None, negative_vectors: torch.Tensor | None = None,
+                         candidate_log_q: torch.Tensor | None = None,
+                         explicit: torch.Tensor | None = None, explicit_vectors: torch.Tensor | None = None,
+                         ) -> torch.Tensor:
+    """Sampled softmax with in-batch and mixed negatives, logQ correction and accidental-hit masking.
+
+    Candidates for row i are every row's target (in-batch; column i is row i's positive), then the shared
+    `negatives` [K] (e.g. uniform over the catalog), then row i's own `explicit` [N, M] negatives (logged
+    weight-0 impressions; code 0 = none).
+    candidate_log_q [N + K]: log of each candidate's expected count per batch under the mixed sampling
+    distribution; it is subtracted from the logits (Yi et al. 2019), which makes the sampled softmax an
+    unbiased stand-in for the full one. Explicit negatives are not sampled, so get no correction.
+    A candidate with the same item as row i's target (other than column i) is an accidental hit: masked.
+    """
+    cand_items = targets if negatives is None else torch.cat([targets, negatives])
+    cand_vectors = target_vectors if negatives is None else torch.cat([target_vectors, negative_vectors])
+    logits = similarity.all_pairs(queries, cand_vectors)                        # [N, N + K]
+    if candidate_log_q is not None:
+        logits = logits - candidate_log_q.unsqueeze(0)
+    n = len(targets)
+    hit = targets.unsqueeze(1) == cand_items.unsqueeze(0)
+    hit[torch.arange(n), torch.arange(n)] = False
+    logits = logits.masked_fill(hit, NEG_INF)
+    if explicit is not None and explicit.shape[1] > 0:
+        ex = similarity.pairs(queries.unsqueeze(1), explicit_vectors)           # [N, M]
+        ex = ex.masked_fill((explicit == 0) | (explicit == targets.unsqueeze(1)), NEG_INF)
+        logits = torch.cat([logits, ex], dim=1)
+    labels = torch.arange(n, device=queries.device)
+    return weighted_mean(F.cross_entropy(logits, labels, reduction="none"), weights)
+
+
+def mixed_log_q(batch_probability: torch.Tensor, n_uniform: int, n_items: int) -> torch.Tensor:
+    """log expected count of an item among a batch's candidates: in-batch probability + uniform draws."""
+    return torch.log(batch_probability + n_uniform / n_items + 1e-12)
+

@@ -1,0 +1,96 @@
+"""The item tower and the query tower. They know nothing of the loss (see `loss.py`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .encoders import FeatureEncoder
+
+
+class ItemTower(nn.Module):
+    """Item code -> [d]: an id embedding plus the item's feature embeddings.
+
+    Code 0 is padding (a zero vector); unknown new items pass their features with id 0 (see `forward`).
+    """
+
+    def __init__(self, n_items: int, features: FeatureEncoder | None, cfg: ModelConfig):
+        super().__init__()
+        self.id_embedding = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0) if cfg.item_id else None
+        if self.id_embedding is not None:
+            nn.init.normal_(self.id_embedding.weight, std=0.02)
+            with torch.no_grad():
+                self.id_embedding.weight[0].zero_()
+        self.features = features if features is not None and not features.empty and cfg.item_features else None
+        if self.id_embedding is None and self.features is None:
+            raise ValueError("the item tower needs item ids or item features: enable model.item_id")
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """[*] item codes -> [*, d]."""
+        out = self.id_embedding(items) if self.id_embedding is not None else 0
+        if self.features is not None:
+            out = out + self.features(items) * (items > 0).unsqueeze(-1)
+        return out
+
+
+class HistoryEncoder(nn.Module):
+    """[B, L, d] item vectors of a right-aligned history (0-padded on the left) -> [B, L, d] causal states:
+    position t sees items 0..t only. A transformer, or a running mean as the cheap option."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.kind = cfg.history
+        self.heads = cfg.heads
+        self.position = nn.Embedding(cfg.max_history, cfg.dim)
+        nn.init.normal_(self.position.weight, std=0.02)
+        self.dropout = nn.Dropout(cfg.dropout)
+        if self.kind == "transformer":
+            layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, dim_feedforward=cfg.dim * 2, dropout=cfg.dropout,
+                                               activation="gelu", batch_first=True, norm_first=True)
+            self.layers = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x [B, L, d], mask [B, L] true where a real item is."""
+        B, L, _ = x.shape
+        m = mask.unsqueeze(-1).float()
+        if self.kind == "mean":
+            return self.norm(x.cumsum(1) / m.cumsum(1).clamp(min=1.0)) * m
+        pos = torch.arange(L, device=x.device)
+        h = self.dropout((x + self.position(pos)) * m)
+        causal = pos.unsqueeze(0) <= pos.unsqueeze(1)                       # [L(query), L(key)]
+        allowed = causal & (mask.unsqueeze(1) | torch.eye(L, dtype=torch.bool, device=x.device))  # [B, L, L]
+        attn_mask = torch.zeros(allowed.shape, device=x.device).masked_fill(~allowed, float("-inf"))
+        attn_mask = attn_mask.repeat_interleave(self.heads, dim=0)
+        return self.norm(self.layers(h, mask=attn_mask)) * m
+
+
+class QueryTower(nn.Module):
+    """(history, user, request context) -> [d] per position: the causal history state plus optional user-id,
+    user-feature and context embeddings, so every history prefix is a training query."""
+
+    def __init__(self, n_users: int, user_features: FeatureEncoder | None, context: FeatureEncoder | None,
+                 cfg: ModelConfig):
+        super().__init__()
+        self.history = HistoryEncoder(cfg)
+        self.user_embedding = nn.Embedding(n_users + 1, cfg.dim, padding_idx=0) if cfg.user_id else None
+        if self.user_embedding is not None:
+            nn.init.normal_(self.user_embedding.weight, std=0.02)
+        self.user_features = user_features if user_features is not None and not user_features.empty and cfg.user_features else None
+        self.context = context if context is not None and not context.empty else None
+
+    def forward(self, history: torch.Tensor, mask: torch.Tensor, users: torch.Tensor,
+                context: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """history [B, L, d] item vectors, mask [B, L], users [B], context {feature: [B, L, ...]} -> [B, L, d]."""
+        q = self.history(history, mask)
+        extra = 0
+        if self.user_embedding is not None:
+            extra = extra + self.user_embedding(users)
+        if self.user_features is not None:
+            extra = extra + self.user_features(users)
+        if not isinstance(extra, int):
+            q = q + extra.unsqueeze(1)
+        if self.context is not None and context is not None:
+            q = q + self.context(mask, values=context)
+        return q

@@ -1,0 +1,61 @@
+"""The whole two-tower model: item tower, query tower and the similarity that joins them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..data.features import FeatureSpec
+from .encoders import FeatureEncoder
+from .similarity import Similarity
+from .towers import ItemTower, QueryTower
+
+
+class TwoTowerModel(nn.Module):
+    """Query tower and item tower into one d-dimensional space, compared by `similarity`."""
+
+    def __init__(self, n_users: int, n_items: int, cfg: ModelConfig,
+                 item_specs: list[FeatureSpec] = (), item_table: dict[str, np.ndarray] | None = None,
+                 user_specs: list[FeatureSpec] = (), user_table: dict[str, np.ndarray] | None = None,
+                 context_specs: list[FeatureSpec] = ()):
+        super().__init__()
+        self.cfg = cfg
+        self.n_users, self.n_items = n_users, n_items
+        item_feats = FeatureEncoder(item_specs, cfg.dim, item_table) if item_table else None
+        user_feats = FeatureEncoder(user_specs, cfg.dim, user_table) if user_table else None
+        context = FeatureEncoder(context_specs, cfg.dim) if context_specs else None
+        self.item_tower = ItemTower(n_items, item_feats, cfg)
+        self.query_tower = QueryTower(n_users, user_feats, context, cfg)
+        self.similarity = Similarity(cfg.similarity, cfg.dim, cfg.temperature, cfg.learn_temperature)
+
+    def all_item_vectors(self) -> torch.Tensor:
+        """[n_items + 1, d] every catalog item (row 0 is padding)."""
+        return self.item_tower(torch.arange(self.n_items + 1))
+
+    def queries(self, history: torch.Tensor, users: torch.Tensor, context: dict[str, torch.Tensor] | None = None,
+                item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """history [B, L] item codes (right-aligned), users [B], context {name: [B, L, ...]} -> [B, L, d].
+
+        `item_vectors` [n_items + 1, d] avoids re-running the item tower when the caller already has them.
+        """
+        vecs = item_vectors[history] if item_vectors is not None else self.item_tower(history)
+        return self.query_tower(vecs, history > 0, users, context)
+
+    @torch.no_grad()
+    def score(self, history: torch.Tensor, users: torch.Tensor, context: dict[str, torch.Tensor] | None = None,
+              item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, n_items + 1] similarity of each user's next-step query to every item (column 0 = -inf).
+
+        context {name: [B, ...]} describes the request and is applied at the last history position.
+        """
+        if item_vectors is None:
+            item_vectors = self.all_item_vectors()
+        L = history.shape[1]
+        if context:
+            context = {k: v.unsqueeze(1).expand(v.shape[0], L, *v.shape[1:]) for k, v in context.items()}
+        q = self.queries(history, users, context, item_vectors)[:, -1]
+        s = self.similarity.all_pairs(q, item_vectors)
+        s[:, 0] = float("-inf")
+        return s

@@ -1,0 +1,92 @@
+"""The jobs the CLI runs, each one call: load inputs, train and save a model, evaluate, run the demo."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .config import Config
+from .data.dataset import Dataset, build_dataset
+from .data.schema import read_events, read_table, validate_events
+from .data.split import holdout_last
+from .evaluate.baselines import classic_baselines
+from .evaluate.protocol import EvalSet, run_protocol
+from .model.artifact import save_model
+from .model.recommender import TowerRecommender, id_only
+from .model.trainer import TrainReport
+
+
+def load_inputs(events: str | Path, items: str | Path | None, users: str | Path | None, cfg: Config) -> Dataset:
+    """Read and validate the user's files into a `Dataset`."""
+    ev = read_events(events, cfg.data)
+    it = read_table(items, id_column="item_id") if items else None
+    us = read_table(users, id_column="user_id") if users else None
+    return build_dataset(ev, it, us, cfg)
+
+
+def dataset_from_frames(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.DataFrame | None,
+                        cfg: Config, source: str = "events") -> Dataset:
+    """The same validation for tables already in memory (e.g. from a MovieLens loader)."""
+    ev = validate_events(events, cfg.data, Path(source))
+    it = items.assign(item_id=items["item_id"].astype(str)) if items is not None else None
+    us = users.assign(user_id=users["user_id"].astype(str)) if users is not None else None
+    return build_dataset(ev, it, us, cfg)
+
+
+def fingerprint(*paths: str | Path | None) -> dict:
+    """sha256 and size of each input file, so a model records exactly what it was trained on."""
+    out = {}
+    for p in paths:
+        if p:
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            out[str(p)] = {"sha256": h.hexdigest(), "bytes": Path(p).stat().st_size}
+    return out
+
+
+@dataclass
+class TrainOutcome:
+    out: Path
+    report: TrainReport
+    n_users: int
+    n_items: int
+    n_events: int
+
+
+def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint: dict,
+                   show_progress: bool = True) -> TrainOutcome:
+    """Train the towers (early-stopped on each user's last event unless disabled) and save the model with
+    the full history, so recommendations use every event."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    recommender = TowerRecommender(cfg, checkpoint_dir=out, show_progress=show_progress)
+    if cfg.train.early_stopping:
+        before, targets = holdout_last(data, min_history=1)
+        recommender.fit(before, EvalSet.make(before, targets))
+    else:
+        recommender.fit(data, None)
+    report = recommender.report
+    save_model(out, recommender.model, data, cfg, report, data_fingerprint,
+               {"val_ndcg@10": report.best_score} if cfg.train.early_stopping else {})
+    return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()))
+
+
+def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[str], None] = print,
+             show_progress: bool = True) -> tuple[pd.DataFrame, TowerRecommender]:
+    """The protocol over the two-tower model, its id-only (SASRec-style) twin and the classic baselines."""
+    tower = TowerRecommender(cfg, show_progress=show_progress)
+    models = [tower]
+    if baselines:
+        models += [TowerRecommender(id_only(cfg), name="SASRec (id-only)", show_progress=show_progress)]
+        models += classic_baselines(cfg.train.seed)
+    t0 = time.perf_counter()
+    table = run_protocol(data, models, log=log)
+    log(f"protocol finished in {time.perf_counter() - t0:.0f}s")
+    return table, tower

@@ -1,0 +1,65 @@
+"""Shared fixtures: small slices of real MovieLens-100K written as user files, and tiny configs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TWOTOWER_QUIET", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from twotower.config import config_from_dict
+from twotower.data.movielens import load_ml100k, locate
+from twotower.errors import InputError
+
+
+@pytest.fixture(scope="session")
+def ml100k():
+    """(events, items, users) of MovieLens-100K from ../shared/data or $TWOTOWER_DATA."""
+    try:
+        folder = locate("ml-100k", download=False)
+    except InputError as exc:
+        pytest.skip(f"MovieLens-100K not available: {exc}")
+    return load_ml100k(folder)
+
+
+@pytest.fixture(scope="session")
+def small_ml(ml100k):
+    """The first 120 users of MovieLens-100K: real data, small enough for seconds-long training."""
+    events, items, users = ml100k
+    keep = events["user_id"] <= 120
+    return events[keep].reset_index(drop=True), items, users[users["user_id"] <= 120]
+
+
+@pytest.fixture()
+def small_files(small_ml, tmp_path) -> dict[str, Path]:
+    """The small slice written as the user would give it: events.csv, items.parquet, users.csv."""
+    events, items, users = small_ml
+    paths = {"events": tmp_path / "events.csv", "items": tmp_path / "items.parquet", "users": tmp_path / "users.csv"}
+    events.to_csv(paths["events"], index=False)
+    items.to_parquet(paths["items"])
+    users.to_csv(paths["users"], index=False)
+    return paths
+
+
+def tiny_config(**sections):
+    """A config for seconds-long training; keyword arguments override whole sections' keys."""
+    raw = {"model": {"dim": 16, "max_history": 20, "layers": 1, "heads": 1, "dropout": 0.1},
+           "train": {"epochs": 3, "batch_size": 64, "lr": 3e-3, "patience": 5, "threads": 1}}
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return config_from_dict(raw)
+
+
+@pytest.fixture()
+def write_csv(tmp_path):
+    """Write rows to a CSV in tmp_path and return its path."""
+    def write(name: str, rows: list[dict] | pd.DataFrame) -> Path:
+        path = tmp_path / name
+        (rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)).to_csv(path, index=False)
+        return path
+    return write

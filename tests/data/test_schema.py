@@ -1,0 +1,74 @@
+import pandas as pd
+import pytest
+
+from twotower.config import DataConfig
+from twotower.data.schema import read_events, read_table
+from twotower.errors import InputError
+
+CFG = DataConfig()
+
+
+def test_actions_map_to_graded_weights_and_numbers_pass_through(write_csv):
+    path = write_csv("e.csv", [
+        {"user_id": "a", "item_id": 1, "timestamp": 10, "action": "impression"},
+        {"user_id": "a", "item_id": 2, "timestamp": 11, "action": "Click"},
+        {"user_id": "a", "item_id": 3, "timestamp": 12, "action": "purchase"},
+        {"user_id": "a", "item_id": 4, "timestamp": 13, "action": "2.5"},
+    ])
+    ev = read_events(path, CFG)
+    assert ev["weight"].tolist() == [0.0, 1.0, 5.0, 2.5]
+    assert ev["item_id"].tolist() == ["1", "2", "3", "4"]
+
+
+def test_iso_timestamps_parse_to_seconds(write_csv):
+    path = write_csv("e.csv", [{"user_id": 1, "item_id": 1, "timestamp": "2024-01-01T00:00:10Z"},
+                               {"user_id": 1, "item_id": 2, "timestamp": "2024-01-01 00:01:00"}])
+    ev = read_events(path, CFG)
+    assert ev["timestamp"].diff().iloc[1] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("rows, needle", [
+    ([{"user_id": 1, "timestamp": 5}], "missing column(s) item_id"),
+    ([{"user_id": 1, "item_id": 2, "timestamp": "yesterday-ish"}], "cannot parse timestamp 'yesterday-ish' at line 2"),
+    ([{"user_id": 1, "item_id": 2, "timestamp": 5, "action": "click"},
+      {"user_id": 1, "item_id": 3, "timestamp": 6, "action": "wishlist"}], "unknown action 'wishlist' at line 3"),
+    ([{"user_id": None, "item_id": 2, "timestamp": 5}, {"user_id": 2, "item_id": 2, "timestamp": 5}], "user_id is empty at line 2"),
+])
+def test_bad_events_name_the_file_the_place_and_a_fix(write_csv, rows, needle):
+    path = write_csv("events.csv", rows)
+    with pytest.raises(InputError) as exc:
+        read_events(path, CFG)
+    assert needle in str(exc.value)
+    assert str(path) in str(exc.value) and "Fix:" in str(exc.value)
+
+
+def test_empty_and_header_only_files_are_refused(tmp_path):
+    empty = tmp_path / "e.csv"
+    empty.write_text("")
+    with pytest.raises(InputError, match="empty"):
+        read_events(empty, CFG)
+    header = tmp_path / "h.csv"
+    header.write_text("user_id,item_id,timestamp\n")
+    with pytest.raises(InputError, match="no rows"):
+        read_events(header, CFG)
+
+
+def test_duplicated_ids_in_an_item_table_are_refused(write_csv):
+    path = write_csv("items.csv", [{"item_id": 7, "genre": "a"}, {"item_id": 8, "genre": "b"}, {"item_id": 7, "genre": "c"}])
+    with pytest.raises(InputError, match="item_id '7' appears more than once .line 2 and line 4"):
+        read_table(path, id_column="item_id")
+
+
+def test_unknown_file_type_is_refused(tmp_path):
+    path = tmp_path / "events.xlsx"
+    path.write_text("x")
+    with pytest.raises(InputError, match="unknown file type"):
+        read_table(path)
+
+
+def test_parquet_and_csv_read_the_same(tmp_path):
+    df = pd.DataFrame({"user_id": [1, 2], "item_id": ["x", "y"], "timestamp": [1, 2]})
+    df.to_parquet(tmp_path / "e.parquet")
+    df.to_csv(tmp_path / "e.csv", index=False)
+    a, b = read_events(tmp_path / "e.parquet", CFG), read_events(tmp_path / "e.csv", CFG)
+    pd.testing.assert_frame_equal(a, b)

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from twotower.data.split import holdout_last
+from twotower.evaluate.protocol import EvalSet, ndcg10
+from twotower.model.recommender import build_model, tower_scorer
+from twotower.model.trainer import CHECKPOINT, train_towers
+from twotower.pipeline import dataset_from_frames
+
+
+@pytest.fixture(scope="module")
+def data(small_ml):
+    return dataset_from_frames(*small_ml, tiny_config())
+
+
+def states_equal(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_gives_the_same_model(data):
+    cfg = tiny_config(train={"epochs": 2})
+    runs = []
+    for _ in range(2):
+        m = build_model(data, cfg)
+        train_towers(m, data, cfg.train, show_progress=False)
+        runs.append(m.state_dict())
+    assert states_equal(*runs)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(data, tmp_path):
+    cfg4 = tiny_config(train={"epochs": 4})
+    straight = build_model(data, cfg4)
+    train_towers(straight, data, cfg4.train, show_progress=False)
+
+    cfg2 = tiny_config(train={"epochs": 2})   # "killed" after epoch 2: its checkpoint stays behind
+    first = build_model(data, cfg2)
+    train_towers(first, data, cfg2.train, checkpoint_dir=tmp_path, show_progress=False)
+    assert (tmp_path / CHECKPOINT).is_file()
+    resumed = build_model(data, cfg4)
+    report = train_towers(resumed, data, cfg4.train, checkpoint_dir=tmp_path, show_progress=False)
+    assert report.resumed_from == 2 and len(report.epochs) == 4
+    assert states_equal(straight.state_dict(), resumed.state_dict())
+
+
+def test_early_stopping_restores_the_best_epoch(data):
+    cfg = tiny_config(train={"epochs": 10, "patience": 2})
+    scores, snapshots = iter([0.1, 0.3, 0.2, 0.25, 0.9]), []
+
+    def validate(model):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    m = build_model(data, cfg)
+    report = train_towers(m, data, cfg.train, validate=validate, show_progress=False)
+    assert report.best_epoch == 2 and len(report.epochs) == 4
+    assert states_equal(m.state_dict(), snapshots[1])
+
+
+@pytest.mark.parametrize("mode", [{"full_softmax_max_items": 0}, {}], ids=["sampled", "full"])
+def test_training_beats_popularity_on_held_out_events(data, mode):
+    from twotower.evaluate.baselines import Popularity
+
+    history, targets = holdout_last(data)
+    val = EvalSet.make(history, targets)
+    cfg = tiny_config(train={"epochs": 12, **mode})
+    m = build_model(history, cfg)
+    report = train_towers(m, history, cfg.train, validate=lambda mod: ndcg10(tower_scorer(mod, history), val),
+                          show_progress=False)
+    assert report.epochs[-1]["loss"] < report.epochs[0]["loss"]
+    pop = Popularity()
+    pop.fit(history, val)
+    assert report.best_score > ndcg10(pop.scorer(history), val)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "euclidean", "hadamard"])
+def test_every_similarity_trains(data, kind):
+    cfg = tiny_config(model={"similarity": kind, "temperature": 0.1 if kind == "cosine" else 1.0}, train={"epochs": 2})
+    m = build_model(data, cfg)
+    report = train_towers(m, data, cfg.train, show_progress=False)
+    assert np.isfinite(report.epochs[-1]["loss"]) and report.epochs[-1]["loss"] < report.epochs[0]["loss"]
