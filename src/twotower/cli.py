@@ -15,7 +15,7 @@ from .errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Two-tower recommendation: train, evaluate, recommend. Run `twotower VERB --help`.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 EventsOpt = typer.Option(..., "--events", "-e", help="events file (CSV/Parquet): user_id, item_id, timestamp[, action, ...]")
 ItemsOpt = typer.Option(None, "--items", "-i", help="items file (CSV/Parquet): item_id + feature columns")

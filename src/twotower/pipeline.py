@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,8 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
     the full history, so recommendations use every event."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    recommender = TowerRecommender(cfg, checkpoint_dir=out, show_progress=show_progress)
+    key = hashlib.sha256(json.dumps([cfg.model_dump(), data_fingerprint], sort_keys=True).encode()).hexdigest()
+    recommender = TowerRecommender(cfg, checkpoint_dir=out, show_progress=show_progress, resume_key=key)
     if cfg.train.early_stopping:
         before, targets = holdout_last(data, min_history=1)
         recommender.fit(before, EvalSet.make(before, targets))

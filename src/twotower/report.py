@@ -29,7 +29,11 @@ def metrics_table(df: pd.DataFrame, title: str) -> Table:
 
 
 def print_metrics(df: pd.DataFrame, title: str, console: Console | None = None) -> None:
-    (console or Console()).print(metrics_table(df, title))
+    """Print the table; written to a file or pipe it keeps its full width instead of 80 columns."""
+    console = console or Console()
+    if not console.is_terminal:
+        console = Console(file=console.file, width=max(console.width, 150))
+    console.print(metrics_table(df, title))
 
 
 def save_metrics(df: pd.DataFrame, path: str | Path) -> None:

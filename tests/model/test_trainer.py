@@ -80,3 +80,11 @@ def test_every_similarity_trains(data, kind):
     m = build_model(data, cfg)
     report = train_towers(m, data, cfg.train, show_progress=False)
     assert np.isfinite(report.epochs[-1]["loss"]) and report.epochs[-1]["loss"] < report.epochs[0]["loss"]
+
+
+def test_a_checkpoint_from_other_data_or_settings_is_not_resumed(data, tmp_path):
+    cfg = tiny_config(train={"epochs": 2})
+    train_towers(build_model(data, cfg), data, cfg.train, checkpoint_dir=tmp_path, show_progress=False, resume_key="a")
+    report = train_towers(build_model(data, cfg), data, cfg.train, checkpoint_dir=tmp_path, show_progress=False,
+                          resume_key="b")
+    assert report.resumed_from == 0 and len(report.epochs) == 2

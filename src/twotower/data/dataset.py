@@ -87,10 +87,16 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
     user_ids = list(users["user_id"]) if users is not None else []
     user_vocab = IdVocab(user_ids + list(pd.unique(events.loc[~events["user_id"].isin(set(user_ids)), "user_id"])))
 
-    ev = events.copy()
-    ev["user"] = user_vocab.encode(ev["user_id"].to_numpy())
-    ev["item"] = item_vocab.encode(ev["item_id"].to_numpy())
-    ev = ev.sort_values(["user", "timestamp", "order"], kind="stable").reset_index(drop=True)
+    # context columns are read from the user's own columns, before any internal column exists
+    ctx_cols = context_columns(events)
+    user_codes = user_vocab.encode(events["user_id"].to_numpy())
+    item_codes = item_vocab.encode(events["item_id"].to_numpy())
+    order = np.lexsort((events["order"].to_numpy(), events["timestamp"].to_numpy(), user_codes))
+    src = events.iloc[order].reset_index(drop=True)
+    ev = pd.DataFrame({"user": user_codes[order], "item": item_codes[order], "timestamp": src["timestamp"],
+                       "weight": src["weight"], "order": src["order"]})
+    if "query" in src.columns:
+        ev["query"] = src["query"]
 
     def table_features(table, id_col, vocab, prefix_overrides):
         if table is None:
@@ -103,11 +109,9 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
 
     item_specs, item_features = table_features(items, "item_id", item_vocab, cfg.feature_kinds)
     user_specs, user_features = table_features(users, "user_id", user_vocab, cfg.feature_kinds)
-    ctx_cols = context_columns(ev)
-    context_specs = fit_specs(ev, ctx_cols, cfg.feature_kinds, cfg.multi_separator, config.model.text_buckets)
-    context_features = encode(ev, context_specs, cfg.multi_separator)
-    keep = ["user", "item", "timestamp", "weight", "order"] + (["query"] if "query" in ev.columns else [])
-    return Dataset(ev[keep], user_vocab, item_vocab, item_specs, item_features, user_specs, user_features,
+    context_specs = fit_specs(src, ctx_cols, cfg.feature_kinds, cfg.multi_separator, config.model.text_buckets)
+    context_features = encode(src, context_specs, cfg.multi_separator)
+    return Dataset(ev, user_vocab, item_vocab, item_specs, item_features, user_specs, user_features,
                    context_specs, context_features)
 
 

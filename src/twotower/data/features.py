@@ -54,7 +54,7 @@ def infer_kind(col: pd.Series, separator: str = "|") -> str:
         return "multi"
     words = text.str.count(r"\w+")
     unique_ratio = text.nunique() / len(text)
-    if words.mean() >= 2.5 and unique_ratio > 0.2:
+    if words.mean() >= 2.5 and unique_ratio > 0.2 and text.str.contains(r"\s").mean() > 0.5:
         return "text"
     if _as_dates(text).notna().mean() > 0.9:
         return "numeric"

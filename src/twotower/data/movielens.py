@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..atomic import atomic_path
 from ..errors import InputError
 
 GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -98,8 +99,15 @@ def fetch(name: str) -> Path:
         if digest != src.sha256:
             raise InputError(src.url, f"checksum mismatch for {src.checked_file} ({digest})",
                              "retry the download; if it persists the file on the server has changed")
-        zf.extractall(dest)
-    return dest / inner.split("/")[0]
+        top = inner.split("/")[0]
+        with atomic_path(dest / top) as tmp:   # a half-unpacked folder never appears in the cache
+            tmp.mkdir()
+            for member in zf.namelist():
+                if member.startswith(top + "/") and not member.endswith("/"):
+                    target = tmp / member[len(top) + 1:]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(zf.read(member))
+    return dest / top
 
 
 def load_ml100k(folder: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -88,17 +88,17 @@ def parse_timestamps(col: pd.Series, path: Path) -> pd.Series:
                              "give every event a unix time in seconds or an ISO date-time")
         return col.astype("float64")
     if pd.api.types.is_datetime64_any_dtype(col):
-        parsed = col
-    else:
-        parsed = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna()
+        parsed = col if getattr(col.dt, "tz", None) is not None else col.dt.tz_localize("UTC")
+        return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("float64")
+    numbers = pd.to_numeric(col, errors="coerce")
+    parsed = pd.to_datetime(col.where(numbers.isna()), errors="coerce", utc=True, format="mixed")
+    seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().fillna(numbers)
+    bad = seconds.isna()
     if bad.any():
         i = col.index[bad][0]
         raise InputError(str(path), f"cannot parse timestamp '{col[i]}' at {_where(path, i)}",
                          "use unix seconds or an ISO 8601 date-time such as 2024-05-01T12:30:00")
-    if getattr(parsed.dt, "tz", None) is None:
-        parsed = parsed.dt.tz_localize("UTC")
-    return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("float64")
+    return seconds.astype("float64")
 
 
 def action_weights(col: pd.Series, config: DataConfig, path: Path) -> pd.Series:

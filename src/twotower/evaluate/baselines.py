@@ -3,14 +3,11 @@ iALS and BPR (from `implicit`). The SASRec-style sequence baseline is the tower 
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from typing import Any
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit asks for this; its own threads do the work
-
 import numpy as np
-import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from ..data.dataset import Dataset
 from .protocol import EvalSet, Scorer, ndcg10, seen_matrix
@@ -115,8 +112,9 @@ class _ImplicitMF(GridBaseline):
         """The unfitted `implicit` model for one setting."""
 
     def _fit(self, train, params):
-        model = self._make(params)
-        model.fit(seen_matrix(train), show_progress=False)
+        with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS threads slow it down
+            model = self._make(params)
+            model.fit(seen_matrix(train), show_progress=False)
         return np.asarray(model.user_factors), np.asarray(model.item_factors)
 
     def _scorer(self, state, history):

@@ -45,9 +45,9 @@ class TowerRecommender:
     validation event reaches the model through the user's history."""
 
     def __init__(self, cfg: Config, name: str = "TwoTower", checkpoint_dir: Path | None = None,
-                 show_progress: bool = True):
+                 show_progress: bool = True, resume_key: str = ""):
         self.cfg, self.name = cfg, name
-        self.checkpoint_dir, self.show_progress = checkpoint_dir, show_progress
+        self.checkpoint_dir, self.show_progress, self.resume_key = checkpoint_dir, show_progress, resume_key
         self.model: TwoTowerModel | None = None
         self.report: TrainReport | None = None
 
@@ -55,7 +55,7 @@ class TowerRecommender:
         self.model = build_model(train, self.cfg)
         validate = (lambda m: ndcg10(tower_scorer(m, validation.history), validation)) if validation else None
         self.report = train_towers(self.model, train, self.cfg.train, validate, self.checkpoint_dir,
-                                   self.show_progress)
+                                   self.show_progress, self.resume_key)
         return {"epoch": self.report.best_epoch}
 
     def refit(self, train: Dataset) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
@@ -34,6 +35,41 @@ class ItemTower(nn.Module):
         return out
 
 
+class FastDropout(nn.Module):
+    """Inverted dropout from a uniform draw: the same function as nn.Dropout, about twice as fast on CPU."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
+
+
+class CausalBlock(nn.Module):
+    """Pre-norm transformer block whose positions attend only to themselves and earlier real items."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"model.dim ({dim}) must be divisible by model.heads ({heads})")
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.dropout = FastDropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """x [B, L, d], allowed [B, 1, L, L] (query, key) -> [B, L, d]."""
+        B, L, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=0.0)
+        x = x + self.dropout(self.out(a.transpose(1, 2).reshape(B, L, d)))
+        return x + self.dropout(self.ff(self.norm2(x)))
+
+
 class HistoryEncoder(nn.Module):
     """[B, L, d] item vectors of a right-aligned history (0-padded on the left) -> [B, L, d] causal states:
     position t sees items 0..t only. A transformer, or a running mean as the cheap option."""
@@ -41,29 +77,27 @@ class HistoryEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.kind = cfg.history
-        self.heads = cfg.heads
         self.position = nn.Embedding(cfg.max_history, cfg.dim)
         nn.init.normal_(self.position.weight, std=0.02)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = FastDropout(cfg.dropout)
         if self.kind == "transformer":
-            layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, dim_feedforward=cfg.dim * 2, dropout=cfg.dropout,
-                                               activation="gelu", batch_first=True, norm_first=True)
-            self.layers = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+            self.blocks = nn.ModuleList(CausalBlock(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x [B, L, d], mask [B, L] true where a real item is."""
-        B, L, _ = x.shape
-        m = mask.unsqueeze(-1).float()
+        L = x.shape[1]
+        m = mask.unsqueeze(-1).to(x.dtype)
         if self.kind == "mean":
             return self.norm(x.cumsum(1) / m.cumsum(1).clamp(min=1.0)) * m
         pos = torch.arange(L, device=x.device)
         h = self.dropout((x + self.position(pos)) * m)
-        causal = pos.unsqueeze(0) <= pos.unsqueeze(1)                       # [L(query), L(key)]
-        allowed = causal & (mask.unsqueeze(1) | torch.eye(L, dtype=torch.bool, device=x.device))  # [B, L, L]
-        attn_mask = torch.zeros(allowed.shape, device=x.device).masked_fill(~allowed, float("-inf"))
-        attn_mask = attn_mask.repeat_interleave(self.heads, dim=0)
-        return self.norm(self.layers(h, mask=attn_mask)) * m
+        causal = pos.unsqueeze(0) <= pos.unsqueeze(1)                         # [L(query), L(key)]
+        # a padding position may see itself, so no row is empty (an empty row would give NaN)
+        allowed = (causal & (mask.unsqueeze(1) | torch.eye(L, dtype=torch.bool, device=x.device))).unsqueeze(1)
+        for block in self.blocks:
+            h = block(h, allowed) * m
+        return self.norm(h) * m
 
 
 class QueryTower(nn.Module):

@@ -39,9 +39,10 @@ class TrainReport:
 
 def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
                  validate: Callable[[TwoTowerModel], float] | None = None,
-                 checkpoint_dir: Path | None = None, show_progress: bool = True) -> TrainReport:
+                 checkpoint_dir: Path | None = None, show_progress: bool = True, resume_key: str = "") -> TrainReport:
     """Fit `model` on `data`'s event histories. `validate(model) -> NDCG@10` drives early stopping;
-    without it every epoch runs and the last one is kept."""
+    without it every epoch runs and the last one is kept. A checkpoint in `checkpoint_dir` is resumed only
+    when it was written under the same `resume_key` (e.g. a hash of the config and the data)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -55,8 +56,11 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
     report, best_state, bad_epochs, start = TrainReport(), None, 0, 0
 
     ckpt_path = checkpoint_dir / CHECKPOINT if checkpoint_dir else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False)
+    state = torch.load(ckpt_path, weights_only=False) if ckpt_path is not None and ckpt_path.is_file() else None
+    if state is not None and state.get("key") != resume_key:
+        log.warning("ignoring %s: it was written for other data or settings", ckpt_path)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
@@ -100,7 +104,8 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
             report.epochs.append(row)
             report.seconds = time.perf_counter() - t0
             if ckpt_path is not None:
-                _save_checkpoint(ckpt_path, model, opt, gen, estimator, report, best_state, bad_epochs, epoch + 1)
+                _save_checkpoint(ckpt_path, resume_key, model, opt, gen, estimator, report, best_state, bad_epochs,
+                                 epoch + 1)
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
@@ -142,8 +147,8 @@ def _batch_loss(model: TwoTowerModel, w: Windows, idx: np.ndarray, context: dict
     return loss, int(valid.sum())
 
 
-def _save_checkpoint(path: Path, model, opt, gen, estimator, report, best_state, bad_epochs, epoch) -> None:
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+def _save_checkpoint(path: Path, key: str, model, opt, gen, estimator, report, best_state, bad_epochs, epoch) -> None:
+    state = {"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
              "torch_rng": torch.get_rng_state(), "estimator": estimator.state_dict(), "report": report,
              "best_state": best_state, "bad_epochs": bad_epochs, "epoch": epoch}
     with atomic_path(path) as tmp:

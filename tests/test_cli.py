@@ -1,0 +1,110 @@
+"""The verbs as a user calls them: train, recommend, evaluate, and their errors."""
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from twotower.cli import app
+
+runner = CliRunner()
+TINY = """
+[model]
+dim = 16
+max_history = 20
+layers = 1
+heads = 1
+[train]
+epochs = 3
+batch_size = 64
+threads = 1
+"""
+
+
+@pytest.fixture()
+def config(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture()
+def trained(small_files, config, tmp_path):
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", "--events", str(small_files["events"]), "--items", str(small_files["items"]),
+                                 "--users", str(small_files["users"]), "--out", str(out), "--config", str(config), "-q"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("verb", ["train", "recommend", "evaluate", "demo"])
+def test_every_verb_has_help(verb):
+    result = runner.invoke(app, [verb, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_train_writes_a_complete_model_folder_without_leftovers(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"model.json", "weights.pt", "features.npz", "items.parquet", "users.parquet", "history.parquet",
+            "item_vectors.npy"} <= names
+    assert "checkpoint.pt" not in names
+    assert not [p for p in trained.parent.iterdir() if p.name.startswith(".model.")]
+
+
+def test_recommend_excludes_seen_items_keeps_user_ids_and_falls_back_for_strangers(trained, small_ml, tmp_path):
+    events, _, _ = small_ml
+    users = tmp_path / "who.txt"
+    users.write_text("1\n7\nnobody-knows-me\n")
+    out = tmp_path / "recs.csv"
+    result = runner.invoke(app, ["recommend", "--model", str(trained), "--users", str(users), "--k", "25",
+                                 "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "1 popularity fallback" in result.output
+    recs = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
+    assert list(recs.columns) == ["user_id", "item_id", "rank", "score"]
+    assert recs.groupby("user_id").size().to_dict() == {"1": 25, "7": 25, "nobody-knows-me": 25}
+    seen = set(zip(events["user_id"].astype(str), events["item_id"].astype(str)))
+    assert not any((u, i) in seen for u, i in zip(recs["user_id"], recs["item_id"]))
+    for _, g in recs.groupby("user_id"):
+        assert g["rank"].tolist() == list(range(1, 26))
+        assert g["score"].is_monotonic_decreasing
+    assert set(recs.loc[recs.user_id == "nobody-knows-me", "item_id"]) <= set(events["item_id"].astype(str))
+
+
+def test_recommend_all_users(trained, small_ml, tmp_path):
+    out = tmp_path / "all.csv"
+    result = runner.invoke(app, ["recommend", "--model", str(trained), "--users", "all", "--k", "5", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out)["user_id"].nunique() == small_ml[0]["user_id"].nunique()
+
+
+def test_bad_input_exits_non_zero_with_one_clear_message_and_no_output(tmp_path, config):
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,timestamp,action\n1,2,100,click\n1,3,not-a-time,click\n")
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", "--events", str(events), "--out", str(out), "--config", str(config)])
+    assert result.exit_code == 2
+    assert "cannot parse timestamp 'not-a-time' at line 3" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_bad_config_key_is_named(tmp_path, small_files):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[model]\ndimension = 8\n")
+    result = runner.invoke(app, ["train", "--events", str(small_files["events"]), "--out", str(tmp_path / "m"),
+                                 "--config", str(cfg)])
+    assert result.exit_code == 2 and "model.dimension" in result.output
+
+
+def test_recommend_refuses_a_folder_that_is_not_a_model(tmp_path):
+    result = runner.invoke(app, ["recommend", "--model", str(tmp_path), "--out", str(tmp_path / "r.csv")])
+    assert result.exit_code == 2 and "not a twotower model folder" in result.output
+
+
+def test_evaluate_prints_one_table(small_files, config, tmp_path):
+    out = tmp_path / "table.csv"
+    result = runner.invoke(app, ["evaluate", "--events", str(small_files["events"]), "--items", str(small_files["items"]),
+                                 "--config", str(config), "--no-baselines", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "NDCG@10" in result.output
+    table = pd.read_csv(out)
+    assert table["model"].tolist() == ["TwoTower"] and 0 <= table.loc[0, "NDCG@10"] <= 1
