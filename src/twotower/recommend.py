@@ -42,7 +42,7 @@ def read_user_ids(spec: str, saved: SavedModel) -> list[str]:
     return ids
 
 
-def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch: int = 1024,
+def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch: int | None = None,
               show_progress: bool = True) -> RecommendSummary:
     """Write `user_id,item_id,rank,score` for each user: known users get the towers' top-k among the items
     they have not had; users with no history get the most popular items."""
@@ -60,6 +60,7 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch:
     pop_top = top_k(popularity[None, :], min(k, hist.n_items))[0]
     score = tower_scorer(saved.model, hist)
     k = min(k, hist.n_items)
+    batch = batch or max(1, min(1024, 20_000_000 // (hist.n_items + 1)))   # score matrices stay ~160 MB
     frames = []
     with progress_bar(show_progress) as bar:
         task = bar.add_task("recommending", total=len(ids), rate="")

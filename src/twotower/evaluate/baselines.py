@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
 from ..data.dataset import Dataset
@@ -112,7 +114,9 @@ class _ImplicitMF(GridBaseline):
         """The unfitted `implicit` model for one setting."""
 
     def _fit(self, train, params):
-        with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS threads slow it down
+        # implicit runs its own threads; nested BLAS threads slow it down (its libraries are loaded at import,
+        # above, so that this limit reaches them)
+        with threadpool_limits(1, "blas"):
             model = self._make(params)
             model.fit(seen_matrix(train), show_progress=False)
         return np.asarray(model.user_factors), np.asarray(model.item_factors)
@@ -128,7 +132,6 @@ class IALS(_ImplicitMF):
             for f in (64, 128) for r in (0.01, 0.1, 1.0) for a in (1.0, 10.0)]
 
     def _make(self, p):
-        from implicit.cpu.als import AlternatingLeastSquares
         return AlternatingLeastSquares(factors=p["factors"], regularization=p["regularization"], alpha=p["alpha"],
                                        iterations=15, random_state=self.seed)
 
@@ -139,7 +142,6 @@ class BPR(_ImplicitMF):
             for f in (64, 128) for lr in (0.01, 0.05) for r in (0.001, 0.01)]
 
     def _make(self, p):
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
         return BayesianPersonalizedRanking(factors=p["factors"], learning_rate=p["learning_rate"],
                                            regularization=p["regularization"], iterations=100, random_state=self.seed)
 

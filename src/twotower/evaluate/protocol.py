@@ -60,9 +60,10 @@ def seen_matrix(data: Dataset) -> sp.csr_matrix:
     return m
 
 
-def evaluate_scorer(scorer: Scorer, ev: EvalSet, batch: int = 1024) -> dict[str, float]:
+def evaluate_scorer(scorer: Scorer, ev: EvalSet, batch: int | None = None) -> dict[str, float]:
     """Rank every target with `scorer` and summarise."""
     t = ev.targets
+    batch = batch or max(1, min(1024, 20_000_000 // (ev.history.n_items + 1)))
     ranks, tops = [], []
     for lo in range(0, len(t), batch):
         users = t.users[lo:lo + batch]

@@ -21,7 +21,6 @@ class FeatureEncoder(nn.Module):
         super().__init__()
         self.specs = list(specs) if table is None else [s for s in specs if s.name in table]
         self.names = {f"f{i}": s.name for i, s in enumerate(self.specs)}
-        self.has_table = table is not None
         self.lookups = nn.ModuleDict()
         numeric = []
         for i, spec in enumerate(self.specs):
@@ -35,6 +34,9 @@ class FeatureEncoder(nn.Module):
                 nn.init.normal_(self.lookups[key].weight, std=0.02)
         self.numeric_keys = numeric
         self.numeric = nn.Linear(len(numeric), dim) if numeric else None
+        if self.numeric is not None:  # start as small as the embeddings, so no feature swamps the id at first
+            nn.init.normal_(self.numeric.weight, std=0.02)
+            nn.init.zeros_(self.numeric.bias)
 
     @property
     def empty(self) -> bool:

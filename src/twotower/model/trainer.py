@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -56,7 +56,7 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
     report, best_state, bad_epochs, start = TrainReport(), None, 0, 0
 
     ckpt_path = checkpoint_dir / CHECKPOINT if checkpoint_dir else None
-    state = torch.load(ckpt_path, weights_only=False) if ckpt_path is not None and ckpt_path.is_file() else None
+    state = torch.load(ckpt_path, weights_only=True) if ckpt_path is not None and ckpt_path.is_file() else None
     if state is not None and state.get("key") != resume_key:
         log.warning("ignoring %s: it was written for other data or settings", ckpt_path)
         state = None
@@ -66,7 +66,8 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         estimator.load_state_dict(state["estimator"])
-        report, best_state, bad_epochs, start = state["report"], state["best_state"], state["bad_epochs"], state["epoch"]
+        report, best_state = TrainReport(**state["report"]), state["best_state"]
+        bad_epochs, start = state["bad_epochs"], state["epoch"]
         report.resumed_from = start
         log.info("resumed training from %s after epoch %d", ckpt_path, start)
 
@@ -149,7 +150,7 @@ def _batch_loss(model: TwoTowerModel, w: Windows, idx: np.ndarray, context: dict
 
 def _save_checkpoint(path: Path, key: str, model, opt, gen, estimator, report, best_state, bad_epochs, epoch) -> None:
     state = {"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-             "torch_rng": torch.get_rng_state(), "estimator": estimator.state_dict(), "report": report,
+             "torch_rng": torch.get_rng_state(), "estimator": estimator.state_dict(), "report": asdict(report),
              "best_state": best_state, "bad_epochs": bad_epochs, "epoch": epoch}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
