@@ -13,7 +13,7 @@ import pandas as pd
 
 from .config import Config
 from .data.dataset import Dataset, build_dataset
-from .data.schema import read_events, read_table, validate_events
+from .data.schema import read_events, read_table, validate_events, validate_table
 from .data.split import holdout_last
 from .evaluate.baselines import classic_baselines
 from .evaluate.protocol import EvalSet, run_protocol
@@ -34,8 +34,8 @@ def dataset_from_frames(events: pd.DataFrame, items: pd.DataFrame | None, users:
                         cfg: Config, source: str = "events") -> Dataset:
     """The same validation for tables already in memory (e.g. from a MovieLens loader)."""
     ev = validate_events(events, cfg.data, Path(source))
-    it = items.assign(item_id=items["item_id"].astype(str)) if items is not None else None
-    us = users.assign(user_id=users["user_id"].astype(str)) if users is not None else None
+    it = validate_table(items, "item_id", Path(f"{source} (items)")) if items is not None else None
+    us = validate_table(users, "user_id", Path(f"{source} (users)")) if users is not None else None
     return build_dataset(ev, it, us, cfg)
 
 

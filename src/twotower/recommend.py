@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
+from .data.dataset import request_context
 from .data.schema import read_table
 from .errors import InputError
 from .evaluate.metrics import mask_seen, top_k
@@ -59,6 +60,7 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch:
     popularity[0] = -np.inf
     pop_top = top_k(popularity[None, :], min(k, hist.n_items))[0]
     score = tower_scorer(saved.model, hist)
+    now = float(hist.events["timestamp"].max())   # requests are scored as of the latest event the model knows
     k = min(k, hist.n_items)
     batch = batch or max(1, min(1024, 20_000_000 // (hist.n_items + 1)))   # score matrices stay ~160 MB
     frames = []
@@ -70,7 +72,8 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch:
             items = np.tile(pop_top, (len(c), 1))
             scores = np.tile(popularity[pop_top], (len(c), 1))
             if kn.any():
-                s = mask_seen(np.array(score(c[kn], {}), dtype=np.float64), c[kn], seen)
+                ctx = request_context(hist.context_specs, int(kn.sum()), now)
+                s = mask_seen(np.array(score(c[kn], ctx), dtype=np.float64), c[kn], seen)
                 top = top_k(s, k)
                 items[kn], scores[kn] = top, np.take_along_axis(s, top, 1)
             frames.append(pd.DataFrame({

@@ -5,7 +5,7 @@ import pandas as pd
 from pathlib import Path
 
 from tests.conftest import tiny_config
-from twotower.data.dataset import build_dataset
+from twotower.data.dataset import REQUEST_TIME, build_dataset
 from twotower.data.schema import validate_events
 from twotower.data.split import holdout_last
 from twotower.evaluate.protocol import EvalSet, evaluate_scorer
@@ -30,7 +30,7 @@ def random_log(seed=0, users=150, per_user=20, items=300):
 
 def test_context_holds_only_the_users_own_columns():
     data, _ = random_log()
-    assert [s.name for s in data.context_specs] == ["device", "user"]
+    assert [s.name for s in data.context_specs] == ["device", "user", REQUEST_TIME]
     assert sorted(np.unique(data.context_features["user"])) == [1, 2, 3, 4, 5]   # codes of "a".."e"
 
 
@@ -44,8 +44,12 @@ def test_a_model_cannot_predict_random_targets():
     assert train_fit["HR@10"] < 0.12      # chance is about 10/300; a leak of the target would give ~1
 
 
-def test_movielens_has_no_context_features(small_ml):
+def test_movielens_context_is_only_the_request_time(small_ml):
     from twotower.pipeline import dataset_from_frames
 
     data = dataset_from_frames(*small_ml, tiny_config())
-    assert data.context_specs == [] and data.context_features == {}
+    assert [s.name for s in data.context_specs] == [REQUEST_TIME]
+    t = data.events["timestamp"].to_numpy()
+    np.testing.assert_allclose(data.context_features[REQUEST_TIME], (t - t.mean()) / t.std(), rtol=1e-4, atol=1e-5)
+    off = dataset_from_frames(*small_ml, tiny_config(model={"request_time": False}))
+    assert off.context_specs == [] and off.context_features == {}

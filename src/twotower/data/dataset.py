@@ -13,6 +13,7 @@ from .features import FeatureSpec, encode, fit_specs
 from .schema import context_columns
 
 log = logging.getLogger(__name__)
+REQUEST_TIME = "_request_time"   # derived context: when the request happened (a leading _ never clashes)
 
 
 class IdVocab:
@@ -110,9 +111,21 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
     item_specs, item_features = table_features(items, "item_id", item_vocab, cfg.feature_kinds)
     user_specs, user_features = table_features(users, "user_id", user_vocab, cfg.feature_kinds)
     context_specs = fit_specs(src, ctx_cols, cfg.feature_kinds, cfg.multi_separator, config.model.text_buckets)
+    if config.model.request_time:
+        times = pd.DataFrame({REQUEST_TIME: src["timestamp"]})
+        context_specs += fit_specs(times, [REQUEST_TIME], {REQUEST_TIME: "numeric"})
+        src = pd.concat([src, times], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)
     return Dataset(ev, user_vocab, item_vocab, item_specs, item_features, user_specs, user_features,
                    context_specs, context_features)
+
+
+def request_context(specs: list[FeatureSpec], n: int, timestamp: float | None) -> dict[str, np.ndarray]:
+    """Context for `n` requests made at `timestamp` whose other context columns are unknown (encoded missing)."""
+    frame = pd.DataFrame({s.name: [None] * n for s in specs})
+    if timestamp is not None and any(s.name == REQUEST_TIME for s in specs):
+        frame[REQUEST_TIME] = float(timestamp)
+    return encode(frame, specs)
 
 
 def _with_padding_row(x: np.ndarray) -> np.ndarray:

@@ -39,17 +39,22 @@ def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:
         raise InputError(str(path), "has a header but no rows", "give a file with data rows")
-    if id_column is not None:
-        _require_columns(df, [id_column], path)
-        df[id_column] = _ids(df[id_column], id_column, path)
-        dup = df[id_column].duplicated(keep=False)
-        if dup.any():
-            first = df.index[dup][:2].tolist()
-            raise InputError(
-                str(path),
-                f"{id_column} '{df[id_column][first[0]]}' appears more than once ({_where(path, first[0])} and {_where(path, first[1])})",
-                f"keep one row per {id_column}",
-            )
+    return validate_table(df, id_column, path) if id_column is not None else df
+
+
+def validate_table(df: pd.DataFrame, id_column: str, path: Path) -> pd.DataFrame:
+    """Check an item or user table: the id column is present, filled and unique; ids become strings."""
+    df = df.copy()
+    _require_columns(df, [id_column], path)
+    df[id_column] = _ids(df[id_column], id_column, path)
+    dup = df[id_column].duplicated(keep=False)
+    if dup.any():
+        first = df.index[dup][:2].tolist()
+        raise InputError(
+            str(path),
+            f"{id_column} '{df[id_column][first[0]]}' appears more than once ({_where(path, first[0])} and {_where(path, first[1])})",
+            f"keep one row per {id_column}",
+        )
     return df
 
 
