@@ -25,7 +25,8 @@ def build_model(data: Dataset, cfg: Config) -> TwoTowerModel:
 def tower_scorer(model: TwoTowerModel, history: Dataset, batch: int = 512) -> Scorer:
     """Score users from their last `max_history` positive events in `history`."""
     model.eval()
-    items = model.all_item_vectors().detach()
+    with torch.no_grad():
+        items = model.all_item_vectors()
     L = model.cfg.max_history
 
     def score(users: np.ndarray, context: dict) -> np.ndarray:
