@@ -108,3 +108,12 @@ def test_evaluate_prints_one_table(small_files, config, tmp_path):
     assert "NDCG@10" in result.output
     table = pd.read_csv(out)
     assert table["model"].tolist() == ["TwoTower"] and 0 <= table.loc[0, "NDCG@10"] <= 1
+
+
+def test_a_log_too_short_to_learn_from_is_a_clear_error(tmp_path, config):
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,timestamp\n1,2,100\n2,3,101\n")
+    for verb in ("train", "evaluate"):
+        args = [verb, "--events", str(events), "--config", str(config)] + (["--out", str(tmp_path / "m")] if verb == "train" else [])
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "positive events" in result.output, result.output

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from ..data.dataset import Dataset
 from ..data.split import Targets, holdout_last
+from ..errors import InputError
 from .metrics import mask_seen, summarize, target_ranks, top_k
 
 Scorer = Callable[[np.ndarray, dict], np.ndarray]
@@ -46,7 +47,7 @@ class EvalSet:
     def make(cls, history: Dataset, targets: Targets) -> "EvalSet":
         seen = seen_matrix(history)
         # a target the user already had cannot be recommended under seen-item exclusion: drop it
-        fresh = np.asarray(seen[targets.users, targets.items]).ravel() == 0
+        fresh = (np.asarray(seen[targets.users, targets.items]).ravel() == 0) if len(targets) else np.zeros(0, bool)
         kept = Targets(targets.users[fresh], targets.items[fresh], {k: v[fresh] for k, v in targets.context.items()})
         return cls(history, kept, seen)
 
@@ -88,6 +89,9 @@ def split_for_protocol(data: Dataset) -> tuple[EvalSet, EvalSet]:
 def run_protocol(data: Dataset, models: list[Recommender], log: Callable[[str], None] = print) -> pd.DataFrame:
     """Fit, tune and test every model under the same split; one row of test metrics per model."""
     val, test = split_for_protocol(data)
+    if len(test.targets) == 0 or len(val.targets) == 0:
+        raise InputError("events", "no user has three positive events, which leave-one-out evaluation needs "
+                         "(one to learn from, one to validate, one to test)", "evaluate on a longer log")
     log(f"protocol: {len(test.targets)} test users, {len(val.targets)} validation users, "
         f"{data.n_items} items, {int((val.history.events['weight'] > 0).sum())} training events")
     rows = []

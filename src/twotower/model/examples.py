@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..errors import InputError
 
 
 @dataclass
@@ -93,7 +94,8 @@ def build_windows(data: Dataset, length: int, max_negatives: int) -> Windows:
             out["negatives"].append(neg)
             out["users"].append(u)
     if not out["users"]:
-        raise ValueError("no user has two positive events: nothing to train the towers on")
+        raise InputError("events", "no user has two positive events, so there is nothing to learn what comes next from",
+                         "give users at least two events with a positive weight (click, purchase, ...)")
     return Windows(*(np.stack(out[k]) if k != "users" else np.asarray(out[k], np.int64) for k in out))
 
 
