@@ -117,3 +117,24 @@ def test_a_log_too_short_to_learn_from_is_a_clear_error(tmp_path, config):
         args = [verb, "--events", str(events), "--config", str(config)] + (["--out", str(tmp_path / "m")] if verb == "train" else [])
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "positive events" in result.output, result.output
+
+
+def test_train_never_replaces_a_folder_of_other_files(small_files, config, tmp_path):
+    precious = tmp_path / "docs"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = runner.invoke(app, ["train", "--events", str(small_files["events"]), "--out", str(precious), "--config", str(config)])
+    assert result.exit_code == 2 and "other files" in result.output
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_demo_runs_the_whole_job(config, tmp_path):
+    """The README's main command, with a tiny config: table, model, recommendations, report."""
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--out", str(out), "--config", str(config), "-q"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "evaluation.csv")
+    assert table["model"].tolist() == ["TwoTower", "SASRec (id-only)", "Popularity", "ItemKNN", "EASE", "iALS", "BPR"]
+    assert (out / "evaluation.png").stat().st_size > 10_000 and (out / "model" / "model.json").is_file()
+    recs = pd.read_csv(out / "recs.csv")
+    assert recs["user_id"].nunique() == 943 and recs.groupby("user_id").size().eq(100).all()

@@ -98,31 +98,20 @@ def demo(data: Optional[Path] = typer.Option(None, "--data", help="folder with M
          config: Optional[Path] = ConfigOpt, quiet: bool = QuietOpt):
     """The whole job on MovieLens-100K: load, split, train, evaluate against baselines, save, recommend."""
     from .config import load_config
-    from .data.movielens import load_ml100k, locate
-    from .model.artifact import save_model
-    from .pipeline import dataset_from_frames
-    from .pipeline import evaluate as run
-    from .pipeline import fingerprint
-    from .recommend import recommend as run_recommend
-    from .report import plot_metrics, print_metrics, save_metrics
+    from .data.movielens import locate
+    from .pipeline import run_demo
+    from .report import print_metrics
 
     def job():
         t0 = time.perf_counter()
         cfg = load_config(config)
         folder = data or locate("ml-100k")
         console.print(f"MovieLens-100K from {folder}")
-        ds = dataset_from_frames(*load_ml100k(folder), cfg, source=str(folder / "u.data"))
-        table, tower = run(ds, cfg, baselines=True, log=console.print, show_progress=not quiet)
-        print_metrics(table, "MovieLens-100K: test metrics (leave-one-out by time, full ranking, seen items excluded)",
-                      Console())
-        out.mkdir(parents=True, exist_ok=True)
-        save_metrics(table, out / "evaluation.csv")
-        plot_metrics(table, out / "evaluation.png", "MovieLens-100K", tower.report.epochs)
-        metrics = table.iloc[0].drop(["model", "settings"]).to_dict()
-        save_model(out / "model", tower.model, ds, cfg, tower.report, fingerprint(folder / "u.data"), metrics)
-        s = run_recommend(out / "model", "all", 100, out / "recs.csv", show_progress=not quiet)
-        console.print(f"model: {out / 'model'}\nrecommendations: {s.out} ({s.rows:,} rows)\n"
-                      f"report: {out / 'evaluation.csv'}, {out / 'evaluation.png'}\n"
+        result = run_demo(folder, out, cfg, log=console.print, show_progress=not quiet)
+        print_metrics(result.table, "MovieLens-100K: test metrics (leave-one-out by time, full ranking, "
+                      "seen items excluded)", Console())
+        console.print(f"model: {result.model}\nrecommendations: {result.recommendations} ({result.rows:,} rows)\n"
+                      f"report: {', '.join(map(str, result.report))}\n"
                       f"demo finished in {time.perf_counter() - t0:.0f}s")
     _run(job)
 

@@ -19,7 +19,8 @@ from .evaluate.baselines import classic_baselines
 from .evaluate.protocol import EvalSet, run_protocol
 from .model.artifact import save_model
 from .model.recommender import TowerRecommender, id_only
-from .model.trainer import TrainReport
+from .errors import InputError
+from .model.trainer import CHECKPOINT, TrainReport
 
 
 def load_inputs(events: str | Path, items: str | Path | None, users: str | Path | None, cfg: Config) -> Dataset:
@@ -52,6 +53,17 @@ def fingerprint(*paths: str | Path | None) -> dict:
     return out
 
 
+def check_model_folder(out: Path) -> None:
+    """Refuse an --out folder holding anything but a model: saving replaces the whole folder."""
+    if out.exists() and not out.is_dir():
+        raise InputError(str(out), "is a file", "give --out a folder path")
+    if out.is_dir() and not (out / "model.json").exists():
+        strangers = [p.name for p in out.iterdir() if p.name != CHECKPOINT]
+        if strangers:
+            raise InputError(str(out), f"is a folder with other files ({', '.join(sorted(strangers)[:3])})",
+                             "choose a new or empty folder: the model replaces the whole folder")
+
+
 @dataclass
 class TrainOutcome:
     out: Path
@@ -66,6 +78,7 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
     """Train the towers (early-stopped on each user's last event unless disabled) and save the model with
     the full history, so recommendations use every event."""
     out = Path(out)
+    check_model_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(json.dumps([cfg.model_dump(), data_fingerprint], sort_keys=True).encode()).hexdigest()
     recommender = TowerRecommender(cfg, checkpoint_dir=out, show_progress=show_progress, resume_key=key)
@@ -92,3 +105,32 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
     table = run_protocol(data, models, log=log)
     log(f"protocol finished in {time.perf_counter() - t0:.0f}s")
     return table, tower
+
+
+@dataclass
+class DemoOutcome:
+    table: pd.DataFrame
+    model: Path
+    recommendations: Path
+    rows: int
+    report: list[Path]
+
+
+def run_demo(folder: Path, out: Path, cfg: Config, log: Callable[[str], None] = print,
+             show_progress: bool = True) -> DemoOutcome:
+    """MovieLens-100K end to end: the protocol with baselines, then the two-tower model saved (with the full
+    history) and top-100 recommendations for every user, and the table as CSV and plot."""
+    from .data.movielens import load_ml100k
+    from .recommend import recommend
+    from .report import plot_metrics, save_metrics
+
+    check_model_folder(out / "model")
+    data = dataset_from_frames(*load_ml100k(folder), cfg, source=str(folder / "u.data"))
+    table, tower = evaluate(data, cfg, baselines=True, log=log, show_progress=show_progress)
+    out.mkdir(parents=True, exist_ok=True)
+    save_metrics(table, out / "evaluation.csv")
+    plot_metrics(table, out / "evaluation.png", "MovieLens-100K", tower.report.epochs)
+    metrics = table.iloc[0].drop(["model", "settings"]).to_dict()
+    save_model(out / "model", tower.model, data, cfg, tower.report, fingerprint(folder / "u.data"), metrics)
+    recs = recommend(out / "model", "all", 100, out / "recs.csv", show_progress=show_progress)
+    return DemoOutcome(table, out / "model", recs.out, recs.rows, [out / "evaluation.csv", out / "evaluation.png"])
