@@ -15,11 +15,11 @@ from .config import Config
 from .data.dataset import Dataset, build_dataset
 from .data.schema import read_events, read_table, validate_events, validate_table
 from .data.split import holdout_last
+from .errors import InputError
 from .evaluate.baselines import classic_baselines
 from .evaluate.protocol import EvalSet, run_protocol
 from .model.artifact import save_model
 from .model.recommender import TowerRecommender, id_only
-from .errors import InputError
 from .model.trainer import CHECKPOINT, TrainReport
 
 
