@@ -138,3 +138,10 @@ def test_demo_runs_the_whole_job(config, tmp_path):
     assert (out / "evaluation.png").stat().st_size > 10_000 and (out / "model" / "model.json").is_file()
     recs = pd.read_csv(out / "recs.csv")
     assert recs["user_id"].nunique() == 943 and recs.groupby("user_id").size().eq(100).all()
+
+
+def test_inconsistent_model_settings_are_named(tmp_path, small_files):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[model]\ndim = 30\nheads = 4\n")
+    result = runner.invoke(app, ["train", "--events", str(small_files["events"]), "--out", str(tmp_path / "m"), "--config", str(cfg)])
+    assert result.exit_code == 2 and "multiple of heads" in result.output

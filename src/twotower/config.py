@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InputError
 
@@ -59,6 +59,12 @@ class ModelConfig(_Section):
     temperature: float = Field(1.0, gt=0, description="logits are divided by it (cosine wants ~0.05)")
     learn_temperature: bool = False
     text_buckets: int = Field(1 << 15, ge=16)
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> "ModelConfig":
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        return self
 
 
 class TrainConfig(_Section):

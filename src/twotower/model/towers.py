@@ -7,13 +7,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import InputError
 from .encoders import FeatureEncoder
 
 
 class ItemTower(nn.Module):
     """Item code -> [d]: an id embedding plus the item's feature embeddings.
 
-    Code 0 is padding (a zero vector); unknown new items pass their features with id 0 (see `forward`).
+    Code 0 is padding: a zero vector.
     """
 
     def __init__(self, n_items: int, features: FeatureEncoder | None, cfg: ModelConfig):
@@ -25,7 +26,8 @@ class ItemTower(nn.Module):
                 self.id_embedding.weight[0].zero_()
         self.features = features if features is not None and not features.empty and cfg.item_features else None
         if self.id_embedding is None and self.features is None:
-            raise ValueError("the item tower needs item ids or item features: enable model.item_id")
+            raise InputError("config", "model.item_id is false and there are no item features",
+                             "set model.item_id = true or give an items table with feature columns")
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """[*] item codes -> [*, d]."""
