@@ -27,15 +27,14 @@ def tower_scorer(model: TwoTowerModel, history: Dataset, batch: int = 512) -> Sc
     model.eval()
     with torch.no_grad():
         items = model.all_item_vectors()
-    L = model.cfg.max_history
+    histories = last_histories(history, np.arange(history.n_users + 1), model.cfg.max_history)  # once, not per batch
 
     def score(users: np.ndarray, context: dict) -> np.ndarray:
         out = []
         for lo in range(0, len(users), batch):
             u = users[lo:lo + batch]
-            hist = torch.as_tensor(last_histories(history, u, L))
             ctx = {k: torch.as_tensor(v[lo:lo + batch]) for k, v in context.items()} or None
-            out.append(model.score(hist, torch.as_tensor(u), ctx, items).numpy())
+            out.append(model.score(torch.as_tensor(histories[u]), torch.as_tensor(u), ctx, items).numpy())
         return np.concatenate(out) if out else np.zeros((0, model.n_items + 1), np.float32)
 
     return score
