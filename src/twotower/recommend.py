@@ -12,7 +12,7 @@ from .atomic import atomic_path
 from .data.dataset import request_context
 from .data.schema import read_table
 from .errors import InputError
-from .evaluate.metrics import mask_seen, top_k
+from .evaluate.metrics import mask_seen, score_batch_size, top_k
 from .evaluate.protocol import seen_matrix
 from .model.artifact import SavedModel, load_model
 from .model.recommender import tower_scorer
@@ -62,7 +62,7 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch:
     score = tower_scorer(saved.model, hist)
     now = float(hist.events["timestamp"].max())   # requests are scored as of the latest event the model knows
     k = min(k, hist.n_items)
-    batch = batch or max(1, min(1024, 20_000_000 // (hist.n_items + 1)))   # score matrices stay ~160 MB
+    batch = batch or score_batch_size(hist.n_items)
     frames = []
     with progress_bar(show_progress) as bar:
         task = bar.add_task("recommending", total=len(ids), rate="")

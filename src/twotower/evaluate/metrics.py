@@ -8,6 +8,11 @@ import scipy.sparse as sp
 KS = (5, 10, 20)
 
 
+def score_batch_size(n_items: int, cap: int = 1024) -> int:
+    """Users scored at once so a [users, n_items + 1] float64 score matrix stays about 160 MB."""
+    return max(1, min(cap, 20_000_000 // (n_items + 1)))
+
+
 def mask_seen(scores: np.ndarray, users: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
     """Set the scores of items each user already has (and padding column 0) to -inf, in place. [B, n + 1]."""
     rows = seen[users]

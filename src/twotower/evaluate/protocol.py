@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from ..data.dataset import Dataset
 from ..data.split import Targets, holdout_last
 from ..errors import InputError
-from .metrics import mask_seen, summarize, target_ranks, top_k
+from .metrics import mask_seen, score_batch_size, summarize, target_ranks, top_k
 
 Scorer = Callable[[np.ndarray, dict], np.ndarray]
 """(user codes [B], request context {name: [B, ...]}) -> scores [B, n_items + 1] (column 0 unused)."""
@@ -64,7 +64,7 @@ def seen_matrix(data: Dataset) -> sp.csr_matrix:
 def evaluate_scorer(scorer: Scorer, ev: EvalSet, batch: int | None = None) -> dict[str, float]:
     """Rank every target with `scorer` and summarise."""
     t = ev.targets
-    batch = batch or max(1, min(1024, 20_000_000 // (ev.history.n_items + 1)))
+    batch = batch or score_batch_size(ev.history.n_items)
     ranks, tops = [], []
     for lo in range(0, len(t), batch):
         users = t.users[lo:lo + batch]
