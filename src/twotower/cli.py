@@ -51,6 +51,7 @@ def train(events: Path = EventsOpt, items: Optional[Path] = ItemsOpt, users: Opt
             f"{len(r.epochs)} epochs"
         console.print(f"trained on {result.n_events:,} events, {result.n_users:,} users, {result.n_items:,} items: "
                       f"{val}, {r.seconds:.0f}s. Model in {result.out}")
+        console.print(describe_index(result.index))
     _run(job)
 
 
@@ -67,6 +68,45 @@ def recommend(model: Path = typer.Option(..., "--model", "-m", help="model folde
         s = run(model, users, k, out, show_progress=not quiet)
         console.print(f"{s.rows:,} recommendations for {s.users:,} users ({s.personalised:,} personalised, "
                       f"{s.fallback:,} popularity fallback) in {s.out}")
+    _run(job)
+
+
+def describe_index(b) -> str:
+    """One line about an index build: structure, size, and its measured recall against exact search."""
+    params = ", ".join(f"{k} {v}" for k, v in b.params.items() if v is not None)
+    line = f"index: {b.backend} {b.kind} over {b.items:,} items" + (f" ({params})" if params else "")
+    if b.new_items:
+        line += f", {b.new_items:,} of them new"
+    if b.recall is not None:
+        r = b.recall
+        line += (f"; recall@{r.k} {r.recall:.4f} and recall@10 {r.recall_at_10:.4f} against exact search on "
+                 f"{r.queries:,} real user queries, {r.ms_per_query:.2f} ms/query")
+        if r.recall < r.target:
+            line += f" [yellow](below the target {r.target})[/yellow]"
+    return line + f"; {b.seconds:.1f}s. Saved in {b.folder}"
+
+
+@app.command()
+def index(model: Path = typer.Option(..., "--model", "-m", help="model folder from `twotower train`"),
+          backend: Optional[str] = typer.Option(None, "--backend", "-b", help="faiss (embedded) or pgvector; "
+                                                "default: the model config's index.backend"),
+          dsn: Optional[str] = typer.Option(None, "--dsn", help="postgresql://... with pgvector (pgvector "
+                                            "backend); default: an embedded server in the model folder"),
+          items: Optional[Path] = typer.Option(None, "--items", "-i", help="items table to add or refresh: "
+                                               "new items are embedded from their features"),
+          config: Optional[Path] = ConfigOpt, quiet: bool = QuietOpt):
+    """Build or refresh the model's vector index, tune it to the target recall and report recall vs exact."""
+    from .config import load_config
+    from .index.model_index import build_model_index
+    from .model.artifact import load_model
+
+    def job():
+        cfg = (load_config(config) if config else load_model(model).config).index
+        changes = {k: v for k, v in (("backend", backend), ("dsn", dsn)) if v is not None}
+        if changes.get("backend") not in (None, "faiss", "pgvector"):
+            raise InputError("--backend", f"unknown backend {backend!r}", "use faiss or pgvector")
+        result = build_model_index(model, cfg.model_copy(update=changes), items, show_progress=not quiet)
+        console.print(describe_index(result))
     _run(job)
 
 

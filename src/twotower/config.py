@@ -85,12 +85,29 @@ class TrainConfig(_Section):
     threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
 
 
+class IndexConfig(_Section):
+    """The vector index over the item vectors: which backend, which structure, how hard to search."""
+
+    backend: Literal["faiss", "pgvector"] = "faiss"
+    exact_max_items: int = Field(50_000, ge=0, description="exact search up to this many items, ANN above")
+    faiss_kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per node (FAISS and pgvector)")
+    ef_construction: int = Field(80, ge=8, le=1000)
+    search_effort: int = Field(0, ge=0, description="efSearch/nprobe; 0 = the least that reaches target_recall")
+    target_recall: float = Field(0.95, gt=0, le=1, description="recall@recall_k the tuned index must reach")
+    recall_k: int = Field(100, ge=1)
+    recall_queries: int = Field(1000, ge=10, description="real user queries sampled to measure recall")
+    dsn: str | None = Field(None, description="postgresql://... with pgvector; none = an embedded server")
+    table: str = "twotower_items"
+
+
 class Config(_Section):
     """Everything a run needs; saved with the model."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
 
 
 def load_config(path: str | Path | None) -> Config:

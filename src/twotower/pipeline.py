@@ -18,6 +18,7 @@ from .data.split import holdout_last
 from .errors import InputError
 from .evaluate.baselines import classic_baselines
 from .evaluate.protocol import EvalSet, run_protocol
+from .index.model_index import PGDATA_DIR, IndexBuild, build_model_index
 from .model.artifact import save_model
 from .model.recommender import TowerRecommender, id_only
 from .model.trainer import CHECKPOINT, TrainReport
@@ -57,6 +58,9 @@ def check_model_folder(out: Path) -> None:
     """Refuse an --out folder holding anything but a model: saving replaces the whole folder."""
     if out.exists() and not out.is_dir():
         raise InputError(str(out), "is a file", "give --out a folder path")
+    if out.is_dir() and (out / PGDATA_DIR).exists():
+        raise InputError(str(out), "holds the embedded pgvector server's data of a model",
+                         "train into a new folder; the old one keeps its index server")
     if out.is_dir() and not (out / "model.json").exists():
         strangers = [p.name for p in out.iterdir() if p.name != CHECKPOINT]
         if strangers:
@@ -71,6 +75,7 @@ class TrainOutcome:
     n_users: int
     n_items: int
     n_events: int
+    index: IndexBuild
 
 
 def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint: dict,
@@ -90,7 +95,8 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
     report = recommender.report
     save_model(out, recommender.model, data, cfg, report, data_fingerprint,
                {"val_ndcg@10": report.best_score} if cfg.train.early_stopping else {})
-    return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()))
+    index = build_model_index(out, cfg.index, show_progress=show_progress)
+    return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()), index)
 
 
 def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[str], None] = print,
@@ -132,5 +138,6 @@ def run_demo(folder: Path, out: Path, cfg: Config, log: Callable[[str], None] = 
     plot_metrics(table, out / "evaluation.png", "MovieLens-100K", tower.report.epochs)
     metrics = table.iloc[0].drop(["model", "settings"]).to_dict()
     save_model(out / "model", tower.model, data, cfg, tower.report, fingerprint(folder / "u.data"), metrics)
+    build_model_index(out / "model", cfg.index, show_progress=show_progress)
     recs = recommend(out / "model", "all", 100, out / "recs.csv", show_progress=show_progress)
     return DemoOutcome(table, out / "model", recs.out, recs.rows, [out / "evaluation.csv", out / "evaluation.png"])

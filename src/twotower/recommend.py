@@ -12,10 +12,10 @@ from .atomic import atomic_path
 from .data.dataset import request_context
 from .data.schema import read_table
 from .errors import InputError
-from .evaluate.metrics import mask_seen, score_batch_size, top_k
 from .evaluate.protocol import seen_matrix
+from .index.model_index import open_model_index
 from .model.artifact import SavedModel, load_model
-from .model.recommender import tower_scorer
+from .model.recommender import tower_queries
 from .progress import progress_bar
 
 
@@ -43,49 +43,55 @@ def read_user_ids(spec: str, saved: SavedModel) -> list[str]:
     return ids
 
 
-def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch: int | None = None,
+def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch: int = 256,
               show_progress: bool = True) -> RecommendSummary:
-    """Write `user_id,item_id,rank,score` for each user: known users get the towers' top-k among the items
-    they have not had; users with no history get the most popular items."""
+    """Write `user_id,item_id,rank,score` for each user: known users get the top-k of the model's vector
+    index among the items they have not had; users with no history get the most popular indexed items.
+    The score is the index's: the similarity before the temperature."""
     if k < 1:
         raise InputError("--k", f"must be at least 1, got {k}", "pass a positive number")
     saved = load_model(model_dir)
+    index = open_model_index(saved)
     hist = saved.history
     ids = read_user_ids(users, saved)
     codes = hist.users.encode(ids)
     seen = seen_matrix(hist)
-    has_history = np.asarray(seen.sum(1)).ravel() > 0
-    known = has_history[codes] & (codes > 0)
-    popularity = np.asarray(seen.sum(0)).ravel().astype(np.float64)
-    popularity[0] = -np.inf
-    pop_top = top_k(popularity[None, :], min(k, hist.n_items))[0]
-    score = tower_scorer(saved.model, hist)
+    known = (np.diff(seen.indptr) > 0)[codes] & (codes > 0)
+    popular = popular_items(seen, hist.items.ids, set(index.ids()), k)
+    queries = tower_queries(saved.model, hist)
     now = float(hist.events["timestamp"].max())   # requests are scored as of the latest event the model knows
-    k = min(k, hist.n_items)
-    batch = batch or score_batch_size(hist.n_items)
     frames = []
     with progress_bar(show_progress) as bar:
         task = bar.add_task("recommending", total=len(ids), rate="")
         for lo in range(0, len(ids), batch):
-            sl = slice(lo, lo + batch)
-            c, kn = codes[sl], known[sl]
-            items = np.tile(pop_top, (len(c), 1))
-            scores = np.tile(popularity[pop_top], (len(c), 1))
+            c, kn = codes[lo:lo + batch], known[lo:lo + batch]
+            items = np.tile(np.asarray(popular.index, dtype=object), (len(c), 1))
+            scores = np.tile(popular.to_numpy(np.float64), (len(c), 1))
+            if len(popular) < k:
+                items = np.pad(items, ((0, 0), (0, k - len(popular))), constant_values=None)
+                scores = np.pad(scores, ((0, 0), (0, k - len(popular))), constant_values=-np.inf)
             if kn.any():
                 ctx = request_context(hist.context_specs, int(kn.sum()), now)
-                s = mask_seen(np.array(score(c[kn], ctx), dtype=np.float64), c[kn], seen)
-                top = top_k(s, k)
-                items[kn], scores[kn] = top, np.take_along_axis(s, top, 1)
+                exclude = [set(hist.items.decode(seen[u].indices)) for u in c[kn]]
+                found = index.search(queries(c[kn], ctx), k, exclude=exclude)
+                items[kn], scores[kn] = found.ids, found.scores
             frames.append(pd.DataFrame({
-                "user_id": np.repeat(np.asarray(ids[sl], dtype=object), k),
-                "item_id": hist.items.decode(items.ravel()),
+                "user_id": np.repeat(np.asarray(ids[lo:lo + batch], dtype=object), k),
+                "item_id": items.ravel(),
                 "rank": np.tile(np.arange(1, k + 1), len(c)),
                 "score": scores.ravel(),
             }))
             bar.update(task, advance=len(c))
     recs = pd.concat(frames, ignore_index=True)
-    recs = recs[np.isfinite(recs["score"])]
+    recs = recs[recs["item_id"].notna() & np.isfinite(recs["score"])]
     out = Path(out)
     with atomic_path(out) as tmp:
         recs.to_csv(tmp, index=False, float_format="%.6g")
     return RecommendSummary(len(ids), int(known.sum()), int((~known).sum()), len(recs), out)
+
+
+def popular_items(seen, item_ids: np.ndarray, indexed: set, k: int) -> pd.Series:
+    """The k most-interacted items still in the index: {item id: interaction count}, most popular first."""
+    counts = pd.Series(np.asarray(seen.sum(0)).ravel()[1:], index=item_ids.astype(str))
+    counts = counts[counts.index.isin(list(indexed))]
+    return counts.sort_values(ascending=False, kind="stable").head(k).astype(np.float64)

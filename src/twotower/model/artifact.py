@@ -3,6 +3,7 @@ vectors, the config and the data fingerprint. Arrays plus JSON, no pickled code;
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,17 @@ class SavedModel:
     config: Config
     history: Dataset
     meta: dict
+    folder: Path
+
+    @property
+    def model_id(self) -> str:
+        """Names these weights: an index built from them records it, and is refused by other weights."""
+        return self.meta["model_id"]
+
+    def item_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids, [n, d] vectors as an index stores them) for the catalog the model was trained on."""
+        vectors = np.load(self.folder / "item_vectors.npy")[1:]
+        return self.history.items.ids.astype(str).astype(object), vectors
 
 
 def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Config, report: TrainReport,
@@ -46,8 +58,9 @@ def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Co
     }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=float))
         torch.save(model.state_dict(), tmp / "weights.pt")
+        meta["model_id"] = hashlib.sha256((tmp / "weights.pt").read_bytes()).hexdigest()[:16]
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=float))
         np.savez(tmp / "features.npz", **{f"item/{k}": v for k, v in data.item_features.items()},
                  **{f"user/{k}": v for k, v in data.user_features.items()})
         pd.DataFrame({"item_id": data.items.ids.astype(str)}).to_parquet(tmp / "items.parquet")
@@ -55,7 +68,7 @@ def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Co
         ev = data.events[data.events["weight"] > 0][["user", "item", "timestamp", "weight", "order"]]
         ev.to_parquet(tmp / "history.parquet")
         with torch.no_grad():
-            vectors = model.similarity.prepare_item(model.all_item_vectors()).numpy()
+            vectors = model.index_vectors(torch.arange(data.n_items + 1)).numpy()
         np.save(tmp / "item_vectors.npy", vectors.astype(np.float32))
     return out_dir
 
@@ -84,4 +97,4 @@ def load_model(model_dir: str | Path) -> SavedModel:
     items = IdVocab(pd.read_parquet(model_dir / "items.parquet")["item_id"])
     history = Dataset(pd.read_parquet(model_dir / "history.parquet"), users, items,
                       specs["item_specs"], item_table, specs["user_specs"], user_table, specs["context_specs"])
-    return SavedModel(model, cfg, history, meta)
+    return SavedModel(model, cfg, history, meta, model_dir)

@@ -36,6 +36,14 @@ class ItemTower(nn.Module):
             out = out + self.features(items) * (items > 0).unsqueeze(-1)
         return out
 
+    def with_features(self, items: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[n] codes (0 = an item the model has not seen) and their encoded features -> [n, d]."""
+        if self.features is None:
+            raise InputError("items", "this model's item tower has no features, so it cannot embed new items",
+                             "retrain with model.item_features = true and an items table with features")
+        out = self.id_embedding(items) if self.id_embedding is not None else 0
+        return out + self.features(items, values)
+
 
 class FastDropout(nn.Module):
     """Inverted dropout from a uniform draw: the same function as nn.Dropout, about twice as fast on CPU."""

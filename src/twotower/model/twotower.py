@@ -44,18 +44,40 @@ class TwoTowerModel(nn.Module):
         return self.query_tower(vecs, history > 0, users, context)
 
     @torch.no_grad()
-    def score(self, history: torch.Tensor, users: torch.Tensor, context: dict[str, torch.Tensor] | None = None,
-              item_vectors: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, n_items + 1] similarity of each user's next-step query to every item (column 0 = -inf).
-
-        context {name: [B, ...]} describes the request and is applied at the last history position.
-        """
-        if item_vectors is None:
-            item_vectors = self.all_item_vectors()
+    def next_queries(self, history: torch.Tensor, users: torch.Tensor,
+                     context: dict[str, torch.Tensor] | None = None,
+                     item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, d] each user's query for the next step; context {name: [B, ...]} describes the request and is
+        applied at the last history position."""
         L = history.shape[1]
         if context:
             context = {k: v.unsqueeze(1).expand(v.shape[0], L, *v.shape[1:]) for k, v in context.items()}
-        q = self.queries(history, users, context, item_vectors)[:, -1]
-        s = self.similarity.all_pairs(q, item_vectors)
+        return self.queries(history, users, context, item_vectors)[:, -1]
+
+    @torch.no_grad()
+    def score(self, history: torch.Tensor, users: torch.Tensor, context: dict[str, torch.Tensor] | None = None,
+              item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, n_items + 1] similarity of each user's next-step query to every item (column 0 = -inf)."""
+        if item_vectors is None:
+            item_vectors = self.all_item_vectors()
+        s = self.similarity.all_pairs(self.next_queries(history, users, context, item_vectors), item_vectors)
         s[:, 0] = float("-inf")
         return s
+
+    @torch.no_grad()
+    def index_queries(self, history: torch.Tensor, users: torch.Tensor,
+                      context: dict[str, torch.Tensor] | None = None,
+                      item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, d] next-step queries as a vector index takes them (see `Similarity.prepare_query`)."""
+        return self.similarity.prepare_query(self.next_queries(history, users, context, item_vectors))
+
+    @torch.no_grad()
+    def index_vectors(self, codes: torch.Tensor, features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """[n, d] item vectors as an index stores them. `features` ({name: [n, ...]}, encoded with the
+        model's item specs) replaces the stored feature rows: how items unseen in training get vectors
+        (their code is 0, so the id embedding adds nothing)."""
+        if features is None:
+            vectors = self.item_tower(codes)
+        else:
+            vectors = self.item_tower.with_features(codes, features)
+        return self.similarity.prepare_item(vectors)

@@ -1,0 +1,270 @@
+"""The embedded index: FAISS in-process, saved beside the model.
+
+Layout by catalog size: exact inner-product/L2 search up to `exact_max_items`, HNSW above (or IVF when asked).
+Every item gets a stable integer label under an `IndexIDMap2`; flat and IVF remove deleted labels at once,
+HNSW (which cannot remove) hides them with a search-time selector and compacts when a quarter is dead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from ..atomic import atomic_path
+from ..errors import InputError
+from .base import IndexSpec, IndexStats, SearchResult, check_vectors, exact_top_k
+
+FORMAT = 1
+COMPACT_DEAD_FRACTION = 0.25
+EXACT_ALLOW_MAX = 20_000   # an allow-list this short is searched exactly: graph and list search miss rare items
+
+
+@dataclass(frozen=True)
+class FaissLayout:
+    """Which FAISS structure and its parameters; recorded in index.json."""
+
+    kind: str = "flat"              # flat | hnsw | ivf
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    nlist: int = 0
+    search_effort: int = 0          # HNSW efSearch or IVF nprobe; 0 for flat
+
+
+def choose_layout(n_items: int, exact_max_items: int = 50_000, kind: str = "auto", hnsw_m: int = 32,
+                  ef_construction: int = 80, search_effort: int = 0) -> FaissLayout:
+    """The rule: exact search while the catalog has at most `exact_max_items` items, else HNSW.
+    IVF gets about 4·sqrt(n) lists. A zero `search_effort` picks a starting point that tuning refines."""
+    if kind == "auto":
+        kind = "flat" if n_items <= exact_max_items else "hnsw"
+    if kind == "flat":
+        return FaissLayout("flat", hnsw_m=0, ef_construction=0)
+    if kind == "hnsw":
+        return FaissLayout("hnsw", hnsw_m, ef_construction, 0, search_effort or 128)
+    if kind == "ivf":
+        nlist = int(max(1, min(65536, 4 * math.sqrt(max(n_items, 1)))))
+        return FaissLayout("ivf", hnsw_m=0, ef_construction=0, nlist=nlist, search_effort=search_effort or max(1, nlist // 64))
+    raise InputError("index.faiss_kind", f"unknown kind {kind!r}", "use auto, flat, hnsw or ivf")
+
+
+class FaissIndex:
+    """`VectorIndex` over FAISS. Not thread-safe for writes; searches may run concurrently with each other."""
+
+    backend = "faiss"
+
+    def __init__(self, spec: IndexSpec, layout: FaissLayout):
+        self.spec, self.layout = spec, layout
+        self._index, self._base = self._empty()
+        self._label_of: dict[str, int] = {}
+        self._id_of: dict[int, str] = {}
+        self._dead: set[int] = set()        # HNSW only: labels still in the graph but deleted
+        self._next_label = 0
+        self.recall: dict = {}
+
+    # --- construction -------------------------------------------------------------------------------
+    def _metric(self) -> int:
+        return faiss.METRIC_INNER_PRODUCT if self.spec.metric == "ip" else faiss.METRIC_L2
+
+    def _empty(self, train: np.ndarray | None = None) -> tuple[faiss.Index, faiss.Index]:
+        """A new labelled index and the structure under it (both kept: a map does not own its Python child)."""
+        d, lay = self.spec.dim, self.layout
+        if lay.kind == "flat":
+            base = faiss.IndexFlat(d, self._metric())
+        elif lay.kind == "hnsw":
+            base = faiss.IndexHNSWFlat(d, lay.hnsw_m, self._metric())
+            base.hnsw.efConstruction = lay.ef_construction
+            base.hnsw.efSearch = lay.search_effort
+        else:
+            quantizer = faiss.IndexFlat(d, self._metric())
+            base = faiss.IndexIVFFlat(quantizer, d, lay.nlist, self._metric())
+            base.nprobe = lay.search_effort
+            base.set_direct_map_type(faiss.DirectMap.Hashtable)
+            if train is not None:
+                base.train(train)
+            return base, base    # IVF keeps ids itself, and removes by id through its hash table
+        return faiss.IndexIDMap2(base), base
+
+    def build(self, ids: Sequence[str], vectors: np.ndarray, progress=None) -> None:
+        ids = [str(i) for i in ids]
+        vectors = check_vectors(ids, vectors, self.spec.dim, "index build")
+        train = None
+        if self.layout.kind == "ivf":
+            if len(vectors) < self.layout.nlist:
+                raise InputError("index build", f"{len(vectors)} items is fewer than {self.layout.nlist} IVF lists",
+                                 "use index.faiss_kind = 'flat' or 'hnsw' for a catalog this small")
+            rng = np.random.default_rng(0)
+            sample = min(len(vectors), 64 * self.layout.nlist)
+            train = vectors[rng.choice(len(vectors), sample, replace=False)]
+        self._index, self._base = self._empty(train)
+        self._label_of, self._id_of, self._dead, self._next_label = {}, {}, set(), 0
+        self._add(ids, vectors, progress)
+
+    def _add(self, ids: list[str], vectors: np.ndarray, progress=None, chunk: int = 20_000) -> None:
+        labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
+        self._next_label += len(ids)
+        for lo in range(0, len(ids), chunk):
+            self._index.add_with_ids(vectors[lo:lo + chunk], labels[lo:lo + chunk])
+            if progress is not None:
+                progress(min(chunk, len(ids) - lo))
+        self._label_of.update(zip(ids, labels.tolist()))
+        self._id_of.update(zip(labels.tolist(), ids))
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        ids = [str(i) for i in ids]
+        vectors = check_vectors(ids, vectors, self.spec.dim, "index upsert")
+        self.delete([i for i in ids if i in self._label_of])
+        self._add(ids, vectors)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        labels = [self._label_of.pop(str(i)) for i in ids if str(i) in self._label_of]
+        for label in labels:
+            del self._id_of[label]
+        if not labels:
+            return 0
+        if self.layout.kind == "hnsw":
+            self._dead.update(labels)
+            if len(self._dead) > COMPACT_DEAD_FRACTION * self._index.ntotal:
+                self.compact()
+        else:
+            labels = np.asarray(labels, dtype=np.int64)
+            self._index.remove_ids(faiss.IDSelectorArray(len(labels), faiss.swig_ptr(labels)))
+        return len(labels)
+
+    def compact(self) -> None:
+        """Rebuild without the deleted items (HNSW); ids and vectors are unchanged."""
+        ids = list(self._label_of)
+        vectors = self.vectors(ids) if ids else np.zeros((0, self.spec.dim), np.float32)
+        self.build(ids, vectors)
+
+    # --- reading ------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._label_of)
+
+    def ids(self) -> np.ndarray:
+        return np.asarray(list(self._label_of), dtype=object)
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(ids), self.spec.dim), np.float32)
+        for row, item in enumerate(ids):
+            if str(item) not in self._label_of:
+                raise KeyError(f"item {item!r} is not in the index")
+            out[row] = self._index.reconstruct(self._label_of[str(item)])
+        return out
+
+    @property
+    def search_effort(self) -> int:
+        return self.layout.search_effort
+
+    @search_effort.setter
+    def search_effort(self, value: int) -> None:
+        self.layout = replace(self.layout, search_effort=int(value))
+        if self.layout.kind == "hnsw":
+            self._base.hnsw.efSearch = int(value)
+        elif self.layout.kind == "ivf":
+            self._base.nprobe = int(value)
+
+    def search(self, queries: np.ndarray, k: int, exclude: Sequence[Collection[str]] | None = None,
+               allow: Collection[str] | None = None) -> SearchResult:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.spec.dim:
+            raise InputError("search", f"queries have {queries.shape[1]} dims, the index {self.spec.dim}",
+                             "query with vectors from the model the index was built for")
+        n = len(queries)
+        extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
+        fetch = max(1, min(k + extra, len(self)))
+        allowed = None if allow is None else \
+            np.asarray([self._label_of[a] for a in allow if a in self._label_of], dtype=np.int64)
+        if allowed is not None and (self.layout.kind == "flat" or len(allowed) <= EXACT_ALLOW_MAX):
+            scores, labels = self._search_exact(queries, allowed, fetch)
+        else:
+            selector, keep_alive = self._selector(allowed)
+            scores, labels = self._index.search(queries, fetch, params=self._params(selector, fetch))
+            if self.spec.metric == "l2":
+                scores = -scores
+        out_ids = np.full((n, k), None, dtype=object)
+        out_scores = np.full((n, k), -np.inf, dtype=np.float32)
+        id_of = self._id_of
+        for row in range(n):
+            skip = exclude[row] if exclude is not None else ()
+            col = 0
+            for label, score in zip(labels[row].tolist(), scores[row].tolist()):
+                if col == k:
+                    break
+                item = id_of.get(label)
+                if item is None or item in skip:
+                    continue
+                out_ids[row, col], out_scores[row, col] = item, score
+                col += 1
+        return SearchResult(out_ids, out_scores)
+
+    def _search_exact(self, queries: np.ndarray, labels: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over a few labelled items: (scores, labels) shaped like a FAISS answer."""
+        if len(labels) == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        vectors = np.stack([self._index.reconstruct(int(label)) for label in labels])
+        rows, scores = exact_top_k(vectors, queries, fetch, self.spec.metric)
+        return scores, labels[rows]
+
+    def _selector(self, allowed: np.ndarray | None) -> tuple[object, list]:
+        """The label filter for one search, and the parts it points to (they must outlive the search)."""
+        sel, parts = None, []
+        if self._dead:
+            dead = faiss.IDSelectorBatch(np.fromiter(self._dead, np.int64))
+            sel = faiss.IDSelectorNot(dead)
+            parts.append(dead)
+        if allowed is not None:
+            allow_sel = faiss.IDSelectorBatch(allowed)
+            parts += [allow_sel, sel]
+            sel = allow_sel if sel is None else faiss.IDSelectorAnd(allow_sel, sel)
+        return sel, parts
+
+    def _params(self, selector, fetch: int):
+        kind = self.layout.kind
+        needs_effort = kind == "hnsw" and fetch > self.layout.search_effort
+        if selector is None and not needs_effort:
+            return None
+        if kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(fetch, self.layout.search_effort))
+        if kind == "ivf":
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.layout.search_effort)
+        return faiss.SearchParameters(sel=selector)
+
+    # --- persistence --------------------------------------------------------------------------------
+    def stats(self) -> IndexStats:
+        params = {k: v for k, v in asdict(self.layout).items() if k != "kind" and v}
+        return IndexStats(self.backend, self.layout.kind, len(self), self.spec.dim, self.spec.similarity,
+                          params, self.recall)
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            faiss.write_index(self._index, str(tmp / "faiss.index"))
+            pd.DataFrame({"item_id": list(self._label_of), "label": list(self._label_of.values())}) \
+                .to_parquet(tmp / "labels.parquet")
+            meta = {"format": FORMAT, "backend": self.backend, "spec": asdict(self.spec),
+                    "layout": asdict(self.layout), "next_label": self._next_label,
+                    "dead": sorted(self._dead), "recall": self.recall}
+            (tmp / "index.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict) -> "FaissIndex":
+        if meta.get("format") != FORMAT:
+            raise InputError(str(folder), f"index format {meta.get('format')} is not {FORMAT}",
+                             "rebuild it: `twotower index --model DIR`")
+        index = cls(IndexSpec(**meta["spec"]), FaissLayout(**meta["layout"]))
+        index._index = faiss.read_index(str(Path(folder) / "faiss.index"))
+        index._base = faiss.downcast_index(index._index.index) if index.layout.kind != "ivf" else index._index
+        labels = pd.read_parquet(Path(folder) / "labels.parquet")
+        index._label_of = dict(zip(labels["item_id"].astype(str), labels["label"].astype(int).tolist()))
+        index._id_of = {v: k for k, v in index._label_of.items()}
+        index._dead, index._next_label, index.recall = set(meta["dead"]), meta["next_label"], meta.get("recall", {})
+        index.search_effort = index.layout.search_effort
+        return index
