@@ -36,16 +36,16 @@ def trained(small_files, config, tmp_path):
     return out
 
 
-@pytest.mark.parametrize("verb", ["train", "recommend", "evaluate", "demo"])
+@pytest.mark.parametrize("verb", ["train", "recommend", "evaluate", "demo", "index", "benchmark index"])
 def test_every_verb_has_help(verb):
-    result = runner.invoke(app, [verb, "--help"])
+    result = runner.invoke(app, [*verb.split(), "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
 
 
 def test_train_writes_a_complete_model_folder_without_leftovers(trained):
     names = {p.name for p in trained.iterdir()}
     assert {"model.json", "weights.pt", "features.npz", "items.parquet", "users.parquet", "history.parquet",
-            "item_vectors.npy"} <= names
+            "item_vectors.npy", "index"} <= names
     assert "checkpoint.pt" not in names
     assert not [p for p in trained.parent.iterdir() if p.name.startswith(".model.")]
 

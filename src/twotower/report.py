@@ -29,11 +29,50 @@ def metrics_table(df: pd.DataFrame, title: str) -> Table:
 
 
 def print_metrics(df: pd.DataFrame, title: str, console: Console | None = None) -> None:
-    """Print the table; written to a file or pipe it keeps its full width instead of 80 columns."""
+    print_table(metrics_table(df, title), console)
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """Print a table; written to a file or pipe it keeps its full width instead of 80 columns."""
     console = console or Console()
     if not console.is_terminal:
-        console = Console(file=console.file, width=max(console.width, 150))
-    console.print(metrics_table(df, title))
+        console = Console(file=console.file, width=max(console.width, 180))
+    console.print(table)
+
+
+def frame_table(df: pd.DataFrame, title: str, formats: dict[str, str]) -> Table:
+    """Any frame as a table; `formats` maps a column to a format spec (e.g. '.4f'), others print as is."""
+    table = Table(title=title)
+    for c in df.columns:
+        table.add_column(c, justify="right" if c in formats else "left")
+    for _, row in df.iterrows():
+        table.add_row(*[format(row[c], formats[c]) if c in formats else str(row[c]) for c in df.columns])
+    return table
+
+
+def plot_index_tradeoff(df: pd.DataFrame, path: str | Path) -> None:
+    """Recall@100 against queries per second (log scale), one panel per vector set, one colour per index."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(dict.fromkeys(df["vectors"]))
+    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        part = df[df["vectors"] == name]
+        for index, rows in part.groupby("index", sort=False):
+            ax.plot(rows["qps"], rows["recall@100"], marker="o", label=index)
+        ax.axhline(0.95, color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("queries per second, one thread")
+        ax.set_ylabel("recall@100 vs exact")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
 
 
 def save_metrics(df: pd.DataFrame, path: str | Path) -> None:

@@ -3,6 +3,11 @@
 Layout by catalog size: exact inner-product/L2 search up to `exact_max_items`, HNSW above (or IVF when asked).
 Every item gets a stable integer label under an `IndexIDMap2`; flat and IVF remove deleted labels at once,
 HNSW (which cannot remove) hides them with a search-time selector and compacts when a quarter is dead.
+
+HNSW over inner products uses the MIPS-to-L2 reduction (Bachrach et al., 2014): items get one extra
+coordinate sqrt(B - |x|^2), queries a zero, so the nearest neighbour in L2 is the largest inner product. Graph
+search is far more accurate in that metric space than on raw inner products when norms vary (popular
+items have larger norms).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class FaissLayout:
     ef_construction: int = 80
     nlist: int = 0
     search_effort: int = 0          # HNSW efSearch or IVF nprobe; 0 for flat
+    norm_bound: float = 0.0         # HNSW over inner products: B >= every |x|^2 (set from the data)
 
 
 def choose_layout(n_items: int, exact_max_items: int = 50_000, kind: str = "auto", hnsw_m: int = 32,
@@ -67,6 +73,11 @@ class FaissIndex:
         self._next_label = 0
         self.recall: dict = {}
 
+    @property
+    def _mips(self) -> bool:
+        """Inner products searched as L2 over augmented vectors (see the module docstring)."""
+        return self.layout.kind == "hnsw" and self.spec.metric == "ip"
+
     # --- construction -------------------------------------------------------------------------------
     def _metric(self) -> int:
         return faiss.METRIC_INNER_PRODUCT if self.spec.metric == "ip" else faiss.METRIC_L2
@@ -77,7 +88,8 @@ class FaissIndex:
         if lay.kind == "flat":
             base = faiss.IndexFlat(d, self._metric())
         elif lay.kind == "hnsw":
-            base = faiss.IndexHNSWFlat(d, lay.hnsw_m, self._metric())
+            base = faiss.IndexHNSWFlat(d + 1, lay.hnsw_m, faiss.METRIC_L2) if self._mips else \
+                faiss.IndexHNSWFlat(d, lay.hnsw_m, self._metric())
             base.hnsw.efConstruction = lay.ef_construction
             base.hnsw.efSearch = lay.search_effort
         else:
@@ -101,11 +113,27 @@ class FaissIndex:
             rng = np.random.default_rng(0)
             sample = min(len(vectors), 64 * self.layout.nlist)
             train = vectors[rng.choice(len(vectors), sample, replace=False)]
+        if self._mips:   # headroom, so that upserts rarely force a rebuild
+            bound = 1.05 * float((vectors.astype(np.float64) ** 2).sum(1).max(initial=0.0)) or 1.0
+            self.layout = replace(self.layout, norm_bound=bound)
         self._index, self._base = self._empty(train)
         self._label_of, self._id_of, self._dead, self._next_label = {}, {}, set(), 0
         self._add(ids, vectors, progress)
 
+    def _stored(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors as the FAISS structure holds them (augmented for MIPS)."""
+        if not self._mips:
+            return vectors
+        gap = self.layout.norm_bound - (vectors.astype(np.float64) ** 2).sum(1)
+        return np.hstack([vectors, np.sqrt(np.maximum(gap, 0.0))[:, None].astype(np.float32)])
+
     def _add(self, ids: list[str], vectors: np.ndarray, progress=None, chunk: int = 20_000) -> None:
+        if self._mips and len(vectors) and (vectors.astype(np.float64) ** 2).sum(1).max() > self.layout.norm_bound:
+            # a longer vector than the bound allows: rebuild everything with a new bound
+            keep = list(self._label_of)
+            self.build(keep + ids, np.concatenate([self.vectors(keep), vectors]) if keep else vectors, progress)
+            return
+        vectors = self._stored(vectors)
         labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
         self._next_label += len(ids)
         for lo in range(0, len(ids), chunk):
@@ -155,7 +183,7 @@ class FaissIndex:
         for row, item in enumerate(ids):
             if str(item) not in self._label_of:
                 raise KeyError(f"item {item!r} is not in the index")
-            out[row] = self._index.reconstruct(self._label_of[str(item)])
+            out[row] = self._index.reconstruct(self._label_of[str(item)])[:self.spec.dim]
         return out
 
     @property
@@ -185,9 +213,15 @@ class FaissIndex:
             scores, labels = self._search_exact(queries, allowed, fetch)
         else:
             selector, keep_alive = self._selector(allowed)
-            scores, labels = self._index.search(queries, fetch, params=self._params(selector, fetch))
-            if self.spec.metric == "l2":
-                scores = -scores
+            if self._mips:
+                augmented = np.hstack([queries, np.zeros((n, 1), np.float32)])
+                scores, labels = self._index.search(augmented, fetch, params=self._params(selector, fetch))
+                # |q - x'|^2 = |q|^2 + B - 2 q.x  ->  q.x
+                scores = ((queries ** 2).sum(1, keepdims=True) + self.layout.norm_bound - scores) / 2
+            else:
+                scores, labels = self._index.search(queries, fetch, params=self._params(selector, fetch))
+                if self.spec.metric == "l2":
+                    scores = -scores
         out_ids = np.full((n, k), None, dtype=object)
         out_scores = np.full((n, k), -np.inf, dtype=np.float32)
         id_of = self._id_of
@@ -208,7 +242,7 @@ class FaissIndex:
         """Brute force over a few labelled items: (scores, labels) shaped like a FAISS answer."""
         if len(labels) == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        vectors = np.stack([self._index.reconstruct(int(label)) for label in labels])
+        vectors = np.stack([self._index.reconstruct(int(label))[:self.spec.dim] for label in labels])
         rows, scores = exact_top_k(vectors, queries, fetch, self.spec.metric)
         return scores, labels[rows]
 

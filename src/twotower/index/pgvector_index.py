@@ -139,7 +139,7 @@ class PgVectorIndex:
         missing = [i for i in ids if str(i) not in rows]
         if missing:
             raise KeyError(f"item {missing[0]!r} is not in the index")
-        return np.stack([np.asarray(rows[str(i)], dtype=np.float32) for i in ids])
+        return np.stack([np.asarray(rows[str(i)].to_numpy(), dtype=np.float32) for i in ids])
 
     @property
     def search_effort(self) -> int | None:

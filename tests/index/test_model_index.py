@@ -1,0 +1,109 @@
+"""The index as part of a model version: built by `train` and `twotower index`, tuned and measured on the
+model's own users, refused by other weights, and open to new items embedded from their features."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import tiny_config
+from twotower.cli import app
+from twotower.errors import InputError
+from twotower.index.model_index import build_model_index, new_item_vectors, open_model_index
+from twotower.model.artifact import load_model
+from twotower.pipeline import dataset_from_frames, train_and_save
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def models(small_ml, tmp_path_factory):
+    """Two tiny models on the same data: cosine (its catalog leaves 60 items out, to add later) and dot."""
+    events, items, users = small_ml
+    held_out = items["item_id"].iloc[-60:]
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, similarity, temp in (("cosine", "cosine", 0.1), ("dot", "dot", 1.0)):
+        cfg = tiny_config(model={"similarity": similarity, "temperature": temp},
+                          index={"exact_max_items": 100, "recall_queries": 50})
+        ev = events[~events["item_id"].isin(held_out)] if name == "cosine" else events
+        data = dataset_from_frames(ev, items[~items["item_id"].isin(held_out)], users, cfg)
+        train_and_save(data, cfg, root / name, {"test": {}}, show_progress=False)
+        out[name] = root / name
+    items[items["item_id"].isin(held_out)].to_csv(root / "new_items.csv", index=False)
+    out["new_items"] = root / "new_items.csv"
+    return out
+
+
+def test_train_builds_a_tuned_hnsw_index_and_records_its_recall(models):
+    meta = json.loads((models["dot"] / "index" / "index.json").read_text())
+    assert meta["layout"]["kind"] == "hnsw"             # catalog above exact_max_items = 100
+    assert meta["recall"]["recall"] >= 0.95 and meta["recall"]["queries"] == 50
+    assert meta["spec"]["model"] == load_model(models["dot"]).model_id
+
+
+def test_index_verb_rebuilds_and_reports_recall(models):
+    result = runner.invoke(app, ["index", "--model", str(models["dot"]), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "faiss hnsw" in result.output and "recall@100" in result.output
+
+
+def test_an_index_from_other_weights_is_refused(models, tmp_path):
+    foreign = tmp_path / "model"
+    shutil.copytree(models["cosine"], foreign)
+    shutil.rmtree(foreign / "index")
+    shutil.copytree(models["dot"] / "index", foreign / "index")
+    with pytest.raises(InputError, match="similarity='dot' but the model has 'cosine'"):
+        open_model_index(load_model(foreign))
+
+
+def test_new_items_are_embedded_from_features_and_searchable_at_once(models, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(models["cosine"], folder)
+    build = build_model_index(folder, items_file=models["new_items"], show_progress=False)
+    assert build.new_items == 60
+    saved = load_model(folder)
+    index = open_model_index(saved)
+    ids, vectors = new_item_vectors(saved, models["new_items"])
+    assert set(ids) <= set(index.ids())
+    # each new item is its own nearest neighbour (cosine): it is in the index with the vector its features give
+    found = index.search(vectors[:10], 1)
+    assert list(found.ids[:, 0]) == list(ids[:10])
+    # and recommendations can reach it: an allow-list of new items only returns new items
+    rec = runner.invoke(app, ["recommend", "--model", str(folder), "--k", "5", "--out", str(tmp_path / "r.csv"), "-q"])
+    assert rec.exit_code == 0, rec.output
+    assert len(pd.read_csv(tmp_path / "r.csv")) > 0
+
+
+def test_new_items_need_the_model_feature_columns(models, tmp_path):
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"item_id": ["x1"], "colour": ["red"]}).to_csv(bad, index=False)
+    result = runner.invoke(app, ["index", "--model", str(models["dot"]), "--items", str(bad), "-q"])
+    assert result.exit_code == 2 and "missing feature column" in result.output
+
+
+def test_pgvector_backend_from_the_cli(models, tmp_path):
+    pytest.importorskip("pgserver")
+    folder = tmp_path / "model"
+    shutil.copytree(models["dot"], folder)
+    result = runner.invoke(app, ["index", "--model", str(folder), "--backend", "pgvector", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "pgvector hnsw" in result.output
+    saved = load_model(folder)
+    index = open_model_index(saved)
+    assert index.backend == "pgvector" and len(index) == saved.history.n_items
+    rec = runner.invoke(app, ["recommend", "--model", str(folder), "--k", "5", "--out", str(tmp_path / "r.csv"), "-q"])
+    assert rec.exit_code == 0, rec.output
+    runner.invoke(app, ["recommend", "--model", str(models["dot"]), "--k", "5", "--out", str(tmp_path / "f.csv"), "-q"])
+    from_pg, from_faiss = (pd.read_csv(tmp_path / f).groupby("user_id")["item_id"].apply(set) for f in ("r.csv", "f.csv"))
+    overlap = np.mean([len(from_pg[u] & from_faiss[u]) / 5 for u in from_faiss.index])
+    assert overlap >= 0.9, "pgvector and FAISS answer the same requests alike"
+    import pgserver
+
+    index.close()
+    pgserver.get_server(folder / "pgdata").cleanup()
