@@ -107,3 +107,15 @@ def test_bad_vectors_and_mismatched_specs_are_clear_errors(vectors):
         index.search(np.zeros((1, 8), np.float32), 5)
     with pytest.raises(InputError, match="similarity='dot' but the model has 'cosine'"):
         index.spec.require(IndexSpec("cosine", 16), "index.json")
+
+
+@pytest.mark.parametrize("kind, transform", [("structured", "mips"), ("isotropic", "none")])
+def test_hnsw_over_inner_products_picks_its_transform_by_measurement(kind, transform):
+    """Varying norms (popularity) favour the MIPS-to-L2 reduction; near-equal norms favour the raw graph."""
+    vs = synthetic(6000, 32, kind, n_queries=100, seed=1)
+    index = FaissIndex(IndexSpec("dot", 32), choose_layout(len(vs.ids), exact_max_items=0))
+    index.build(vs.ids, vs.items, sample_queries=vs.tune_queries)
+    assert index.layout.transform == transform
+    rows, _ = exact_top_k(vs.items, vs.queries, 100, "ip")
+    index.search_effort = 400
+    assert recall_at_k(index.search(vs.queries, 100).ids, vs.ids[rows]) >= 0.9

@@ -90,6 +90,9 @@ class Row:
     p99_ms: float
     speedup: float = 0.0
 
+    def brief(self) -> str:
+        return f"{self.index} ({self.settings}): recall@100 {self.recall_at_100:.4f}, {self.qps:,.0f} queries/s"
+
 
 def time_queries(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run queries one at a time, as a service would: (found ids [n, K], latencies in ms)."""
@@ -122,7 +125,7 @@ def faiss_rows(vs: VectorSet, truth: np.ndarray, tune_truth: np.ndarray, log) ->
         log(f"  building {label} ...")
         index = FaissIndex(spec, layout)
         t = time.perf_counter()
-        index.build(vs.ids, vs.items)
+        index.build(vs.ids, vs.items, sample_queries=vs.tune_queries)
         build_s = time.perf_counter() - t
         size_mb = faiss.serialize_index(index._index).nbytes / 2**20
         for effort in efforts:
@@ -136,7 +139,7 @@ def faiss_rows(vs: VectorSet, truth: np.ndarray, tune_truth: np.ndarray, log) ->
             found, lat = time_queries(lambda q: index.search(q[None], K).ids[0], vs.queries)
             settings = ", ".join(f"{k} {v}" for k, v in index.stats().params.items()) + (f" ({tag})" if tag else "")
             rows.append(make_row(vs, truth, label, settings or "-", build_s, size_mb, found, lat))
-            log(f"    {rows[-1]}")
+            log(f"    {rows[-1].brief()}")
     return rows
 
 
@@ -159,7 +162,7 @@ def hnswlib_rows(vs: VectorSet, truth: np.ndarray, log, m: int = 16, ef_construc
         found, lat = time_queries(lambda q: vs.ids[index.knn_query(q, K, num_threads=1)[0][0]], vs.queries)
         rows.append(make_row(vs, truth, "hnswlib", f"M {m}, ef_construction {ef_construction}, ef {ef}",
                              build_s, size_mb, found, lat))
-        log(f"    {rows[-1]}")
+        log(f"    {rows[-1].brief()}")
     return rows
 
 
@@ -185,7 +188,7 @@ def pgvector_rows(vs: VectorSet, truth: np.ndarray, log, dsn: str | None = None)
             label = "defaults: m 16, ef_construction 64, ef_search 40" if ef is None else \
                 f"m 16, ef_construction 64, ef_search {ef}"
             rows.append(make_row(vs, truth, "pgvector HNSW", label, build_s, size_mb, found, lat))
-            log(f"    {rows[-1]}")
+            log(f"    {rows[-1].brief()}")
         index._conn.execute("DROP TABLE bench_items")
         index.close()
     return rows

@@ -7,7 +7,8 @@ HNSW (which cannot remove) hides them with a search-time selector and compacts w
 HNSW over inner products uses the MIPS-to-L2 reduction (Bachrach et al., 2014): items get one extra
 coordinate sqrt(B - |x|^2), queries a zero, so the nearest neighbour in L2 is the largest inner product. Graph
 search is far more accurate in that metric space than on raw inner products when norms vary (popular
-items have larger norms).
+items have larger norms); when norms hardly vary, the raw inner-product graph is better. Given sample queries,
+`build` tries both on a subsample and keeps the one with the higher recall.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from .base import IndexSpec, IndexStats, SearchResult, check_vectors, exact_top_k
+from .base import IndexSpec, IndexStats, SearchResult, check_vectors, exact_top_k, recall_at_k
 
 FORMAT = 1
 COMPACT_DEAD_FRACTION = 0.25
@@ -41,6 +42,7 @@ class FaissLayout:
     nlist: int = 0
     search_effort: int = 0          # HNSW efSearch or IVF nprobe; 0 for flat
     norm_bound: float = 0.0         # HNSW over inner products: B >= every |x|^2 (set from the data)
+    transform: str = ""             # HNSW over inner products: "mips" (L2 over augmented vectors) or "none"
 
 
 def choose_layout(n_items: int, exact_max_items: int = 50_000, kind: str = "auto", hnsw_m: int = 32,
@@ -76,7 +78,7 @@ class FaissIndex:
     @property
     def _mips(self) -> bool:
         """Inner products searched as L2 over augmented vectors (see the module docstring)."""
-        return self.layout.kind == "hnsw" and self.spec.metric == "ip"
+        return self.layout.kind == "hnsw" and self.spec.metric == "ip" and self.layout.transform != "none"
 
     # --- construction -------------------------------------------------------------------------------
     def _metric(self) -> int:
@@ -102,9 +104,14 @@ class FaissIndex:
             return base, base    # IVF keeps ids itself, and removes by id through its hash table
         return faiss.IndexIDMap2(base), base
 
-    def build(self, ids: Sequence[str], vectors: np.ndarray, progress=None) -> None:
+    def build(self, ids: Sequence[str], vectors: np.ndarray, progress=None,
+              sample_queries: np.ndarray | None = None) -> None:
+        """Replace the content. `sample_queries` (real queries) let an HNSW over inner products pick its
+        transform by measurement (see the module docstring)."""
         ids = [str(i) for i in ids]
         vectors = check_vectors(ids, vectors, self.spec.dim, "index build")
+        if self.layout.kind == "hnsw" and self.spec.metric == "ip" and not self.layout.transform:
+            self.layout = replace(self.layout, transform=self._pick_transform(vectors, sample_queries))
         train = None
         if self.layout.kind == "ivf":
             if len(vectors) < self.layout.nlist:
@@ -119,6 +126,25 @@ class FaissIndex:
         self._index, self._base = self._empty(train)
         self._label_of, self._id_of, self._dead, self._next_label = {}, {}, set(), 0
         self._add(ids, vectors, progress)
+
+    def _pick_transform(self, vectors: np.ndarray, queries: np.ndarray | None, sample: int = 50_000,
+                        k: int = 100) -> str:
+        """'mips' or 'none': whichever finds more of the exact top-k on a subsample at the same effort."""
+        if queries is None or len(queries) == 0 or len(vectors) <= 2 * k:
+            return "mips"
+        from .tuning import exact_truth
+
+        rng = np.random.default_rng(0)
+        part = vectors[np.sort(rng.choice(len(vectors), min(sample, len(vectors)), replace=False))]
+        queries = queries[:200]
+        ids = np.arange(len(part)).astype(str).astype(object)
+        truth = exact_truth(ids, part, queries, k, "ip")
+        recall = {}
+        for transform in ("mips", "none"):
+            trial = FaissIndex(self.spec, replace(self.layout, transform=transform, search_effort=2 * k))
+            trial.build(ids, part)
+            recall[transform] = recall_at_k(trial.search(queries, k).ids, truth)
+        return max(recall, key=recall.get)
 
     def _stored(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors as the FAISS structure holds them (augmented for MIPS)."""

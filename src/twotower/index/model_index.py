@@ -54,7 +54,7 @@ def make_index(spec: IndexSpec, cfg: IndexConfig, n_items: int, model_dir: Path)
 
     dsn = cfg.dsn or embedded_dsn(model_dir / PGDATA_DIR)
     index = PgVectorIndex(spec, dsn, cfg.table, cfg.hnsw_m, cfg.ef_construction, cfg.search_effort or None)
-    index.embedded = cfg.dsn is None
+    index.embedded = not cfg.dsn
     return index
 
 
@@ -101,13 +101,14 @@ def build_model_index(model_dir: str | Path, cfg: IndexConfig | None = None, ite
         n_new = int((~pd.Index(extra_ids).isin(ids)).sum())
         ids, vectors = np.concatenate([ids[keep], extra_ids]), np.concatenate([vectors[keep], extra])
     index = make_index(model_spec(saved), cfg, len(ids), model_dir)
+    queries = sample_queries(saved, cfg.recall_queries)
     with progress_bar(show_progress) as bar:
         task = bar.add_task(f"indexing ({index.backend})", total=len(ids), rate="")
-        index.build(ids, vectors, progress=lambda n: bar.update(task, advance=n))
+        extra = {"sample_queries": queries} if index.backend == "faiss" else {}
+        index.build(ids, vectors, progress=lambda n: bar.update(task, advance=n), **extra)
     report = None
     stats = index.stats()
     if len(ids):
-        queries = sample_queries(saved, cfg.recall_queries)
         truth = exact_truth(ids, vectors, queries, min(cfg.recall_k, len(ids)), index.spec.metric)
         exact = stats.kind == "flat"
         report = measure(index, queries, truth) if exact or cfg.search_effort else \
