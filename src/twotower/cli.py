@@ -193,9 +193,10 @@ def benchmark_index(
         out.parent.mkdir(parents=True, exist_ok=True)
         save_metrics(df, out.with_suffix(".csv"))
         plot_index_tradeoff(df, out.with_suffix(".png"))
-        default = df[(df["index"] == "FAISS HNSW (default)") & df["settings"].str.contains("tuned")
+        default = df[df["index"].str.startswith(bench.DEFAULT) & df["settings"].str.contains("tuned")
                      & df["vectors"].str.startswith("synthetic structured")].iloc[0]
-        Console(soft_wrap=True).print(f"default index on {default['vectors']}: FAISS HNSW ({default['settings']}): recall@100 "
+        Console(soft_wrap=True).print(f"default index on {default['vectors']}: {default['index']} "
+                                      f"({default['settings']}): recall@100 "
                         f"{default['recall@100']:.4f} at {default['speedup']:.1f}x the exact-search query rate "
                         f"({default['qps']:,.0f} vs {default['qps'] / default['speedup']:,.0f} queries/s)")
     _run(job)

@@ -90,7 +90,7 @@ class IndexConfig(_Section):
 
     backend: Literal["faiss", "pgvector"] = "faiss"
     exact_max_items: int = Field(50_000, ge=0, description="exact search up to this many items, ANN above")
-    faiss_kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    faiss_kind: Literal["auto", "flat", "hnsw", "ivf", "ivf-sq8"] = "auto"
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per node (FAISS and pgvector)")
     ef_construction: int = Field(80, ge=8, le=1000)
     search_effort: int = Field(0, ge=0, description="efSearch/nprobe; 0 = the least that reaches target_recall")

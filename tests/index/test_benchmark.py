@@ -26,7 +26,7 @@ def test_benchmark_prints_every_row_and_saves_csv_and_plot(tmp_path):
     df = pd.read_csv(out.with_suffix(".csv"))
     assert out.with_suffix(".png").stat().st_size > 0
     structured = df[df["vectors"].str.startswith("synthetic structured")]
-    assert set(structured["index"]) == {"FAISS exact (flat)", "FAISS HNSW (default)", "FAISS IVF-Flat", "hnswlib",
+    assert set(structured["index"]) == {"FAISS exact (flat)", "FAISS default (ivf-sq8)", "FAISS HNSW", "hnswlib",
                                         "pgvector HNSW"}
     exact = df[df["index"] == "FAISS exact (flat)"]
     assert (exact["recall@100"] == 1.0).all() and (exact["speedup"] == 1.0).all()

@@ -20,7 +20,7 @@ def vectors():
 def built(vs, kind: str, similarity: str = "dot") -> FaissIndex:
     index = FaissIndex(IndexSpec(similarity, 16), choose_layout(len(vs.ids), exact_max_items=0, kind=kind,
                                                                 search_effort=200 if kind == "hnsw" else 0))
-    if kind == "ivf":
+    if kind.startswith("ivf"):
         index.search_effort = 32
     index.build(vs.ids, vs.items)
     return index
@@ -28,11 +28,11 @@ def built(vs, kind: str, similarity: str = "dot") -> FaissIndex:
 
 def test_choose_layout_follows_the_size_rule():
     assert choose_layout(10_000, exact_max_items=50_000).kind == "flat"
-    assert choose_layout(50_001, exact_max_items=50_000).kind == "hnsw"
+    assert choose_layout(50_001, exact_max_items=50_000).kind == "ivf-sq8"
     assert choose_layout(1_000_000, kind="ivf").nlist == 4000
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "ivf-sq8"])
 @pytest.mark.parametrize("similarity", ["dot", "euclidean"])
 def test_search_matches_exact_search(vectors, kind, similarity):
     index = built(vectors, kind, similarity)
@@ -48,7 +48,7 @@ def test_search_matches_exact_search(vectors, kind, similarity):
     assert (np.diff(found.scores, axis=1) <= 1e-4).all(), "best first"
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "ivf-sq8"])
 def test_upsert_and_delete_survive_save_and_load(vectors, kind, tmp_path):
     index = built(vectors, kind)
     q = vectors.queries[:1]
@@ -113,7 +113,7 @@ def test_bad_vectors_and_mismatched_specs_are_clear_errors(vectors):
 def test_hnsw_over_inner_products_picks_its_transform_by_measurement(kind, transform):
     """Varying norms (popularity) favour the MIPS-to-L2 reduction; near-equal norms favour the raw graph."""
     vs = synthetic(6000, 32, kind, n_queries=100, seed=1)
-    index = FaissIndex(IndexSpec("dot", 32), choose_layout(len(vs.ids), exact_max_items=0))
+    index = FaissIndex(IndexSpec("dot", 32), choose_layout(len(vs.ids), kind="hnsw"))
     index.build(vs.ids, vs.items, sample_queries=vs.tune_queries)
     assert index.layout.transform == transform
     rows, _ = exact_top_k(vs.items, vs.queries, 100, "ip")

@@ -40,9 +40,9 @@ def models(small_ml, tmp_path_factory):
     return out
 
 
-def test_train_builds_a_tuned_hnsw_index_and_records_its_recall(models):
+def test_train_builds_a_tuned_ann_index_and_records_its_recall(models):
     meta = json.loads((models["dot"] / "index" / "index.json").read_text())
-    assert meta["layout"]["kind"] == "hnsw"             # catalog above exact_max_items = 100
+    assert meta["layout"]["kind"] == "ivf-sq8"          # catalog above exact_max_items = 100
     assert meta["recall"]["recall"] >= 0.95 and meta["recall"]["queries"] == 50
     assert meta["spec"]["model"] == load_model(models["dot"]).model_id
 
@@ -50,7 +50,7 @@ def test_train_builds_a_tuned_hnsw_index_and_records_its_recall(models):
 def test_index_verb_rebuilds_and_reports_recall(models):
     result = runner.invoke(app, ["index", "--model", str(models["dot"]), "-q"])
     assert result.exit_code == 0, result.output
-    assert "faiss hnsw" in result.output and "recall@100" in result.output
+    assert "faiss ivf-sq8" in result.output and "recall@100" in result.output
 
 
 def test_an_index_from_other_weights_is_refused(models, tmp_path):

@@ -112,33 +112,37 @@ def make_row(vs: VectorSet, truth: np.ndarray, index: str, settings: str, build_
                float(np.percentile(lat, 99)))
 
 
+DEFAULT = "FAISS default"
+
+
 def faiss_rows(vs: VectorSet, truth: np.ndarray, tune_truth: np.ndarray, log) -> list[Row]:
-    """FAISS exact, the default layout (HNSW tuned to recall@100 >= 0.95 on held-out queries) at a few
-    operating points, and IVF, all through `FaissIndex` (the product's own search path)."""
+    """FAISS exact, the default layout for this size (tuned to recall@100 >= 0.95 on held-out queries, then
+    a couple of other operating points), and HNSW, all through `FaissIndex` (the product's own search path)."""
     spec, n = IndexSpec("dot" if vs.metric == "ip" else "euclidean", vs.items.shape[1]), len(vs.ids)
+    default = choose_layout(n, exact_max_items=0)
     rows = []
     for label, layout, efforts in [
         ("FAISS exact (flat)", choose_layout(n, kind="flat"), [None]),
-        ("FAISS HNSW (default)", choose_layout(n, exact_max_items=0), ["tuned", 256, 512]),
-        ("FAISS IVF-Flat", choose_layout(n, kind="ivf"), [16, 64]),
+        (f"{DEFAULT} ({default.kind})", default, ["tuned", default.nlist // 16, default.nlist // 8]),
+        ("FAISS HNSW", choose_layout(n, kind="hnsw"), ["tuned", 512]),
     ]:
         log(f"  building {label} ...")
         index = FaissIndex(spec, layout)
         t = time.perf_counter()
         index.build(vs.ids, vs.items, sample_queries=vs.tune_queries)
         build_s = time.perf_counter() - t
-        size_mb = faiss.serialize_index(index._index).nbytes / 2**20
+        size_mb = sum(faiss.serialize_index(i).nbytes for i in (index._index, index._exact) if i is not None) / 2**20
         for effort in efforts:
+            tag = ""
             if effort == "tuned":
                 effort = tune(index, vs.tune_queries, tune_truth, 0.95).search_effort
-                tag = "tuned on held-out queries"
-            else:
-                tag = ""
+                tag = " (tuned on held-out queries)"
             if effort is not None:
                 index.search_effort = effort
             found, lat = time_queries(lambda q: index.search(q[None], K).ids[0], vs.queries)
-            settings = ", ".join(f"{k} {v}" for k, v in index.stats().params.items()) + (f" ({tag})" if tag else "")
-            rows.append(make_row(vs, truth, label, settings or "-", build_s, size_mb, found, lat))
+            settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in index.stats().params.items() if k != "norm_bound")
+            rows.append(make_row(vs, truth, label, (settings or "-") + tag, build_s, size_mb, found, lat))
             log(f"    {rows[-1].brief()}")
     return rows
 

@@ -28,7 +28,7 @@ class RecallReport:
 
 def effort_ladder(kind: str, k: int, nlist: int = 0) -> list[int]:
     """Efforts to try, cheapest first: HNSW efSearch from k upward, IVF nprobe by powers of two."""
-    if kind == "ivf":
+    if kind.startswith("ivf"):
         return [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if p < nlist] + [nlist]
     if kind == "hnsw":
         return sorted({max(16, int(k * f)) for f in (1, 1.25, 1.5, 2, 2.5, 3, 4, 6, 8, 10)} | {1000})
