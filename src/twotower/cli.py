@@ -75,9 +75,12 @@ def recommend(model: Path = typer.Option(..., "--model", "-m", help="model folde
 def describe_index(b) -> str:
     """One line about an index build: structure, size, and its measured recall against exact search."""
     params = ", ".join(f"{k} {v}" for k, v in b.params.items() if v is not None)
-    line = f"index: {b.backend} {b.kind} over {b.items:,} items" + (f" ({params})" if params else "")
+    verb = "built" if b.rebuilt else "updated in place"
+    line = f"index {verb}: {b.backend} {b.kind} over {b.items:,} items" + (f" ({params})" if params else "")
     if b.new_items:
         line += f", {b.new_items:,} of them new"
+    if b.removed_items:
+        line += f", {b.removed_items:,} removed"
     if b.recall is not None:
         r = b.recall
         line += (f"; recall@{r.k} {r.recall:.4f} and recall@10 {r.recall_at_10:.4f} against exact search on "
@@ -93,20 +96,28 @@ def index(model: Path = typer.Option(..., "--model", "-m", help="model folder fr
                                                 "default: the model config's index.backend"),
           dsn: Optional[str] = typer.Option(None, "--dsn", help="postgresql://... with pgvector (pgvector "
                                             "backend); default: an embedded server in the model folder"),
-          items: Optional[Path] = typer.Option(None, "--items", "-i", help="items table to add or refresh: "
-                                               "new items are embedded from their features"),
+          items: Optional[Path] = typer.Option(None, "--items", "-i", help="items table to add or refresh in the "
+                                               "live index (new items are embedded from their features)"),
+          remove: Optional[Path] = typer.Option(None, "--remove", help="file of item ids to take out of the index"),
           config: Optional[Path] = ConfigOpt, quiet: bool = QuietOpt):
-    """Build or refresh the model's vector index, tune it to the target recall and report recall vs exact."""
+    """Build the model's vector index (tuned to the target recall, recall vs exact reported), or with
+    --items/--remove change the catalog in place: upserts and deletes, no rebuild."""
     from .config import load_config
-    from .index.model_index import build_model_index
+    from .index.model_index import build_model_index, update_model_index
     from .model.artifact import load_model
 
     def job():
+        if items is not None or remove is not None:
+            if backend or dsn or config:
+                raise InputError("twotower index", "--items/--remove change the existing index in place",
+                                 "run once without them to rebuild with another backend or config")
+            console.print(describe_index(update_model_index(model, items, remove, show_progress=not quiet)))
+            return
         cfg = (load_config(config) if config else load_model(model).config).index
         changes = {k: v for k, v in (("backend", backend), ("dsn", dsn)) if v is not None}
         if changes.get("backend") not in (None, "faiss", "pgvector"):
             raise InputError("--backend", f"unknown backend {backend!r}", "use faiss or pgvector")
-        result = build_model_index(model, cfg.model_copy(update=changes), items, show_progress=not quiet)
+        result = build_model_index(model, cfg.model_copy(update=changes), show_progress=not quiet)
         console.print(describe_index(result))
     _run(job)
 

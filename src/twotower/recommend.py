@@ -10,7 +10,7 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .data.dataset import request_context
-from .data.schema import read_table
+from .data.schema import read_id_list
 from .errors import InputError
 from .evaluate.protocol import seen_matrix
 from .index.model_index import open_model_index
@@ -29,18 +29,10 @@ class RecommendSummary:
 
 
 def read_user_ids(spec: str, saved: SavedModel) -> list[str]:
-    """'all' -> every user the model knows; otherwise a file: CSV/Parquet with user_id, or one id per line."""
+    """'all' -> every user the model knows; otherwise a file of user ids."""
     if spec == "all":
         return [str(u) for u in saved.history.users.ids]
-    path = Path(spec)
-    if path.suffix.lower() in (".csv", ".parquet", ".pq", ".tsv"):
-        return read_table(path, id_column="user_id")["user_id"].tolist()
-    if not path.is_file():
-        raise InputError(spec, "file not found", "pass --users all or a file of user ids")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not ids:
-        raise InputError(spec, "no user ids in the file", "put one user id per line")
-    return ids
+    return read_id_list(Path(spec), "user_id")
 
 
 def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch: int = 256,

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from tests.conftest import tiny_config
 from twotower.cli import app
 from twotower.errors import InputError
-from twotower.index.model_index import build_model_index, new_item_vectors, open_model_index
+from twotower.index.model_index import (build_model_index, new_item_vectors, open_model_index, read_new_items,
+                                        sample_queries, update_model_index)
 from twotower.model.artifact import load_model
 from twotower.pipeline import dataset_from_frames, train_and_save
 
@@ -65,11 +66,11 @@ def test_an_index_from_other_weights_is_refused(models, tmp_path):
 def test_new_items_are_embedded_from_features_and_searchable_at_once(models, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(models["cosine"], folder)
-    build = build_model_index(folder, items_file=models["new_items"], show_progress=False)
-    assert build.new_items == 60
+    update = update_model_index(folder, items_file=models["new_items"], show_progress=False)
+    assert update.new_items == 60 and not update.rebuilt
     saved = load_model(folder)
     index = open_model_index(saved)
-    ids, vectors = new_item_vectors(saved, models["new_items"])
+    ids, vectors = new_item_vectors(saved, read_new_items(saved, models["new_items"]))
     assert set(ids) <= set(index.ids())
     # each new item is its own nearest neighbour (cosine): it is in the index with the vector its features give
     found = index.search(vectors[:10], 1)
@@ -107,3 +108,27 @@ def test_pgvector_backend_from_the_cli(models, tmp_path):
 
     index.close()
     pgserver.get_server(folder / "pgdata").cleanup()
+
+
+def test_catalog_changes_are_kept_through_a_rebuild_and_removed_items_never_return(models, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(models["cosine"], folder)
+    new = pd.read_csv(models["new_items"])
+    gone = [str(i) for i in load_model(folder).history.items.ids[:5]] + [str(new["item_id"].iloc[0])]
+    (tmp_path / "gone.txt").write_text("\n".join(gone))
+    runner.invoke(app, ["index", "--model", str(folder), "--items", str(models["new_items"]), "-q"])
+    result = runner.invoke(app, ["index", "--model", str(folder), "--remove", str(tmp_path / "gone.txt"), "-q"])
+    assert result.exit_code == 0 and "updated in place" in result.output and "6 removed" in result.output
+    for step in ("in place", "rebuilt"):
+        saved = load_model(folder)
+        index = open_model_index(saved)
+        ids = set(index.ids())
+        assert not ids & set(gone), step
+        assert set(new["item_id"].astype(str).iloc[1:]) <= ids, step
+        hits = index.search(sample_queries(saved, 40), 100)
+        assert not set(gone) & set(hits.ids.ravel()), step
+        build_model_index(folder, show_progress=False)
+    # adding a removed item again brings it back
+    new.iloc[:1].to_csv(tmp_path / "again.csv", index=False)
+    update_model_index(folder, items_file=tmp_path / "again.csv", show_progress=False)
+    assert str(new["item_id"].iloc[0]) in set(open_model_index(load_model(folder)).ids())

@@ -146,3 +146,16 @@ def _where(path: Path, index) -> str:
     if str(path).lower().endswith((".parquet", ".pq")):
         return f"row {index}"
     return f"line {int(index) + 2}"
+
+
+def read_id_list(path: Path, column: str) -> list[str]:
+    """Ids from a table (CSV/TSV/Parquet with `column`) or a text file with one id per line."""
+    path = Path(path)
+    if path.suffix.lower() in (".csv", ".parquet", ".pq", ".tsv"):
+        return read_table(path, id_column=column)[column].astype(str).tolist()
+    if not path.is_file():
+        raise InputError(str(path), "file not found", f"pass a file of {column}s, one per line or as a table")
+    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise InputError(str(path), f"no {column}s in the file", "put one id per line")
+    return ids

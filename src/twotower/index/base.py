@@ -117,6 +117,8 @@ def exact_top_k(items: np.ndarray, queries: np.ndarray, k: int, metric: str,
                 batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force (rows, scores) of the top k items per query: the ground truth recall is measured against."""
     k = min(k, len(items))
+    if len(queries) == 0 or k == 0:
+        return np.zeros((len(queries), k), np.int64), np.zeros((len(queries), k), np.float32)
     item_sq = (items.astype(np.float32) ** 2).sum(1) if metric == "l2" else None
     rows, scores = [], []
     for lo in range(0, len(queries), batch):

@@ -70,10 +70,11 @@ def from_model(model_dir: Path, n_queries: int = 1000) -> VectorSet:
 
     saved = load_model(model_dir)
     ids, items = saved.item_vectors()
-    queries = sample_queries(saved, n_queries + 500, seed=1)
+    queries = sample_queries(saved, n_queries + 500, seed=1)     # one per user: a small log has fewer
+    n_tune = min(500, len(queries) // 3)
     metric = IndexSpec(saved.config.model.similarity, saved.config.model.dim).metric
     return VectorSet(f"model {model_dir.name} ({len(ids):,} items x {items.shape[1]})", ids, items,
-                     queries[:n_queries], queries[n_queries:], metric)
+                     queries[n_tune:], queries[:n_tune], metric)
 
 
 @dataclass

@@ -1,9 +1,14 @@
 """The index as part of a model version: built from the model's item vectors (plus new items embedded by the
-item tower), tuned on the model's own users, saved in the model folder, and refused by any other model."""
+item tower), tuned on the model's own users, saved in the model folder, and refused by any other model.
+
+Catalog changes after training (items added or refreshed from an items table, items removed) are recorded in
+the model folder, applied to the live index at once (upsert/delete, no rebuild), and re-applied, with the
+current weights, whenever the index is rebuilt."""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic import atomic_path
 from ..config import IndexConfig
 from ..data.dataset import request_context
 from ..data.features import encode
-from ..data.schema import read_table
+from ..data.schema import read_id_list, read_table
 from ..errors import InputError
 from ..model.artifact import SavedModel, load_model
 from ..model.recommender import tower_queries
@@ -25,6 +31,8 @@ from .tuning import RecallReport, exact_truth, measure, tune
 
 INDEX_DIR = "index"
 PGDATA_DIR = "pgdata"
+ADDED_ITEMS = "catalog_added.parquet"       # feature rows of items added or refreshed after training
+REMOVED_ITEMS = "catalog_removed.parquet"   # ids of items taken out of the catalog
 
 
 @dataclass
@@ -36,9 +44,11 @@ class IndexBuild:
     items: int
     new_items: int
     params: dict
-    recall: RecallReport | None
-    seconds: float
-    folder: Path
+    removed_items: int = 0
+    recall: RecallReport | None = None
+    seconds: float = 0.0
+    folder: Path = Path()
+    rebuilt: bool = True
 
 
 def model_spec(saved: SavedModel) -> IndexSpec:
@@ -58,15 +68,20 @@ def make_index(spec: IndexSpec, cfg: IndexConfig, n_items: int, model_dir: Path)
     return index
 
 
-def new_item_vectors(saved: SavedModel, items_file: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) for every row of an items table: known items keep their id embedding, all get their
-    features from the file. Items the model never saw are searchable by their features alone."""
+def read_new_items(saved: SavedModel, items_file: Path) -> pd.DataFrame:
+    """An items table to add: item_id and every feature column the model was trained with."""
     table = read_table(items_file, id_column="item_id")
-    specs = saved.history.item_specs
-    missing = [s.name for s in specs if s.name not in table.columns]
+    missing = [s.name for s in saved.history.item_specs if s.name not in table.columns]
     if missing:
         raise InputError(str(items_file), f"missing feature column(s) {missing}",
                          "give the same item columns the model was trained with")
+    return table
+
+
+def new_item_vectors(saved: SavedModel, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) for every row of an items table: known items keep their id embedding, all get their
+    features from the table. Items the model never saw are searchable by their features alone."""
+    specs = saved.history.item_specs
     values = {k: torch.as_tensor(v) for k, v in encode(table, specs, saved.config.data.multi_separator).items()}
     codes = torch.as_tensor(saved.history.items.encode(table["item_id"]))
     vectors = saved.model.index_vectors(codes, values).numpy()
@@ -83,23 +98,86 @@ def sample_queries(saved: SavedModel, n: int, seed: int = 0) -> np.ndarray:
     return tower_queries(saved.model, hist)(users, ctx)
 
 
-def build_model_index(model_dir: str | Path, cfg: IndexConfig | None = None, items_file: Path | None = None,
-                      show_progress: bool = True) -> IndexBuild:
-    """Build (or rebuild) the model's index from its item vectors, measure recall@k on its own users' queries
-    against exact search, tune the search effort to the target, and save it in the model folder."""
-    import time
+def catalog(saved: SavedModel) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ids, vectors, how many are new) of the catalog as it stands: the trained items, then the recorded
+    additions (re-embedded with these weights) replacing or extending them, less the recorded removals."""
+    ids, vectors = saved.item_vectors()
+    n_new = 0
+    added = saved.folder / ADDED_ITEMS
+    if added.is_file():
+        extra_ids, extra = new_item_vectors(saved, pd.read_parquet(added))
+        keep = ~pd.Index(ids).isin(extra_ids)
+        n_new = int((~pd.Index(extra_ids).isin(ids)).sum())
+        ids, vectors = np.concatenate([ids[keep], extra_ids]), np.concatenate([vectors[keep], extra])
+    removed = saved.folder / REMOVED_ITEMS
+    if removed.is_file():
+        keep = ~pd.Index(ids).isin(pd.read_parquet(removed)["item_id"].astype(str))
+        ids, vectors = ids[keep], vectors[keep]
+    return ids, vectors, n_new
 
+
+def record_changes(model_dir: Path, added: pd.DataFrame | None = None, removed: list[str] = ()) -> None:
+    """Merge catalog changes into the model folder's records: an item added again is no longer removed, and
+    a removed item is no longer added. Each record is replaced atomically."""
+    def read(name: str) -> pd.DataFrame:
+        path = model_dir / name
+        return pd.read_parquet(path).astype({"item_id": str}) if path.is_file() else pd.DataFrame({"item_id": []}, dtype=str)
+
+    adds, gone = read(ADDED_ITEMS), read(REMOVED_ITEMS)
+    if added is not None and len(added):
+        new = added.astype({"item_id": str})
+        adds = pd.concat([adds, new], ignore_index=True).drop_duplicates("item_id", keep="last")
+        gone = gone[~gone["item_id"].isin(new["item_id"])]
+    if removed:
+        removed = [str(i) for i in removed]
+        adds = adds[~adds["item_id"].isin(removed)]
+        gone = pd.concat([gone, pd.DataFrame({"item_id": removed})], ignore_index=True).drop_duplicates("item_id")
+    for name, table in ((ADDED_ITEMS, adds), (REMOVED_ITEMS, gone)):
+        if len(table) or (model_dir / name).is_file():
+            with atomic_path(model_dir / name) as tmp:
+                table.reset_index(drop=True).to_parquet(tmp)
+
+
+def update_model_index(model_dir: str | Path, items_file: Path | None = None, remove_file: Path | None = None,
+                       show_progress: bool = True) -> IndexBuild:
+    """Add or refresh items from an items table and remove listed items: recorded in the model folder, then
+    upserted into / deleted from the live index without a rebuild (built first if there is none)."""
+    start = time.perf_counter()
+    model_dir = Path(model_dir)
+    saved = load_model(model_dir)
+    table = read_new_items(saved, items_file) if items_file is not None else None
+    removed = [str(i) for i in read_id_list(remove_file, "item_id")] if remove_file is not None else []
+    record_changes(model_dir, table, removed)
+    if not (model_dir / INDEX_DIR / "index.json").is_file():
+        return build_model_index(model_dir, show_progress=show_progress)
+    index = open_model_index(saved)
+    known = set(index.ids())
+    n_new = 0
+    if table is not None:
+        ids, vectors = new_item_vectors(saved, table)
+        n_new = sum(i not in known for i in ids)
+        index.upsert(ids, vectors)
+    n_removed = index.delete(removed) if removed else 0
+    cfg = saved.config.index
+    ids, vectors, _ = catalog(saved)
+    queries = sample_queries(saved, cfg.recall_queries)
+    report = measure(index, queries, exact_truth(ids, vectors, queries, min(cfg.recall_k, len(ids)), index.spec.metric))
+    report.target = cfg.target_recall
+    index.recall = report.to_dict()
+    index.save(model_dir / INDEX_DIR)
+    stats = index.stats()
+    return IndexBuild(stats.backend, stats.kind, len(index), n_new, stats.params, n_removed, report,
+                      time.perf_counter() - start, model_dir / INDEX_DIR, rebuilt=False)
+
+
+def build_model_index(model_dir: str | Path, cfg: IndexConfig | None = None, show_progress: bool = True) -> IndexBuild:
+    """Build (or rebuild) the model's index from its catalog, measure recall@k on its own users' queries
+    against exact search, tune the search effort to the target, and save it in the model folder."""
     start = time.perf_counter()
     model_dir = Path(model_dir)
     saved = load_model(model_dir)
     cfg = cfg or saved.config.index
-    ids, vectors = saved.item_vectors()
-    n_new = 0
-    if items_file is not None:
-        extra_ids, extra = new_item_vectors(saved, items_file)
-        keep = ~pd.Index(ids).isin(extra_ids)
-        n_new = int((~pd.Index(extra_ids).isin(ids)).sum())
-        ids, vectors = np.concatenate([ids[keep], extra_ids]), np.concatenate([vectors[keep], extra])
+    ids, vectors, n_new = catalog(saved)
     index = make_index(model_spec(saved), cfg, len(ids), model_dir)
     queries = sample_queries(saved, cfg.recall_queries)
     with progress_bar(show_progress) as bar:
@@ -118,7 +196,7 @@ def build_model_index(model_dir: str | Path, cfg: IndexConfig | None = None, ite
     folder = model_dir / INDEX_DIR
     index.save(folder)
     stats = index.stats()
-    return IndexBuild(stats.backend, stats.kind, len(ids), n_new, stats.params, report,
+    return IndexBuild(stats.backend, stats.kind, len(ids), n_new, stats.params, 0, report,
                       time.perf_counter() - start, folder)
 
 

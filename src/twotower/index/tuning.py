@@ -27,9 +27,10 @@ class RecallReport:
 
 
 def effort_ladder(kind: str, k: int, nlist: int = 0) -> list[int]:
-    """Efforts to try, cheapest first: HNSW efSearch from k upward, IVF nprobe by powers of two."""
+    """Efforts to try, cheapest first: HNSW efSearch from k upward, IVF nprobe by steps of about 1.5x."""
     if kind.startswith("ivf"):
-        return [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if p < nlist] + [nlist]
+        steps = sorted({int(round(1.5 ** i)) for i in range(40)})
+        return [p for p in steps if p < nlist] + [nlist]
     if kind == "hnsw":
         return sorted({max(16, int(k * f)) for f in (1, 1.25, 1.5, 2, 2.5, 3, 4, 6, 8, 10)} | {1000})
     return []
