@@ -58,11 +58,13 @@ def plot_index_tradeoff(df: pd.DataFrame, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     sets = list(dict.fromkeys(df["vectors"]))
+    colour = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(df["index"]))}   # one colour per index
     fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.5), squeeze=False)
     for ax, name in zip(axes[0], sets):
         part = df[df["vectors"] == name]
-        for index, rows in part.groupby("index", sort=False):
-            ax.plot(rows["qps"], rows["recall@100"], marker="o", label=index)
+        for index in dict.fromkeys(part["index"]):
+            rows = part[part["index"] == index].sort_values("qps")
+            ax.plot(rows["qps"], rows["recall@100"], marker="o", label=index, color=colour[index])
         ax.axhline(0.95, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("queries per second, one thread")

@@ -113,6 +113,15 @@ def check_vectors(ids: Sequence[str], vectors: np.ndarray, dim: int, where: str 
     return vectors
 
 
+def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    """[n, dim] float32 queries (one query may come as [dim])."""
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    if queries.shape[1] != dim:
+        raise InputError("search", f"queries have {queries.shape[1]} dims, the index {dim}",
+                         "query with vectors from the model the index was built for")
+    return queries
+
+
 def exact_top_k(items: np.ndarray, queries: np.ndarray, k: int, metric: str,
                 batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force (rows, scores) of the top k items per query: the ground truth recall is measured against."""

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from .base import IndexSpec, IndexStats, SearchResult, check_vectors, exact_top_k, recall_at_k
+from .base import IndexSpec, IndexStats, SearchResult, check_queries, check_vectors, exact_top_k, recall_at_k
 
 FORMAT = 1
 COMPACT_DEAD_FRACTION = 0.25
@@ -250,10 +250,7 @@ class FaissIndex:
 
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[Collection[str]] | None = None,
                allow: Collection[str] | None = None) -> SearchResult:
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if queries.shape[1] != self.spec.dim:
-            raise InputError("search", f"queries have {queries.shape[1]} dims, the index {self.spec.dim}",
-                             "query with vectors from the model the index was built for")
+        queries = check_queries(queries, self.spec.dim)
         n = len(queries)
         extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
         fetch = max(1, min(k + extra, len(self)))

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from .base import IndexSpec, IndexStats, SearchResult, check_vectors
+from .base import IndexSpec, IndexStats, SearchResult, check_queries, check_vectors
 
 FORMAT = 1
 META_TABLE = "twotower_indexes"
@@ -156,10 +156,7 @@ class PgVectorIndex:
 
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[Collection[str]] | None = None,
                allow: Collection[str] | None = None) -> SearchResult:
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if queries.shape[1] != self.spec.dim:
-            raise InputError("search", f"queries have {queries.shape[1]} dims, the index {self.spec.dim}",
-                             "query with vectors from the model the index was built for")
+        queries = check_queries(queries, self.spec.dim)
         filtered = exclude is not None or allow is not None
         # a filter would otherwise shrink the HNSW answer; relaxed order keeps scanning until k rows pass
         self._conn.execute(f"SET hnsw.iterative_scan = {'relaxed_order' if filtered else 'off'}")
