@@ -1,0 +1,1 @@
+"""The feature store: feature definitions, the offline store (Parquet + DuckDB, point-in-time correct)."""

@@ -1,0 +1,56 @@
+"""What the ranker sees about a (user, item, time) request, defined once for training rows and serving rows.
+
+Every feature is computed from events strictly before the request time: an event at the same second or later
+is never visible, so a training row knows only what a live request would have known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class FeatureDefinitions:
+    """Windows (in days) for item popularity; the trend compares the shortest with the longest."""
+
+    windows_days: tuple[float, ...] = (1.0, 7.0, 30.0)
+
+    @property
+    def window_counts(self) -> list[str]:
+        return [f"item_count_{_tag(w)}" for w in self.windows_days]
+
+    @property
+    def raw(self) -> list[str]:
+        """What a store must give per request: counts and times, all strictly before the request."""
+        return self.window_counts + ["item_count_all", "item_first_ts", "user_events", "user_weight",
+                                     "user_last_ts", "user_item_events"]
+
+    @property
+    def names(self) -> list[str]:
+        """The features the ranker reads."""
+        return self.window_counts + ["item_count_all", "item_trend", "item_age_days", "user_events",
+                                     "user_weight", "user_item_events", "user_gap_hours", "hour", "weekday"]
+
+    def derive(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Raw store values + the request `timestamp` -> the features. Offline and online rows both pass
+        through here, so a formula cannot differ between training and serving."""
+        t = raw["timestamp"].astype("float64")
+        short, long_ = min(self.windows_days), max(self.windows_days)
+        when = pd.to_datetime(t, unit="s", utc=True)
+        out = raw.drop(columns=["item_first_ts", "user_last_ts"]).assign(
+            item_trend=raw[f"item_count_{_tag(short)}"] * (long_ / short) / (raw[f"item_count_{_tag(long_)}"] + 1.0),
+            item_age_days=(t - raw["item_first_ts"]) / DAY,
+            user_gap_hours=(t - raw["user_last_ts"]) / 3600.0,
+            hour=when.dt.hour.astype(np.int64),
+            weekday=when.dt.day_of_week.astype(np.int64),
+        )
+        return out
+
+
+def _tag(days: float) -> str:
+    return f"{days:g}d"

@@ -1,0 +1,92 @@
+"""The online store: the latest feature values per item, user and user-item pair, updated as events arrive,
+read at request time. Embedded default: SQLite (WAL, one transaction per ingested batch).
+
+It keeps running totals plus each item's event times within the longest popularity window, so a request at
+`now` gets the same raw values the offline store computes for `now`; `FeatureDefinitions.derive` turns both
+into features.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .definitions import DAY, FeatureDefinitions
+from .offline import EVENT_COLUMNS, REQUEST_COLUMNS, _require
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS item_recent (item_id TEXT NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS item_recent_by_item ON item_recent (item_id, ts);
+CREATE TABLE IF NOT EXISTS item_totals (item_id TEXT PRIMARY KEY, n INTEGER NOT NULL, first_ts REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS user_totals (user_id TEXT PRIMARY KEY, n INTEGER NOT NULL, w REAL NOT NULL,
+                                        last_ts REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pair_totals (user_id TEXT NOT NULL, item_id TEXT NOT NULL, n INTEGER NOT NULL,
+                                        PRIMARY KEY (user_id, item_id));
+"""
+
+
+class SQLiteOnlineStore:
+    """Latest values in one SQLite file; safe to read from several processes while one writes."""
+
+    def __init__(self, path: str | Path, definitions: FeatureDefinitions | None = None):
+        self.path = Path(path)
+        self.definitions = definitions or FeatureDefinitions()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.executescript(SCHEMA)
+
+    def ingest(self, events: pd.DataFrame) -> int:
+        """Add events (user_id, item_id, timestamp, weight); weight-0 events change nothing. One transaction:
+        when this returns the batch is durable, and a failure leaves the store as it was. Returns events used."""
+        _require(events, EVENT_COLUMNS, "events")
+        ev = events[events["weight"].astype(float) > 0]
+        rows = list(zip(ev["user_id"].astype(str), ev["item_id"].astype(str), ev["timestamp"].astype(float),
+                        ev["weight"].astype(float)))
+        if not rows:
+            return 0
+        horizon = max(r[2] for r in rows) - max(self.definitions.windows_days) * DAY
+        with self._db:
+            self._db.executemany("INSERT INTO item_recent VALUES (?, ?)", [(i, t) for _, i, t, _ in rows])
+            self._db.executemany(
+                "INSERT INTO item_totals VALUES (?, 1, ?) ON CONFLICT (item_id) DO UPDATE "
+                "SET n = n + 1, first_ts = min(first_ts, excluded.first_ts)", [(i, t) for _, i, t, _ in rows])
+            self._db.executemany(
+                "INSERT INTO user_totals VALUES (?, 1, ?, ?) ON CONFLICT (user_id) DO UPDATE "
+                "SET n = n + 1, w = w + excluded.w, last_ts = max(last_ts, excluded.last_ts)",
+                [(u, w, t) for u, _, t, w in rows])
+            self._db.executemany(
+                "INSERT INTO pair_totals VALUES (?, ?, 1) ON CONFLICT (user_id, item_id) DO UPDATE SET n = n + 1",
+                [(u, i) for u, i, _, _ in rows])
+            self._db.execute("DELETE FROM item_recent WHERE ts < ?", (horizon,))
+        return len(rows)
+
+    def features(self, requests: pd.DataFrame) -> pd.DataFrame:
+        """Feature rows for requests (user_id, item_id, timestamp) made now, i.e. after every ingested event."""
+        _require(requests, REQUEST_COLUMNS, "requests")
+        db = self._db
+        rows = []
+        for user, item, t in zip(requests["user_id"].astype(str), requests["item_id"].astype(str),
+                                 requests["timestamp"].astype(float)):
+            row = {"user_id": user, "item_id": item, "timestamp": t}
+            for name, days in zip(self.definitions.window_counts, self.definitions.windows_days):
+                row[name] = db.execute("SELECT count(*) FROM item_recent WHERE item_id = ? AND ts >= ? AND ts < ?",
+                                       (item, t - days * DAY, t)).fetchone()[0]
+            n, first = db.execute("SELECT n, first_ts FROM item_totals WHERE item_id = ?", (item,)).fetchone() \
+                or (0, np.nan)
+            un, uw, last = db.execute("SELECT n, w, last_ts FROM user_totals WHERE user_id = ?", (user,)).fetchone() \
+                or (0, 0.0, np.nan)
+            pair = db.execute("SELECT n FROM pair_totals WHERE user_id = ? AND item_id = ?", (user, item)).fetchone()
+            row.update(item_count_all=n, item_first_ts=first, user_events=un, user_weight=uw, user_last_ts=last,
+                       user_item_events=pair[0] if pair else 0)
+            rows.append(row)
+        if not rows:
+            raise InputError("requests", "no requests", "give at least one (user_id, item_id, timestamp)")
+        return self.definitions.derive(pd.DataFrame(rows))
+
+    def close(self) -> None:
+        self._db.close()
