@@ -11,11 +11,19 @@ from .dataset import Dataset
 
 @dataclass
 class Targets:
-    """One held-out event per user: [n] user codes, [n] item codes, and the request context of each."""
+    """One held-out event per user: [n] user codes, [n] item codes, the request context of each, and its
+    [n] timestamp and label weight."""
 
     users: np.ndarray
     items: np.ndarray
     context: dict[str, np.ndarray]
+    times: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+    def subset(self, keep: np.ndarray) -> "Targets":
+        pick = (lambda a: a[keep] if a is not None else None)
+        return Targets(self.users[keep], self.items[keep], {k: v[keep] for k, v in self.context.items()},
+                       pick(self.times), pick(self.weights))
 
     def __len__(self) -> int:
         return len(self.users)
@@ -41,5 +49,7 @@ def holdout_last(data: Dataset, min_history: int = 1) -> tuple[Dataset, Targets]
         users=users[target_rows].astype(np.int64),
         items=ev["item"].to_numpy()[target_rows].astype(np.int64),
         context={k: v[target_rows] for k, v in data.context_features.items()},
+        times=ev["timestamp"].to_numpy()[target_rows].astype(np.float64),
+        weights=ev["weight"].to_numpy()[target_rows].astype(np.float64),
     )
     return data.subset(keep), targets

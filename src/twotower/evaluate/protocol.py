@@ -48,8 +48,7 @@ class EvalSet:
         seen = seen_matrix(history)
         # a target the user already had cannot be recommended under seen-item exclusion: drop it
         fresh = (np.asarray(seen[targets.users, targets.items]).ravel() == 0) if len(targets) else np.zeros(0, bool)
-        kept = Targets(targets.users[fresh], targets.items[fresh], {k: v[fresh] for k, v in targets.context.items()})
-        return cls(history, kept, seen)
+        return cls(history, targets.subset(fresh), seen)
 
 
 def seen_matrix(data: Dataset) -> sp.csr_matrix:
