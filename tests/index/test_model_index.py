@@ -104,10 +104,10 @@ def test_pgvector_backend_from_the_cli(models, tmp_path):
     from_pg, from_faiss = (pd.read_csv(tmp_path / f).groupby("user_id")["item_id"].apply(set) for f in ("r.csv", "f.csv"))
     overlap = np.mean([len(from_pg[u] & from_faiss[u]) / 5 for u in from_faiss.index])
     assert overlap >= 0.9, "pgvector and FAISS answer the same requests alike"
-    import pgserver
+    from twotower.index.pgvector_index import stop_embedded
 
     index.close()
-    pgserver.get_server(folder / "pgdata").cleanup()
+    stop_embedded(folder / "pgdata")
 
 
 def test_catalog_changes_are_kept_through_a_rebuild_and_removed_items_never_return(models, tmp_path):

@@ -14,7 +14,7 @@ from twotower.errors import InputError  # noqa: E402
 from twotower.index.base import IndexSpec, recall_at_k  # noqa: E402
 from twotower.index.benchmark import synthetic  # noqa: E402
 from twotower.index.faiss_index import FaissIndex, choose_layout  # noqa: E402
-from twotower.index.pgvector_index import PgVectorIndex, embedded_dsn  # noqa: E402
+from twotower.index.pgvector_index import PgVectorIndex, embedded_dsn, stop_embedded  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def server(tmp_path_factory):
     pgdata = tmp_path_factory.mktemp("pg") / "pgdata"
     dsn = embedded_dsn(pgdata)
     yield pgdata, dsn
-    pgserver.get_server(pgdata).cleanup()
+    stop_embedded(pgdata)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_lifecycle_survives_a_server_restart(server, vectors, tmp_path):
     pg.save(tmp_path / "index")
     pg.close()
 
-    pgserver.get_server(pgdata).cleanup()        # stop the server ...
+    stop_embedded(pgdata)        # stop the server ...
     meta = json.loads((tmp_path / "index" / "index.json").read_text())
     again = PgVectorIndex.load(tmp_path / "index", meta, pgdata)   # ... and start it again from its data
     hits = again.search(q, 20).hits(0)

@@ -132,7 +132,7 @@ def faiss_rows(vs: VectorSet, truth: np.ndarray, tune_truth: np.ndarray, log) ->
         t = time.perf_counter()
         index.build(vs.ids, vs.items, sample_queries=vs.tune_queries)
         build_s = time.perf_counter() - t
-        size_mb = sum(faiss.serialize_index(i).nbytes for i in (index._index, index._exact) if i is not None) / 2**20
+        size_mb = index.size_bytes() / 2**20
         for effort in efforts:
             tag = ""
             if effort == "tuned":
@@ -173,19 +173,19 @@ def hnswlib_rows(vs: VectorSet, truth: np.ndarray, log, m: int = 16, ef_construc
 
 def pgvector_rows(vs: VectorSet, truth: np.ndarray, log, dsn: str | None = None) -> list[Row]:
     """pgvector at its own defaults (m 16, ef_construction 64, ef_search 40), then with ef_search raised."""
-    from .pgvector_index import PgVectorIndex, embedded_dsn
+    from .pgvector_index import PgVectorIndex, embedded_dsn, stop_embedded
 
     with tempfile.TemporaryDirectory() as tmp:
-        dsn = dsn or embedded_dsn(Path(tmp) / "pgdata")
+        pgdata = None if dsn else Path(tmp) / "pgdata"
+        dsn = dsn or embedded_dsn(pgdata)
         spec = IndexSpec("dot" if vs.metric == "ip" else "euclidean", vs.items.shape[1])
         index = PgVectorIndex(spec, dsn, "bench_items", hnsw_m=16, ef_construction=64)
-        index._conn.execute("SET max_parallel_maintenance_workers = 0")
-        index._conn.execute("SET max_parallel_workers_per_gather = 0")
+        index.serial()
         log("  building pgvector ...")
         t = time.perf_counter()
         index.build(vs.ids, vs.items)
         build_s = time.perf_counter() - t
-        size_mb = index._conn.execute("SELECT pg_total_relation_size('bench_items')").fetchone()[0] / 2**20
+        size_mb = index.size_bytes() / 2**20
         rows = []
         for ef in (None, 200, 400):
             index.search_effort = ef
@@ -194,8 +194,10 @@ def pgvector_rows(vs: VectorSet, truth: np.ndarray, log, dsn: str | None = None)
                 f"m 16, ef_construction 64, ef_search {ef}"
             rows.append(make_row(vs, truth, "pgvector HNSW", label, build_s, size_mb, found, lat))
             log(f"    {rows[-1].brief()}")
-        index._conn.execute("DROP TABLE bench_items")
+        index.drop()
         index.close()
+        if pgdata is not None:
+            stop_embedded(pgdata)      # before its folder goes
     return rows
 
 

@@ -332,6 +332,10 @@ class FaissIndex:
             return faiss.SearchParametersIVF(sel=selector, nprobe=self.layout.search_effort)
         return faiss.SearchParameters(sel=selector)
 
+    def size_bytes(self) -> int:
+        """Bytes the index takes serialized (about its memory): the structure plus full-precision copies."""
+        return sum(faiss.serialize_index(i).nbytes for i in (self._index, self._exact) if i is not None)
+
     # --- persistence --------------------------------------------------------------------------------
     def stats(self) -> IndexStats:
         params = {k: v for k, v in asdict(self.layout).items() if k != "kind" and v}

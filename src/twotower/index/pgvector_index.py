@@ -36,6 +36,13 @@ def embedded_dsn(pgdata: Path) -> str:
     return pgserver.get_server(pgdata, cleanup_mode="stop").get_uri()
 
 
+def stop_embedded(pgdata: Path) -> None:
+    """Stop the embedded server of `pgdata` (its data stays)."""
+    import pgserver
+
+    pgserver.get_server(Path(pgdata).resolve()).cleanup()
+
+
 def connect(dsn: str):
     """An autocommit connection with the vector type registered; a clear error when it cannot connect."""
     import psycopg
@@ -182,6 +189,15 @@ class PgVectorIndex:
             out_scores[row, :len(hits)] = scores[order]
         return SearchResult(out_ids, out_scores)
 
+    def size_bytes(self) -> int:
+        """Bytes of the table, its HNSW index and TOAST, as PostgreSQL counts them."""
+        return self._conn.execute("SELECT pg_total_relation_size(%s)", (self.table,)).fetchone()[0]
+
+    def serial(self) -> None:
+        """No parallel workers for this connection's builds and scans (for single-thread benchmarks)."""
+        self._conn.execute("SET max_parallel_maintenance_workers = 0")
+        self._conn.execute("SET max_parallel_workers_per_gather = 0")
+
     # --- persistence --------------------------------------------------------------------------------
     def stats(self) -> IndexStats:
         return IndexStats(self.backend, "hnsw", len(self), self.spec.dim, self.spec.similarity,
@@ -218,6 +234,13 @@ class PgVectorIndex:
 
     def _table_exists(self, name: str) -> bool:
         return self._conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+
+    def drop(self) -> None:
+        """Remove the table and its record from the server."""
+        with self._conn.transaction():
+            self._conn.execute(f"DROP TABLE IF EXISTS {self.table}")
+            if self._table_exists(META_TABLE):
+                self._conn.execute(f"DELETE FROM {META_TABLE} WHERE name = %s", (self.table,))
 
     def close(self) -> None:
         self._conn.close()
