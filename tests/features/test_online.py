@@ -9,14 +9,14 @@ import pytest
 
 from tests.features.test_offline import random_log
 from twotower.features.offline import OfflineStore
-from twotower.features.online import SQLiteOnlineStore
+from twotower.features.online import RedisOnlineStore
 
 
-def test_offline_and_online_rows_agree_for_the_same_user_and_time(tmp_path):
+def test_offline_and_online_rows_agree_for_the_same_user_and_time(online_store, tmp_path):
     events = random_log(seed=7, n=800)
     now = float(events["timestamp"].quantile(0.7)) + 0.5
     known = events[events["timestamp"] < now]
-    online = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    online = online_store
     for lo in range(0, len(known), 150):                 # arrives in batches, as a stream would
         online.ingest(known.iloc[lo:lo + 150])
     offline = OfflineStore(tmp_path / "offline")
@@ -30,8 +30,8 @@ def test_offline_and_online_rows_agree_for_the_same_user_and_time(tmp_path):
     assert (off["item_count_30d"] > 0).any() and (off["user_item_events"] > 0).any(), "a test that can fail"
 
 
-def test_a_failed_batch_changes_nothing(tmp_path):
-    online = SQLiteOnlineStore(tmp_path / "online.sqlite")
+def test_a_failed_batch_changes_nothing(online_store):
+    online = online_store
     online.ingest(random_log(seed=1, n=50))
     request = pd.DataFrame({"user_id": ["1"], "item_id": ["2"], "timestamp": [1e9]})
     before = online.features(request)
@@ -40,3 +40,17 @@ def test_a_failed_batch_changes_nothing(tmp_path):
     with pytest.raises(Exception):
         online.ingest(bad)
     pd.testing.assert_frame_equal(online.features(request), before)
+
+
+def test_redis_keeps_acknowledged_events_through_a_restart(redis_server):
+    store = RedisOnlineStore(redis_server.url)
+    assert store.ingest(random_log(seed=2, n=100)) > 0
+    request = pd.DataFrame({"user_id": ["1", "4"], "item_id": ["2", "3"], "timestamp": [1e9, 1e9]})
+    before = store.features(request)
+    store.close()
+    redis_server.stop()
+    redis_server.start()
+    again = RedisOnlineStore(redis_server.url)
+    pd.testing.assert_frame_equal(again.features(request), before)
+    assert before["user_events"].sum() > 0
+    again.close()

@@ -1,5 +1,6 @@
 """The online store: the latest feature values per item, user and user-item pair, updated as events arrive,
-read at request time. Embedded default: SQLite (WAL, one transaction per ingested batch).
+read at request time. Embedded default: SQLite (WAL, one transaction per ingested batch); Redis for users who
+run one.
 
 It keeps running totals plus each item's event times within the longest popularity window, so a request at
 `now` gets the same raw values the offline store computes for `now`; `FeatureDefinitions.derive` turns both
@@ -90,3 +91,84 @@ class SQLiteOnlineStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+class RedisOnlineStore:
+    """The same latest values in Redis, for users who run one (`url`, e.g. unix:///run/redis.sock or
+    redis://localhost:6379/0). Each batch is one MULTI/EXEC transaction; with the server's append-only file
+    on, an acknowledged batch survives a restart. Keys live under `prefix`."""
+
+    def __init__(self, url: str, definitions: FeatureDefinitions | None = None, prefix: str = "twotower"):
+        import redis
+
+        self.definitions = definitions or FeatureDefinitions()
+        self.prefix = prefix
+        self._r = redis.Redis.from_url(url, decode_responses=True)
+        try:
+            self._r.ping()
+        except redis.ConnectionError as exc:
+            raise InputError(url, f"cannot reach Redis ({exc})", "start redis-server or correct the URL") from exc
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def ingest(self, events: pd.DataFrame) -> int:
+        """Add events; checked before anything is sent, then applied in one transaction."""
+        _require(events, EVENT_COLUMNS, "events")
+        ev = events[events["weight"].astype(float) > 0]
+        times, weights = ev["timestamp"].astype(float).to_numpy(), ev["weight"].astype(float).to_numpy()
+        if not (np.isfinite(times).all() and np.isfinite(weights).all()):
+            raise InputError("events", "a timestamp or weight is not a finite number", "fix or drop those rows")
+        if ev.empty:
+            return 0
+        users, items = ev["user_id"].astype(str).tolist(), ev["item_id"].astype(str).tolist()
+        first_seq = self._r.incrby(self._key("seq"), len(ev)) - len(ev)
+        horizon = float(times.max()) - max(self.definitions.windows_days) * DAY
+        k = self._key
+        with self._r.pipeline(transaction=True) as tx:
+            for n, (u, i, t, w) in enumerate(zip(users, items, times.tolist(), weights.tolist())):
+                tx.zadd(k("recent", i), {f"{first_seq + n}": t})
+                tx.zincrby(k("item_n"), 1, i)
+                tx.zadd(k("item_first"), {i: t}, lt=True)
+                tx.zincrby(k("user_n"), 1, u)
+                tx.zincrby(k("user_w"), w, u)
+                tx.zadd(k("user_last"), {u: t}, gt=True)
+                tx.hincrby(k("pair_n"), f"{u}\x1f{i}", 1)
+            for i in set(items):
+                tx.zremrangebyscore(k("recent", i), "-inf", f"({horizon}")
+            tx.execute()
+        return len(ev)
+
+    def features(self, requests: pd.DataFrame) -> pd.DataFrame:
+        """Feature rows for requests made now (after every ingested event)."""
+        _require(requests, REQUEST_COLUMNS, "requests")
+        if requests.empty:
+            raise InputError("requests", "no requests", "give at least one (user_id, item_id, timestamp)")
+        k, defs = self._key, self.definitions
+        keys = list(zip(requests["user_id"].astype(str), requests["item_id"].astype(str),
+                        requests["timestamp"].astype(float)))
+        with self._r.pipeline(transaction=False) as p:
+            for u, i, t in keys:
+                for days in defs.windows_days:
+                    p.zcount(k("recent", i), t - days * DAY, f"({t}")
+                p.zscore(k("item_n"), i)
+                p.zscore(k("item_first"), i)
+                p.zscore(k("user_n"), u)
+                p.zscore(k("user_w"), u)
+                p.zscore(k("user_last"), u)
+                p.hget(k("pair_n"), f"{u}\x1f{i}")
+            answers = p.execute()
+        width = len(defs.windows_days) + 6
+        rows = []
+        for (u, i, t), start in zip(keys, range(0, len(answers), width)):
+            a = answers[start:start + width]
+            counts, (n, first, un, uw, last, pair) = a[:len(defs.windows_days)], a[len(defs.windows_days):]
+            row = {"user_id": u, "item_id": i, "timestamp": t, **dict(zip(defs.window_counts, counts))}
+            row.update(item_count_all=int(n or 0), item_first_ts=first if first is not None else np.nan,
+                       user_events=int(un or 0), user_weight=float(uw or 0.0),
+                       user_last_ts=last if last is not None else np.nan, user_item_events=int(pair or 0))
+            rows.append(row)
+        return defs.derive(pd.DataFrame(rows))
+
+    def close(self) -> None:
+        self._r.close()
