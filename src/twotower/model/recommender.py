@@ -22,40 +22,33 @@ def build_model(data: Dataset, cfg: Config) -> TwoTowerModel:
                          data.context_specs if cfg.model.context_features else ())
 
 
-def tower_queries(model: TwoTowerModel, history: Dataset, batch: int = 512):
-    """`fn(users [n] codes, context) -> [n, d]` next-step query vectors, prepared for a vector index."""
+def _per_user(model: TwoTowerModel, history: Dataset, step, width: int, batch: int):
+    """`fn(users [n] codes, context) -> [n, width]`: `step(histories, users, context, item_vectors)` in
+    batches, over each user's last `max_history` positive events in `history` (built once, not per batch)."""
     model.eval()
     with torch.no_grad():
         items = model.all_item_vectors()
     histories = last_histories(history, np.arange(history.n_users + 1), model.cfg.max_history)
 
-    def queries(users: np.ndarray, context: dict) -> np.ndarray:
-        out = [np.zeros((0, model.cfg.dim), np.float32)]
+    def run(users: np.ndarray, context: dict) -> np.ndarray:
+        out = [np.zeros((0, width), np.float32)]
         for lo in range(0, len(users), batch):
             u = users[lo:lo + batch]
             ctx = {k: torch.as_tensor(v[lo:lo + batch]) for k, v in context.items()} or None
-            out.append(model.index_queries(torch.as_tensor(histories[u]), torch.as_tensor(u), ctx, items).numpy())
+            out.append(step(torch.as_tensor(histories[u]), torch.as_tensor(u), ctx, items).numpy())
         return np.concatenate(out)
 
-    return queries
+    return run
+
+
+def tower_queries(model: TwoTowerModel, history: Dataset, batch: int = 512):
+    """`fn(users [n] codes, context) -> [n, d]` next-step query vectors, prepared for a vector index."""
+    return _per_user(model, history, model.index_queries, model.cfg.dim, batch)
 
 
 def tower_scorer(model: TwoTowerModel, history: Dataset, batch: int = 512) -> Scorer:
-    """Score users from their last `max_history` positive events in `history`."""
-    model.eval()
-    with torch.no_grad():
-        items = model.all_item_vectors()
-    histories = last_histories(history, np.arange(history.n_users + 1), model.cfg.max_history)  # once, not per batch
-
-    def score(users: np.ndarray, context: dict) -> np.ndarray:
-        out = []
-        for lo in range(0, len(users), batch):
-            u = users[lo:lo + batch]
-            ctx = {k: torch.as_tensor(v[lo:lo + batch]) for k, v in context.items()} or None
-            out.append(model.score(torch.as_tensor(histories[u]), torch.as_tensor(u), ctx, items).numpy())
-        return np.concatenate(out) if out else np.zeros((0, model.n_items + 1), np.float32)
-
-    return score
+    """Score users against every item from their last `max_history` positive events in `history`."""
+    return _per_user(model, history, model.score, model.n_items + 1, batch)
 
 
 class TowerRecommender:
