@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import pandas as pd
@@ -60,16 +60,21 @@ def seen_matrix(data: Dataset) -> sp.csr_matrix:
     return m
 
 
-def evaluate_scorer(scorer: Scorer, ev: EvalSet, batch: int | None = None) -> dict[str, float]:
-    """Rank every target with `scorer` and summarise."""
+def masked_scores(scorer: Scorer, ev: EvalSet, batch: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+    """(targets slice, [B, n_items + 1] float64 scores with seen items and padding at -inf), batch by batch."""
     t = ev.targets
     batch = batch or score_batch_size(ev.history.n_items)
-    ranks, tops = [], []
     for lo in range(0, len(t), batch):
-        users = t.users[lo:lo + batch]
-        scores = np.array(scorer(users, {k: v[lo:lo + batch] for k, v in t.context.items()}), dtype=np.float64)
-        mask_seen(scores, users, ev.seen)
-        ranks.append(target_ranks(scores, t.items[lo:lo + batch]))
+        sl = slice(lo, lo + batch)
+        scores = np.array(scorer(t.users[sl], {k: v[sl] for k, v in t.context.items()}), dtype=np.float64)
+        yield sl, mask_seen(scores, t.users[sl], ev.seen)
+
+
+def evaluate_scorer(scorer: Scorer, ev: EvalSet, batch: int | None = None) -> dict[str, float]:
+    """Rank every target with `scorer` and summarise."""
+    ranks, tops = [], []
+    for sl, scores in masked_scores(scorer, ev, batch):
+        ranks.append(target_ranks(scores, ev.targets.items[sl]))
         tops.append(top_k(scores, 10))
     return summarize(np.concatenate(ranks), np.concatenate(tops), ev.history.n_items)
 

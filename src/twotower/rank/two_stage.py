@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ..data.dataset import Dataset
-from ..evaluate.metrics import mask_seen, top_k
-from ..evaluate.protocol import EvalSet, Scorer
+from ..evaluate.metrics import top_k
+from ..evaluate.protocol import EvalSet, Scorer, masked_scores
 from ..features.definitions import FeatureDefinitions
 from ..features.offline import OfflineStore
 from .ranker import LambdaRanker, relevance_grades
@@ -19,23 +19,19 @@ from .ranker import LambdaRanker, relevance_grades
 RETRIEVAL = ["retrieval_score", "retrieval_rank"]
 
 
-def candidates(scorer: Scorer, ev: EvalSet, n: int, batch: int = 256) -> pd.DataFrame:
+def candidates(scorer: Scorer, ev: EvalSet, n: int) -> pd.DataFrame:
     """Top-n unseen items per target request: request, user, item (codes), timestamp, retrieval score and
     rank, and the grade (the target's relevance, 0 for the others)."""
     t = ev.targets
     grades = relevance_grades(t.weights if t.weights is not None else np.ones(len(t)))
     frames = []
-    for lo in range(0, len(t), batch):
-        sl = slice(lo, lo + batch)
-        users = t.users[sl]
-        scores = mask_seen(np.array(scorer(users, {k: v[sl] for k, v in t.context.items()}), dtype=np.float64),
-                           users, ev.seen)
+    for sl, scores in masked_scores(scorer, ev):
         top = top_k(scores, n)
-        m = len(users)
+        m = len(scores)
         items = top.ravel()
         frames.append(pd.DataFrame({
-            "request": np.repeat(np.arange(lo, lo + m), n), "user": np.repeat(users, n), "item": items,
-            "timestamp": np.repeat(t.times[sl], n),
+            "request": np.repeat(np.arange(sl.start, sl.start + m), n), "user": np.repeat(t.users[sl], n),
+            "item": items, "timestamp": np.repeat(t.times[sl], n),
             "retrieval_score": np.take_along_axis(scores, top, 1).ravel(),
             "retrieval_rank": np.tile(np.arange(1, n + 1), m),
             "grade": np.where(items == np.repeat(t.items[sl], n), np.repeat(grades[sl], n), 0),
