@@ -104,7 +104,6 @@ def index(model: Path = typer.Option(..., "--model", "-m", help="model folder fr
     --items/--remove change the catalog in place: upserts and deletes, no rebuild."""
     from .config import load_config
     from .index.model_index import build_model_index, update_model_index
-    from .model.artifact import load_model
 
     def job():
         if items is not None or remove is not None:
@@ -113,11 +112,11 @@ def index(model: Path = typer.Option(..., "--model", "-m", help="model folder fr
                                  "run once without them to rebuild with another backend or config")
             console.print(describe_index(update_model_index(model, items, remove, show_progress=not quiet)))
             return
-        cfg = (load_config(config) if config else load_model(model).config).index
+        cfg = load_config(config).index if config else None      # None: the model's own index config
         changes = {k: v for k, v in (("backend", backend), ("dsn", dsn)) if v is not None}
         if changes.get("backend") not in (None, "faiss", "pgvector"):
             raise InputError("--backend", f"unknown backend {backend!r}", "use faiss or pgvector")
-        result = build_model_index(model, cfg.model_copy(update=changes), show_progress=not quiet)
+        result = build_model_index(model, cfg, show_progress=not quiet, overrides=changes)
         console.print(describe_index(result))
     _run(job)
 

@@ -158,25 +158,24 @@ def update_model_index(model_dir: str | Path, items_file: Path | None = None, re
         n_new = sum(i not in known for i in ids)
         index.upsert(ids, vectors)
     n_removed = index.delete(removed) if removed else 0
-    cfg = saved.config.index
     ids, vectors, _ = catalog(saved)
-    queries = sample_queries(saved, cfg.recall_queries)
-    report = measure(index, queries, exact_truth(ids, vectors, queries, min(cfg.recall_k, len(ids)), index.spec.metric))
-    report.target = cfg.target_recall
-    index.recall = report.to_dict()
-    index.save(model_dir / INDEX_DIR)
+    cfg = saved.config.index
+    report = _measure_and_save(index, model_dir, ids, vectors, sample_queries(saved, cfg.recall_queries), cfg,
+                               tune_effort=False)
     stats = index.stats()
     return IndexBuild(stats.backend, stats.kind, len(index), n_new, stats.params, n_removed, report,
                       time.perf_counter() - start, model_dir / INDEX_DIR, rebuilt=False)
 
 
-def build_model_index(model_dir: str | Path, cfg: IndexConfig | None = None, show_progress: bool = True) -> IndexBuild:
+def build_model_index(model_dir: str | Path, cfg: IndexConfig | None = None, show_progress: bool = True,
+                      overrides: dict | None = None) -> IndexBuild:
     """Build (or rebuild) the model's index from its catalog, measure recall@k on its own users' queries
-    against exact search, tune the search effort to the target, and save it in the model folder."""
+    against exact search, tune the search effort to the target, and save it in the model folder.
+    `cfg` defaults to the model's own index config; `overrides` change some of its keys (e.g. the backend)."""
     start = time.perf_counter()
     model_dir = Path(model_dir)
     saved = load_model(model_dir)
-    cfg = cfg or saved.config.index
+    cfg = (cfg or saved.config.index).model_copy(update=overrides or {})
     ids, vectors, n_new = catalog(saved)
     index = make_index(model_spec(saved), cfg, len(ids), model_dir)
     queries = sample_queries(saved, cfg.recall_queries)
@@ -184,20 +183,26 @@ def build_model_index(model_dir: str | Path, cfg: IndexConfig | None = None, sho
         task = bar.add_task(f"indexing ({index.backend})", total=len(ids), rate="")
         extra = {"sample_queries": queries} if index.backend == "faiss" else {}
         index.build(ids, vectors, progress=lambda n: bar.update(task, advance=n), **extra)
-    report = None
-    stats = index.stats()
-    if len(ids):
-        truth = exact_truth(ids, vectors, queries, min(cfg.recall_k, len(ids)), index.spec.metric)
-        exact = stats.kind == "flat"
-        report = measure(index, queries, truth) if exact or cfg.search_effort else \
-            tune(index, queries, truth, cfg.target_recall)
-        report.target = cfg.target_recall
-        index.recall = report.to_dict()
-    folder = model_dir / INDEX_DIR
-    index.save(folder)
+    report = _measure_and_save(index, model_dir, ids, vectors, queries, cfg, tune_effort=not cfg.search_effort)
     stats = index.stats()
     return IndexBuild(stats.backend, stats.kind, len(ids), n_new, stats.params, 0, report,
-                      time.perf_counter() - start, folder)
+                      time.perf_counter() - start, model_dir / INDEX_DIR)
+
+
+def _measure_and_save(index: VectorIndex, model_dir: Path, ids: np.ndarray, vectors: np.ndarray,
+                      queries: np.ndarray, cfg: IndexConfig, tune_effort: bool) -> RecallReport | None:
+    """Recall against exact search on the catalog (after tuning the effort, when asked and the index is not
+    exact), recorded in the index, which is then saved in the model folder."""
+    report = None
+    if len(ids):
+        truth = exact_truth(ids, vectors, queries, min(cfg.recall_k, len(ids)), index.spec.metric)
+        if tune_effort and index.stats().kind != "flat":
+            report = tune(index, queries, truth, cfg.target_recall)
+        else:
+            report = measure(index, queries, truth, cfg.target_recall)
+        index.recall = report.to_dict()
+    index.save(model_dir / INDEX_DIR)
+    return report
 
 
 def open_model_index(saved: SavedModel) -> VectorIndex:

@@ -42,14 +42,14 @@ def exact_truth(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: in
     return np.asarray(ids, dtype=object)[rows]
 
 
-def measure(index: VectorIndex, queries: np.ndarray, truth: np.ndarray) -> RecallReport:
+def measure(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, target: float = 0.0) -> RecallReport:
     """Search one query at a time (as a service would) and compare with the exact answer."""
     k = truth.shape[1]
     start = time.perf_counter()
     found = np.concatenate([index.search(q[None], k).ids for q in queries]) if len(queries) else truth[:0]
     seconds = time.perf_counter() - start
     return RecallReport(k, len(queries), recall_at_k(found, truth), recall_at_k(found[:, :10], truth[:, :10]),
-                        getattr(index, "search_effort", None) or None, 0.0, 1000 * seconds / max(len(queries), 1))
+                        getattr(index, "search_effort", None) or None, target, 1000 * seconds / max(len(queries), 1))
 
 
 def tune(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, target: float) -> RecallReport:
@@ -61,9 +61,7 @@ def tune(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, target: flo
     report = None
     for effort in ladder:
         index.search_effort = effort
-        report = measure(index, queries, truth)
+        report = measure(index, queries, truth, target)
         if report.recall >= target:
             break
-    report = report or measure(index, queries, truth)
-    report.target = target
-    return report
+    return report or measure(index, queries, truth, target)
