@@ -213,8 +213,7 @@ class FaissIndex:
     def compact(self) -> None:
         """Rebuild without the deleted items (HNSW); ids and vectors are unchanged."""
         ids = list(self._label_of)
-        vectors = self.vectors(ids) if ids else np.zeros((0, self.spec.dim), np.float32)
-        self.build(ids, vectors)
+        self.build(ids, self.vectors(ids))
 
     # --- reading ------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -224,12 +223,11 @@ class FaissIndex:
         return np.asarray(list(self._label_of), dtype=object)
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
-        out = np.empty((len(ids), self.spec.dim), np.float32)
-        for row, item in enumerate(ids):
-            if str(item) not in self._label_of:
-                raise KeyError(f"item {item!r} is not in the index")
-            out[row] = self._reconstruct(np.asarray([self._label_of[str(item)]]))[0]
-        return out
+        missing = [i for i in ids if str(i) not in self._label_of]
+        if missing:
+            raise KeyError(f"item {missing[0]!r} is not in the index")
+        labels = np.fromiter((self._label_of[str(i)] for i in ids), np.int64, len(ids))
+        return self._reconstruct(labels) if len(ids) else np.zeros((0, self.spec.dim), np.float32)
 
     def _reconstruct(self, labels: np.ndarray) -> np.ndarray:
         """[n, d] full-precision vectors of these labels."""

@@ -79,6 +79,7 @@ class PgVectorIndex:
         self._conn = connect(dsn)
         self._effort: int | None = None
         self.search_effort = search_effort
+        self._iterative: bool | None = None       # hnsw.iterative_scan as last set on this connection
         self._ops, self._op = _OPS[spec.metric]
 
     # --- construction -------------------------------------------------------------------------------
@@ -165,8 +166,10 @@ class PgVectorIndex:
                allow: Collection[str] | None = None) -> SearchResult:
         queries = check_queries(queries, self.spec.dim)
         filtered = exclude is not None or allow is not None
-        # a filter would otherwise shrink the HNSW answer; relaxed order keeps scanning until k rows pass
-        self._conn.execute(f"SET hnsw.iterative_scan = {'relaxed_order' if filtered else 'off'}")
+        if filtered != self._iterative:   # set once per change, not per search (a round trip each)
+            # a filter would otherwise shrink the HNSW answer; relaxed order keeps scanning until k rows pass
+            self._conn.execute(f"SET hnsw.iterative_scan = {'relaxed_order' if filtered else 'off'}")
+            self._iterative = filtered
         where, allow_list = [], None
         if allow is not None:
             where.append("item_id = ANY(%(allow)s)")
