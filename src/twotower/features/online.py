@@ -30,6 +30,25 @@ CREATE TABLE IF NOT EXISTS pair_totals (user_id TEXT NOT NULL, item_id TEXT NOT 
 """
 
 
+def _request_keys(requests: pd.DataFrame) -> list[tuple[str, str, float]]:
+    """(user_id, item_id, timestamp) of each request; a clear error for a missing column or no request."""
+    _require(requests, REQUEST_COLUMNS, "requests")
+    if requests.empty:
+        raise InputError("requests", "no requests", "give at least one (user_id, item_id, timestamp)")
+    return list(zip(requests["user_id"].astype(str), requests["item_id"].astype(str),
+                    requests["timestamp"].astype(float)))
+
+
+def _raw_row(definitions: FeatureDefinitions, user: str, item: str, t: float, window_counts, item_n, first_ts,
+             user_n, user_w, last_ts, pair_n) -> dict:
+    """One request's raw values (`FeatureDefinitions.raw`); a missing total (None) is 0, a missing time NaN."""
+    return {"user_id": user, "item_id": item, "timestamp": t,
+            **{name: int(c) for name, c in zip(definitions.window_counts, window_counts)},
+            "item_count_all": int(item_n or 0), "item_first_ts": np.nan if first_ts is None else first_ts,
+            "user_events": int(user_n or 0), "user_weight": float(user_w or 0.0),
+            "user_last_ts": np.nan if last_ts is None else last_ts, "user_item_events": int(pair_n or 0)}
+
+
 class SQLiteOnlineStore:
     """Latest values in one SQLite file; safe to read from several processes while one writes."""
 
@@ -68,26 +87,19 @@ class SQLiteOnlineStore:
 
     def features(self, requests: pd.DataFrame) -> pd.DataFrame:
         """Feature rows for requests (user_id, item_id, timestamp) made now, i.e. after every ingested event."""
-        _require(requests, REQUEST_COLUMNS, "requests")
-        db = self._db
+        db, defs = self._db, self.definitions
         rows = []
-        for user, item, t in zip(requests["user_id"].astype(str), requests["item_id"].astype(str),
-                                 requests["timestamp"].astype(float)):
-            row = {"user_id": user, "item_id": item, "timestamp": t}
-            for name, days in zip(self.definitions.window_counts, self.definitions.windows_days):
-                row[name] = db.execute("SELECT count(*) FROM item_recent WHERE item_id = ? AND ts >= ? AND ts < ?",
-                                       (item, t - days * DAY, t)).fetchone()[0]
-            n, first = db.execute("SELECT n, first_ts FROM item_totals WHERE item_id = ?", (item,)).fetchone() \
-                or (0, np.nan)
-            un, uw, last = db.execute("SELECT n, w, last_ts FROM user_totals WHERE user_id = ?", (user,)).fetchone() \
-                or (0, 0.0, np.nan)
+        for user, item, t in _request_keys(requests):
+            counts = [db.execute("SELECT count(*) FROM item_recent WHERE item_id = ? AND ts >= ? AND ts < ?",
+                                 (item, t - days * DAY, t)).fetchone()[0] for days in defs.windows_days]
+            item_n, first = db.execute("SELECT n, first_ts FROM item_totals WHERE item_id = ?", (item,)).fetchone() \
+                or (None, None)
+            user_n, user_w, last = db.execute("SELECT n, w, last_ts FROM user_totals WHERE user_id = ?",
+                                              (user,)).fetchone() or (None, None, None)
             pair = db.execute("SELECT n FROM pair_totals WHERE user_id = ? AND item_id = ?", (user, item)).fetchone()
-            row.update(item_count_all=n, item_first_ts=first, user_events=un, user_weight=uw, user_last_ts=last,
-                       user_item_events=pair[0] if pair else 0)
-            rows.append(row)
-        if not rows:
-            raise InputError("requests", "no requests", "give at least one (user_id, item_id, timestamp)")
-        return self.definitions.derive(pd.DataFrame(rows))
+            rows.append(_raw_row(defs, user, item, t, counts, item_n, first, user_n, user_w, last,
+                                 pair[0] if pair else None))
+        return defs.derive(pd.DataFrame(rows))
 
     def close(self) -> None:
         self._db.close()
@@ -141,12 +153,8 @@ class RedisOnlineStore:
 
     def features(self, requests: pd.DataFrame) -> pd.DataFrame:
         """Feature rows for requests made now (after every ingested event)."""
-        _require(requests, REQUEST_COLUMNS, "requests")
-        if requests.empty:
-            raise InputError("requests", "no requests", "give at least one (user_id, item_id, timestamp)")
         k, defs = self._key, self.definitions
-        keys = list(zip(requests["user_id"].astype(str), requests["item_id"].astype(str),
-                        requests["timestamp"].astype(float)))
+        keys = _request_keys(requests)
         with self._r.pipeline(transaction=False) as p:
             for u, i, t in keys:
                 for days in defs.windows_days:
@@ -158,16 +166,10 @@ class RedisOnlineStore:
                 p.zscore(k("user_last"), u)
                 p.hget(k("pair_n"), f"{u}\x1f{i}")
             answers = p.execute()
-        width = len(defs.windows_days) + 6
-        rows = []
-        for (u, i, t), start in zip(keys, range(0, len(answers), width)):
-            a = answers[start:start + width]
-            counts, (n, first, un, uw, last, pair) = a[:len(defs.windows_days)], a[len(defs.windows_days):]
-            row = {"user_id": u, "item_id": i, "timestamp": t, **dict(zip(defs.window_counts, counts))}
-            row.update(item_count_all=int(n or 0), item_first_ts=first if first is not None else np.nan,
-                       user_events=int(un or 0), user_weight=float(uw or 0.0),
-                       user_last_ts=last if last is not None else np.nan, user_item_events=int(pair or 0))
-            rows.append(row)
+        n_windows = len(defs.windows_days)
+        width = n_windows + 6
+        rows = [_raw_row(defs, u, i, t, answers[start:start + n_windows], *answers[start + n_windows:start + width])
+                for (u, i, t), start in zip(keys, range(0, len(answers), width))]
         return defs.derive(pd.DataFrame(rows))
 
     def close(self) -> None:
