@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 
 os.environ.setdefault("TWOTOWER_QUIET", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -63,3 +66,41 @@ def write_csv(tmp_path):
         (rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)).to_csv(path, index=False)
         return path
     return write
+
+
+# Redis for the tests that need a real server: private to the test, on a Unix socket with no TCP port.
+class RedisServer:
+    """redis-server on a Unix socket in a temporary folder, with the append-only file on."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.socket = folder, folder / "redis.sock"
+        self.process = None
+
+    def start(self) -> "RedisServer":
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+             "--dir", str(self.folder), "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if self.socket.exists():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self.socket.unlink(missing_ok=True)
+
+
+@pytest.fixture()
+def redis_server(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

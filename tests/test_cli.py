@@ -36,7 +36,7 @@ def trained(small_files, config, tmp_path):
     return out
 
 
-@pytest.mark.parametrize("verb", ["train", "recommend", "evaluate", "demo", "index", "benchmark index"])
+@pytest.mark.parametrize("verb", ["train", "recommend", "evaluate", "demo", "index", "materialize", "benchmark index"])
 def test_every_verb_has_help(verb):
     result = runner.invoke(app, [*verb.split(), "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
@@ -45,7 +45,7 @@ def test_every_verb_has_help(verb):
 def test_train_writes_a_complete_model_folder_without_leftovers(trained):
     names = {p.name for p in trained.iterdir()}
     assert {"model.json", "weights.pt", "features.npz", "items.parquet", "users.parquet", "history.parquet",
-            "item_vectors.npy", "index"} <= names
+            "item_vectors.npy", "index", "ranker", "features"} <= names
     assert "checkpoint.pt" not in names
     assert not [p for p in trained.parent.iterdir() if p.name.startswith(".model.")]
 
@@ -68,6 +68,22 @@ def test_recommend_excludes_seen_items_keeps_user_ids_and_falls_back_for_strange
         assert g["rank"].tolist() == list(range(1, 26))
         assert g["score"].is_monotonic_decreasing
     assert set(recs.loc[recs.user_id == "nobody-knows-me", "item_id"]) <= set(events["item_id"].astype(str))
+
+
+def test_no_ranker_trains_towers_only_and_materialize_rebuilds_the_online_store(trained, small_files, config,
+                                                                                tmp_path):
+    out = tmp_path / "towers-only"
+    result = runner.invoke(app, ["train", "--events", str(small_files["events"]), "--out", str(out),
+                                 "--config", str(config), "--no-ranker", "-q"])
+    assert result.exit_code == 0 and "ranker trained" not in result.output
+    assert not (out / "ranker").exists() and not (out / "features").exists()
+    result = runner.invoke(app, ["materialize", "--model", str(out), "-q"])
+    assert result.exit_code == 2 and "no offline feature store" in result.output
+
+    result = runner.invoke(app, ["materialize", "--model", str(trained), "-q"])
+    assert result.exit_code == 0 and "events loaded" in result.output, result.output
+    result = runner.invoke(app, ["materialize", "--model", str(trained), "--store", "redis", "-q"])
+    assert result.exit_code == 2 and "redis_url" in result.output
 
 
 def test_recommend_all_users(trained, small_ml, tmp_path):

@@ -38,21 +38,65 @@ def _run(job):
 @app.command()
 def train(events: Path = EventsOpt, items: Optional[Path] = ItemsOpt, users: Optional[Path] = UsersOpt,
           out: Path = typer.Option(..., "--out", "-o", help="model folder to write"),
-          config: Optional[Path] = ConfigOpt, quiet: bool = QuietOpt):
-    """Train the two towers and save the model folder (resumes from its checkpoint after a kill)."""
+          config: Optional[Path] = ConfigOpt,
+          ranker: bool = typer.Option(True, "--ranker/--no-ranker", help="also train the LambdaRank ranker "
+                                      "(on a later slice, with its own towers) and load its feature store"),
+          quiet: bool = QuietOpt):
+    """Train the two towers, build their vector index, then train the ranker and materialize its online
+    feature store (resumes the towers from their checkpoint after a kill)."""
     from .config import load_config
     from .pipeline import fingerprint, load_inputs, train_and_save
 
     def job():
         cfg = load_config(config)
         data = load_inputs(events, items, users, cfg)
-        result = train_and_save(data, cfg, out, fingerprint(events, items, users), show_progress=not quiet)
+        result = train_and_save(data, cfg, out, fingerprint(events, items, users), show_progress=not quiet,
+                                ranker=ranker, log=console.print)
         r = result.report
         val = f"best validation NDCG@10 {r.best_score:.4f} at epoch {r.best_epoch}" if r.best_score > -1 else \
             f"{len(r.epochs)} epochs"
         console.print(f"trained on {result.n_events:,} events, {result.n_users:,} users, {result.n_items:,} items: "
                       f"{val}, {r.seconds:.0f}s. Model in {result.out}")
         console.print(describe_index(result.index))
+        if result.ranker:
+            console.print(describe_ranker(result.ranker))
+    _run(job)
+
+
+def describe_ranker(b) -> str:
+    """One line about a trained ranker and its online store."""
+    rep = b.reranker.ranker.report
+    return (f"ranker trained: LambdaRank over {rep['rows'] // max(rep['requests'], 1):,} candidates per request, "
+            f"{rep['requests']:,} later requests with the target among them, {rep['best_iteration']} trees, "
+            f"held-out NDCG@10 within candidates {rep['valid_ndcg@10']:.4f}; online store {b.store.backend} at "
+            f"{b.store.where} ({b.store.events:,} events); {b.seconds:.0f}s")
+
+
+@app.command()
+def materialize(model: Path = typer.Option(..., "--model", "-m", help="model folder from `twotower train`"),
+                store: Optional[str] = typer.Option(None, "--store", help="sqlite or redis; default: the model "
+                                                    "config's rank.online_store"),
+                redis_url: Optional[str] = typer.Option(None, "--redis-url", help="redis://... or unix://... "
+                                                        "(with --store redis)"),
+                quiet: bool = QuietOpt):
+    """Load the model's online feature store (SQLite in the model folder, or Redis) from its offline
+    store: a full rebuild, never a half-loaded store."""
+    from pydantic import ValidationError
+
+    from .features.materialize import materialize as run
+    from .model.artifact import load_model
+
+    def job():
+        saved = load_model(model)
+        changes = {k: v for k, v in (("online_store", store), ("redis_url", redis_url)) if v is not None}
+        if changes.get("online_store") not in (None, "sqlite", "redis"):
+            raise InputError("--store", f"unknown store {store!r}", "use sqlite or redis")
+        try:
+            cfg = type(saved.config.rank).model_validate({**saved.config.rank.model_dump(), **changes})
+        except ValidationError as exc:
+            raise InputError("--store", exc.errors()[0]["msg"], "pass --redis-url with --store redis") from exc
+        m = run(model, cfg, saved.model_id, show_progress=not quiet)
+        console.print(f"online store {m.backend} at {m.where}: {m.events:,} events loaded in {m.seconds:.1f}s")
     _run(job)
 
 
@@ -61,14 +105,18 @@ def recommend(model: Path = typer.Option(..., "--model", "-m", help="model folde
               users: str = typer.Option("all", "--users", "-u", help="'all' or a file of user ids"),
               k: int = typer.Option(100, "--k", "-k", help="recommendations per user"),
               out: Path = typer.Option(..., "--out", "-o", help="CSV to write: user_id,item_id,rank,score"),
+              rank: bool = typer.Option(True, "--rank/--no-rank", help="order the retrieved candidates with "
+                                        "the model's ranker (when it has one)"),
               quiet: bool = QuietOpt):
-    """Top-k unseen items per user; users the model does not know get the most popular items."""
+    """Top-k unseen items per user: retrieve from the vector index, then rank; users the model does not
+    know get the most popular items."""
     from .recommend import recommend as run
 
     def job():
-        s = run(model, users, k, out, show_progress=not quiet)
+        s = run(model, users, k, out, show_progress=not quiet, rerank=rank)
+        how = "retrieved and ranked" if s.ranked else "retrieved"
         console.print(f"{s.rows:,} recommendations for {s.users:,} users ({s.personalised:,} personalised, "
-                      f"{s.fallback:,} popularity fallback) in {s.out}")
+                      f"{how}; {s.fallback:,} popularity fallback) in {s.out}")
     _run(job)
 
 

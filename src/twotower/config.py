@@ -101,6 +101,27 @@ class IndexConfig(_Section):
     table: str = "twotower_items"
 
 
+class RankConfig(_Section):
+    """The second stage: how many candidates it orders, what it learns from, where live features live."""
+
+    enabled: bool = Field(True, description="train a ranker with the towers (`twotower train --no-ranker` skips)")
+    candidates: int = Field(200, ge=2, le=10_000, description="retrieved candidates the ranker orders (N)")
+    slice_events: int = Field(10, ge=1, description="each user's latest positives the ranker learns from; its "
+                              "candidates come from towers trained on the events before them")
+    recent_items: int = Field(5, ge=1, description="the user's latest items compared with each candidate")
+    covisit_window: int = Field(5, ge=1, description="items this many events apart count as co-visited")
+    windows_days: list[float] = Field(default_factory=lambda: [1.0, 7.0, 30.0], min_length=1,
+                                      description="item popularity windows; the trend is shortest/longest")
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str | None = Field(None, description="e.g. unix:///run/redis.sock or redis://localhost:6379/0")
+
+    @model_validator(mode="after")
+    def _redis_needs_a_url(self) -> "RankConfig":
+        if self.online_store == "redis" and not self.redis_url:
+            raise ValueError("online_store 'redis' needs rank.redis_url (e.g. redis://localhost:6379/0)")
+        return self
+
+
 class Config(_Section):
     """Everything a run needs; saved with the model."""
 
@@ -108,6 +129,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    rank: RankConfig = Field(default_factory=RankConfig)
 
 
 def load_config(path: str | Path | None) -> Config:

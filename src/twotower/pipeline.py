@@ -19,8 +19,11 @@ from .errors import InputError
 from .evaluate.baselines import classic_baselines
 from .evaluate.protocol import EvalSet, run_protocol
 from .index.model_index import PGDATA_DIR, IndexBuild, build_model_index
-from .model.artifact import save_model
-from .model.recommender import TowerRecommender, id_only
+from .features.materialize import Materialized, materialize, offline_store
+from .model.artifact import model_id_of, save_model
+from .model.recommender import TowerRecommender, id_only, tower_scorer
+from .rank.reranker import Reranker
+from .rank.two_stage import event_log, train_reranker
 from .model.trainer import CHECKPOINT, TrainReport
 
 
@@ -76,12 +79,22 @@ class TrainOutcome:
     n_items: int
     n_events: int
     index: IndexBuild
+    ranker: "RankerBuild | None" = None
+
+
+@dataclass
+class RankerBuild:
+    reranker: Reranker
+    store: Materialized
+    seconds: float
 
 
 def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint: dict,
-                   show_progress: bool = True) -> TrainOutcome:
+                   show_progress: bool = True, ranker: bool = True,
+                   log: Callable[[str], None] = lambda _: None) -> TrainOutcome:
     """Train the towers (early-stopped on each user's last event unless disabled) and save the model with
-    the full history, so recommendations use every event."""
+    the full history, so recommendations use every event; build its index; then, unless `ranker` is off
+    (or `rank.enabled` is false), train the ranker and materialize its online feature store."""
     out = Path(out)
     check_model_folder(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +109,28 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
     save_model(out, recommender.model, data, cfg, report, data_fingerprint,
                {"val_ndcg@10": report.best_score} if cfg.train.early_stopping else {})
     index = build_model_index(out, cfg.index, show_progress=show_progress)
-    return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()), index)
+    built = train_and_save_reranker(out, data, cfg, show_progress, log) if ranker and cfg.rank.enabled else None
+    return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()), index,
+                        built)
+
+
+def train_and_save_reranker(out: Path, data: Dataset, cfg: Config, show_progress: bool = True,
+                            log: Callable[[str], None] = lambda _: None) -> RankerBuild:
+    """The second stage of a model folder: the offline store (every event), the ranker trained on a later
+    slice than its own towers' data (see rank.two_stage), and the online store loaded from the offline one."""
+    t0 = time.perf_counter()
+    store = offline_store(out, cfg.rank)
+    store.write_events(event_log(data))
+
+    def fit_retriever(history: Dataset, early_stopping: EvalSet):
+        towers = TowerRecommender(cfg, name="ranker's retriever", show_progress=show_progress)
+        towers.fit(history, early_stopping)
+        return lambda h: tower_scorer(towers.model, h)
+
+    reranker = train_reranker(data, fit_retriever, cfg.rank, store, log)
+    reranker.save(out)
+    online = materialize(out, cfg.rank, model_id_of(out), show_progress)
+    return RankerBuild(reranker, online, time.perf_counter() - t0)
 
 
 def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[str], None] = print,
@@ -125,7 +159,8 @@ class DemoOutcome:
 def run_demo(folder: Path, out: Path, cfg: Config, log: Callable[[str], None] = print,
              show_progress: bool = True) -> DemoOutcome:
     """MovieLens-100K end to end: the protocol with baselines, then the two-tower model saved (with the full
-    history) and top-100 recommendations for every user, and the table as CSV and plot."""
+    history, its index and its ranker) and top-100 recommendations for every user (retrieved, then ranked),
+    and the table as CSV and plot."""
     from .data.movielens import load_ml100k
     from .recommend import recommend
     from .report import plot_metrics, save_metrics
@@ -139,5 +174,7 @@ def run_demo(folder: Path, out: Path, cfg: Config, log: Callable[[str], None] = 
     metrics = table.iloc[0].drop(["model", "settings"]).to_dict()
     save_model(out / "model", tower.model, data, cfg, tower.report, fingerprint(folder / "u.data"), metrics)
     build_model_index(out / "model", cfg.index, show_progress=show_progress)
+    if cfg.rank.enabled:
+        train_and_save_reranker(out / "model", data, cfg, show_progress, log)
     recs = recommend(out / "model", "all", 100, out / "recs.csv", show_progress=show_progress)
     return DemoOutcome(table, out / "model", recs.out, recs.rows, [out / "evaluation.csv", out / "evaluation.png"])

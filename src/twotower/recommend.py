@@ -13,10 +13,13 @@ from .data.dataset import request_context
 from .data.schema import read_id_list
 from .errors import InputError
 from .evaluate.protocol import seen_matrix
+from .index.base import SearchResult
 from .index.model_index import open_model_index
 from .model.artifact import SavedModel, load_model
+from .features.materialize import open_online_store
 from .model.recommender import tower_queries
 from .progress import progress_bar
+from .rank.reranker import Reranker, ranking_rows
 
 
 @dataclass
@@ -26,6 +29,7 @@ class RecommendSummary:
     fallback: int
     rows: int
     out: Path
+    ranked: bool
 
 
 def read_user_ids(spec: str, saved: SavedModel) -> list[str]:
@@ -36,14 +40,19 @@ def read_user_ids(spec: str, saved: SavedModel) -> list[str]:
 
 
 def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch: int = 256,
-              show_progress: bool = True) -> RecommendSummary:
-    """Write `user_id,item_id,rank,score` for each user: known users get the top-k of the model's vector
-    index among the items they have not had; users with no history get the most popular indexed items.
-    The score is the index's: the similarity before the temperature."""
+              show_progress: bool = True, rerank: bool = True) -> RecommendSummary:
+    """Write `user_id,item_id,rank,score` for each user. Known users: the model's vector index retrieves
+    the top-N items they have not had, then the model's ranker (when it has one and `rerank`) orders them
+    with features from the online store as of one second after the latest event, and the top k are kept;
+    the score is the ranker's, or without it the index's similarity. Users with no history get the most
+    popular indexed items."""
     if k < 1:
         raise InputError("--k", f"must be at least 1, got {k}", "pass a positive number")
     saved = load_model(model_dir)
     index = open_model_index(saved)
+    reranker = Reranker.load(saved.folder) if rerank else None
+    online = open_online_store(saved.folder, saved.config.rank, saved.model_id) if reranker else None
+    n = max(k, saved.config.rank.candidates) if reranker else k
     hist = saved.history
     ids = read_user_ids(users, saved)
     codes = hist.users.encode(ids)
@@ -65,7 +74,9 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch:
             if kn.any():
                 ctx = request_context(hist.context_specs, int(kn.sum()), now)
                 exclude = [set(hist.items.decode(seen[u].indices)) for u in c[kn]]
-                found = index.search(queries(c[kn], ctx), k, exclude=exclude)
+                found = index.search(queries(c[kn], ctx), n, exclude=exclude)
+                if reranker:
+                    found = rank_candidates(reranker, online, hist, c[kn], found, k, now + 1.0)
                 items[kn], scores[kn] = found.ids, found.scores
             frames.append(pd.DataFrame({
                 "user_id": np.repeat(np.asarray(ids[lo:lo + batch], dtype=object), k),
@@ -79,7 +90,30 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch:
     out = Path(out)
     with atomic_path(out) as tmp:
         recs.to_csv(tmp, index=False, float_format="%.6g")
-    return RecommendSummary(len(ids), int(known.sum()), int((~known).sum()), len(recs), out)
+    if online is not None:
+        online.close()
+    return RecommendSummary(len(ids), int(known.sum()), int((~known).sum()), len(recs), out, reranker is not None)
+
+
+def rank_candidates(reranker: Reranker, online, hist, users: np.ndarray, found: SearchResult, k: int,
+                    at: float) -> SearchResult:
+    """Order each user's retrieved candidates by the ranker, with features as of `at`; keep the top k."""
+    m, n = found.ids.shape
+    rows = pd.DataFrame({"request": np.repeat(np.arange(m), n), "user": np.repeat(users, n),
+                         "item_id": found.ids.ravel(), "retrieval_score": found.scores.ravel(),
+                         "retrieval_rank": np.tile(np.arange(1, n + 1), m)})
+    rows = rows[rows["item_id"].notna() & np.isfinite(rows["retrieval_score"])]
+    rows = rows.assign(item_id=rows["item_id"].astype(str), item=hist.items.encode(rows["item_id"].astype(str)),
+                       user_id=hist.users.decode(rows["user"]).astype(str), timestamp=at)
+    rows = ranking_rows(rows, online, reranker, hist.events)
+    rows = rows.assign(score=reranker.score(rows)).sort_values(["request", "score"], ascending=[True, False],
+                                                               kind="stable")
+    top = rows.assign(pos=rows.groupby("request").cumcount()).query("pos < @k")
+    ids = np.full((m, k), None, dtype=object)
+    scores = np.full((m, k), -np.inf)
+    ids[top["request"], top["pos"]] = top["item_id"].to_numpy()
+    scores[top["request"], top["pos"]] = top["score"].to_numpy()
+    return SearchResult(ids, scores)
 
 
 def popular_items(seen, item_ids: np.ndarray, indexed: set, k: int) -> pd.Series:

@@ -88,17 +88,26 @@ class SQLiteOnlineStore:
     def features(self, requests: pd.DataFrame) -> pd.DataFrame:
         """Feature rows for requests (user_id, item_id, timestamp) made now, i.e. after every ingested event."""
         db, defs = self._db, self.definitions
-        rows = []
-        for user, item, t in _request_keys(requests):
+        items, users = {}, {}          # a batch (e.g. 200 candidates per user) repeats items and users: ask once
+
+        def item_values(item: str, t: float):
             counts = [db.execute("SELECT count(*) FROM item_recent WHERE item_id = ? AND ts >= ? AND ts < ?",
                                  (item, t - days * DAY, t)).fetchone()[0] for days in defs.windows_days]
-            item_n, first = db.execute("SELECT n, first_ts FROM item_totals WHERE item_id = ?", (item,)).fetchone() \
-                or (None, None)
-            user_n, user_w, last = db.execute("SELECT n, w, last_ts FROM user_totals WHERE user_id = ?",
-                                              (user,)).fetchone() or (None, None, None)
+            totals = db.execute("SELECT n, first_ts FROM item_totals WHERE item_id = ?", (item,)).fetchone()
+            return counts, *(totals or (None, None))
+
+        def user_values(user: str):
+            return db.execute("SELECT n, w, last_ts FROM user_totals WHERE user_id = ?",
+                              (user,)).fetchone() or (None, None, None)
+
+        rows = []
+        for user, item, t in _request_keys(requests):
+            if (item, t) not in items:
+                items[item, t] = item_values(item, t)
+            if user not in users:
+                users[user] = user_values(user)
             pair = db.execute("SELECT n FROM pair_totals WHERE user_id = ? AND item_id = ?", (user, item)).fetchone()
-            rows.append(_raw_row(defs, user, item, t, counts, item_n, first, user_n, user_w, last,
-                                 pair[0] if pair else None))
+            rows.append(_raw_row(defs, user, item, t, *items[item, t], *users[user], pair[0] if pair else None))
         return defs.derive(pd.DataFrame(rows))
 
     def close(self) -> None:
@@ -171,6 +180,17 @@ class RedisOnlineStore:
         rows = [_raw_row(defs, u, i, t, answers[start:start + n_windows], *answers[start + n_windows:start + width])
                 for (u, i, t), start in zip(keys, range(0, len(answers), width))]
         return defs.derive(pd.DataFrame(rows))
+
+    def clear(self) -> None:
+        """Delete every key under this store's prefix (before a full reload)."""
+        batch = []
+        for key in self._r.scan_iter(match=f"{self.prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                self._r.delete(*batch)
+                batch = []
+        if batch:
+            self._r.delete(*batch)
 
     def close(self) -> None:
         self._r.close()

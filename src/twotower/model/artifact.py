@@ -73,6 +73,11 @@ def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Co
     return out_dir
 
 
+def model_id_of(model_dir: str | Path) -> str:
+    """The model id recorded in a model folder, without loading the weights."""
+    return json.loads((Path(model_dir) / "model.json").read_text())["model_id"]
+
+
 def load_model(model_dir: str | Path) -> SavedModel:
     """Read a folder written by `save_model`; a missing or foreign folder is a clear error."""
     model_dir = Path(model_dir)

@@ -3,7 +3,9 @@ no click), one group per request, early stopping on held-out requests by NDCG@10
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -80,6 +82,23 @@ class LambdaRanker:
             raise InputError("ranker", "not trained", "call fit first")
         score = self.model.predict(rows[self.features], num_iteration=self.model.best_iteration or None)
         return score + rows[self.base].to_numpy(np.float64) if self.base else score
+
+    def save(self, folder: Path) -> None:
+        """ranker.txt (LightGBM's own format, best iteration only) and ranker.json (columns, base, report)."""
+        if self.model is None:
+            raise InputError("ranker", "not trained", "call fit first")
+        self.model.save_model(str(folder / "ranker.txt"), num_iteration=self.model.best_iteration or None)
+        (folder / "ranker.json").write_text(json.dumps({"features": self.features, "base": self.base,
+                                                        "report": self.report}, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> "LambdaRanker":
+        import lightgbm as lgb
+
+        meta = json.loads((folder / "ranker.json").read_text())
+        ranker = cls(meta["features"], base=meta["base"], report=meta["report"])
+        ranker.model = lgb.Booster(model_file=str(folder / "ranker.txt"))
+        return ranker
 
     def importance(self) -> pd.Series:
         gain = self.model.feature_importance("gain")

@@ -1,22 +1,43 @@
-"""Retrieve, then rank, under the evaluation protocol: the towers' top-N candidates for each held-out
-request, point-in-time features for every (request, candidate), a ranker trained on the validation requests
-(candidates the towers really produce) and tested on the test requests."""
+"""Retrieve, then rank: the towers' top-N candidates for each request, every feature the ranker reads, the
+ranker trained on a later time slice than the towers that produced its candidates, and the two-stage table.
+
+The ranker must learn from candidates the towers really produce for requests they never trained on. So
+`train_reranker` holds out each user's last `slice_events` positives, trains a retriever on the events before
+them, and asks it for candidates for each held-out event, with only the history before that event.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from typing import Callable, Protocol
 
 import numpy as np
 import pandas as pd
 
+from ..config import RankConfig
 from ..data.dataset import Dataset
+from ..data.split import holdout_last
+from ..errors import InputError
 from ..evaluate.metrics import top_k
 from ..evaluate.protocol import EvalSet, Scorer, masked_scores
 from ..features.definitions import FeatureDefinitions
 from ..features.offline import OfflineStore
+from .covisit import CoVisitation
+from .reranker import Reranker, ranking_rows
 from .ranker import LambdaRanker, relevance_grades
 
-RETRIEVAL = ["retrieval_score", "retrieval_rank"]
+RetrieverFit = Callable[[Dataset, EvalSet], Callable[[Dataset], Scorer]]
+"""(training history, early-stopping set) -> a trained retriever: history -> Scorer."""
+
+
+class FeatureSource(Protocol):
+    """A feature store as the ranker sees it (offline for training rows, online for live ones)."""
+
+    definitions: FeatureDefinitions
+
+    def features(self, requests: pd.DataFrame) -> pd.DataFrame:
+        """One row per (user_id, item_id, timestamp) request, from events strictly before its time."""
 
 
 def candidates(scorer: Scorer, ev: EvalSet, n: int) -> pd.DataFrame:
@@ -39,56 +60,113 @@ def candidates(scorer: Scorer, ev: EvalSet, n: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def with_features(rows: pd.DataFrame, store: OfflineStore) -> pd.DataFrame:
-    """Join the store's features, as of each request's time, onto candidate rows."""
-    req = pd.DataFrame({"user_id": rows["user"].astype(str), "item_id": rows["item"].astype(str),
-                        "timestamp": rows["timestamp"]})
-    feats = store.features(req)
-    return pd.concat([rows.reset_index(drop=True), feats[store.definitions.names]], axis=1)
+def with_ids(rows: pd.DataFrame, data: Dataset) -> pd.DataFrame:
+    """Add the user's own ids (user_id, item_id) to code-keyed candidate rows: stores are keyed by ids."""
+    return rows.assign(user_id=data.users.decode(rows["user"]).astype(str),
+                       item_id=data.items.decode(rows["item"]).astype(str))
 
 
 def event_log(data: Dataset) -> pd.DataFrame:
-    """A dataset's events in the store's shape (internal codes as ids: they never leave this module)."""
+    """A dataset's events in the feature store's shape, keyed by the user's own ids."""
     ev = data.events
-    return pd.DataFrame({"user_id": ev["user"].astype(str), "item_id": ev["item"].astype(str),
+    return pd.DataFrame({"user_id": data.users.decode(ev["user"]).astype(str),
+                         "item_id": data.items.decode(ev["item"]).astype(str),
                          "timestamp": ev["timestamp"].astype(float), "weight": ev["weight"].astype(float)})
 
 
-@dataclass
-class TwoStageResult:
-    table: pd.DataFrame
-    ranker: LambdaRanker
+def slice_requests(history: Dataset, per_user: int) -> tuple[Dataset, list[EvalSet]]:
+    """Hold out each user's last `per_user` positives one step at a time: (the events before all of them,
+    one EvalSet per step, newest first, each over the history just before its targets)."""
+    steps, h = [], history
+    for _ in range(per_user):
+        h, targets = holdout_last(h, min_history=1)
+        if len(targets) == 0:
+            break
+        steps.append(EvalSet.make(h, targets))
+    return h, steps
+
+
+def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, store: FeatureSource,
+                   log: Callable[[str], None] = lambda _: None) -> Reranker:
+    """Train the ranker on a later slice than its retriever's training data (see the module docstring).
+    The returned reranker's co-visitation table covers `data` in full, as serving needs."""
+    base, steps = slice_requests(data, cfg.slice_events)
+    if not steps:
+        raise InputError("events", "no user has two positive events, so there is no later slice to train the "
+                         "ranker on", "train on a longer log, or pass --no-ranker")
+    log(f"ranker: retriever trained on {int((base.events['weight'] > 0).sum()):,} events; candidates for "
+        f"{sum(len(s.targets) for s in steps):,} later requests")
+    scorer_for = fit_retriever(base, steps[-1])           # early-stopped on the oldest held-out step
+    covisitation = CoVisitation.fit(base.events, data.n_items, cfg.covisit_window)
+    frames, offset = [], 0
+    for step in steps:
+        rows = candidates(scorer_for(step.history), step, cfg.candidates)
+        frames.append(rows.assign(request=rows["request"] + offset))
+        offset += len(step.targets)
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[rows.groupby("request")["grade"].transform("max") > 0]   # lists without the target teach nothing
+    reranker = Reranker(LambdaRanker([]), covisitation, cfg.recent_items, store.definitions)
+    rows = ranking_rows(with_ids(rows, data), store, reranker, data.events)
+    reranker.ranker = LambdaRanker(reranker.feature_names, base="retrieval_score").fit(rows)
+    return reranker.refreshed(data.events, data.n_items)
+
+
+def _target_positions(rows: pd.DataFrame, order_by: str) -> pd.Series:
+    """{request: 1-based position of its relevant candidate under `order_by` (descending)}."""
+    ranked = rows.sort_values(["request", order_by], ascending=[True, False], kind="stable")
+    ranked = ranked.assign(pos=ranked.groupby("request").cumcount() + 1)
+    hit = ranked[ranked["grade"] > 0]
+    return pd.Series(hit["pos"].to_numpy(), index=hit["request"].to_numpy())
+
+
+def _ndcg10(pos: pd.Series) -> pd.Series:
+    return (1.0 / np.log2(pos + 1.0)).where(pos <= 10, 0.0)
 
 
 def two_stage_metrics(rows: pd.DataFrame, order_by: str, n_targets: int) -> dict:
     """Recall@N of the candidate lists and HR/NDCG@10 of `order_by` (descending) within them; a target
     outside the candidates counts as a miss (full-catalog definition)."""
-    ranked = rows.sort_values(["request", order_by], ascending=[True, False], kind="stable")
-    ranked = ranked.assign(pos=ranked.groupby("request").cumcount() + 1)
-    hit = ranked[ranked["grade"] > 0]
-    ndcg = (1.0 / np.log2(hit["pos"] + 1.0)).where(hit["pos"] <= 10, 0.0)
-    return {"recall@N": len(hit) / n_targets, "HR@10": float((hit["pos"] <= 10).sum()) / n_targets,
-            "NDCG@10": float(ndcg.sum()) / n_targets}
+    pos = _target_positions(rows, order_by)
+    return {"recall@N": len(pos) / n_targets, "HR@10": float((pos <= 10).sum()) / n_targets,
+            "NDCG@10": float(_ndcg10(pos).sum()) / n_targets}
 
 
-def evaluate_two_stage(data: Dataset, val: EvalSet, test: EvalSet, val_scorer: Scorer, test_scorer: Scorer,
-                       n: int = 200, definitions: FeatureDefinitions | None = None,
-                       store_folder=None) -> TwoStageResult:
-    """Train the ranker on validation requests' candidates, then compare retrieval order and ranked order on
-    the test requests, all in one table."""
-    import tempfile
+def paired_gain(rows: pd.DataFrame, order_by: str, baseline: str, n_targets: int, draws: int = 2000,
+                seed: int = 0) -> tuple[float, float, float]:
+    """NDCG@10 of `order_by` minus `baseline` over the same requests, with a 95% paired-bootstrap interval."""
+    a, b = _ndcg10(_target_positions(rows, order_by)), _ndcg10(_target_positions(rows, baseline))
+    gain = np.zeros(n_targets)            # requests whose target is not a candidate gain nothing either way
+    gain[:len(a)] = a.to_numpy() - b.reindex(a.index).to_numpy()
+    rng = np.random.default_rng(seed)
+    means = np.array([gain[rng.integers(0, n_targets, n_targets)].mean() for _ in range(draws)])
+    return float(gain.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
-    definitions = definitions or FeatureDefinitions()
+
+@dataclass
+class TwoStageResult:
+    table: pd.DataFrame
+    reranker: Reranker
+
+
+def evaluate_two_stage(data: Dataset, val: EvalSet, test: EvalSet, fit_retriever: RetrieverFit, cfg: RankConfig,
+                       log: Callable[[str], None] = lambda _: None) -> TwoStageResult:
+    """The protocol's retriever (trained before validation, early-stopped on it) gives each test request its
+    candidates; the ranker learns from a slice before validation; both orders of the same candidates are
+    scored in one table. Features come from an offline store over the whole log, read as of each request."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = OfflineStore(store_folder or tmp, definitions)
-        store.write_events(event_log(data))        # every event; each row only sees those before its time
-        train_rows = with_features(candidates(val_scorer, val, n), store)
-        test_rows = with_features(candidates(test_scorer, test, n), store)
-    ranker = LambdaRanker(RETRIEVAL + definitions.names, base="retrieval_score").fit(train_rows)
-    test_rows = test_rows.assign(ranker_score=ranker.score(test_rows))
+        store = OfflineStore(tmp, FeatureDefinitions(tuple(cfg.windows_days)))
+        store.write_events(event_log(data))
+        scorer_for = fit_retriever(val.history, val)
+        reranker = train_reranker(val.history, fit_retriever, cfg, store, log).refreshed(
+            test.history.events, data.n_items)
+        rows = ranking_rows(with_ids(candidates(scorer_for(test.history), test, cfg.candidates), data), store,
+                            reranker, data.events)
+    rows = rows.assign(ranker_score=reranker.score(rows))
     n_targets = len(test.targets)
+    gain, low, high = paired_gain(rows, "ranker_score", "retrieval_score", n_targets)
     table = pd.DataFrame([
-        {"order": "retrieval (two towers)", **two_stage_metrics(test_rows, "retrieval_score", n_targets)},
-        {"order": "ranked (LambdaRank)", **two_stage_metrics(test_rows, "ranker_score", n_targets)},
+        {"order": "retrieval (two towers)", **two_stage_metrics(rows, "retrieval_score", n_targets), "gain": ""},
+        {"order": "ranked (LambdaRank)", **two_stage_metrics(rows, "ranker_score", n_targets),
+         "gain": f"{gain:+.4f} [{low:+.4f}, {high:+.4f}]"},
     ])
-    return TwoStageResult(table, ranker)
+    return TwoStageResult(table, reranker)

@@ -1,0 +1,88 @@
+"""Co-visitation: how often two items sit within a few steps of each other in the same user's history.
+
+A candidate's co-visitation with the user's most recent items is the classic "people who had these next had
+that" signal, computed from an older log than the requests it scores (the towers' training events), so no
+request sees its own future. The same table and the same `recent_items` serve training rows and live rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..atomic import atomic_path
+
+NAMES = ["covisit", "covisit_norm"]
+
+
+@dataclass
+class CoVisitation:
+    """[n_items + 1]² counts over item codes (row/column 0 unused) and each item's positive-event count."""
+
+    counts: sp.csr_matrix
+    popularity: np.ndarray
+    window: int
+
+    @classmethod
+    def fit(cls, events: pd.DataFrame, n_items: int, window: int = 5) -> "CoVisitation":
+        """Count item pairs at most `window` positive events apart in one user's time-ordered history."""
+        ev = events[events["weight"] > 0].sort_values(["user", "timestamp"], kind="stable")
+        users, items = ev["user"].to_numpy(), ev["item"].to_numpy()
+        rows, cols = [], []
+        for step in range(1, window + 1):
+            same = users[step:] == users[:-step]
+            a, b = items[:-step][same], items[step:][same]
+            rows += [a, b]
+            cols += [b, a]
+        size = n_items + 1
+        r, c = (np.concatenate(rows), np.concatenate(cols)) if rows else (np.zeros(0, int), np.zeros(0, int))
+        counts = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(size, size))
+        counts.sum_duplicates()
+        popularity = np.bincount(items, minlength=size).astype(np.float64)
+        return cls(counts, popularity, window)
+
+    def scores(self, recent: list[np.ndarray], request: np.ndarray, item: np.ndarray) -> pd.DataFrame:
+        """For each row (request index, candidate item code): the summed counts with the request's recent
+        items, and the same normalised by sqrt(popularity) of both ends (so blockbusters do not dominate)."""
+        size = self.counts.shape[0]
+        lengths = np.array([len(r) for r in recent])
+        recent_matrix = sp.csr_matrix(
+            (np.ones(lengths.sum(), np.float32),
+             np.concatenate(recent).astype(np.int64) if len(recent) else np.zeros(0, np.int64),
+             np.concatenate([[0], np.cumsum(lengths)])), shape=(len(recent), size))
+        inv = 1.0 / np.sqrt(self.popularity + 1.0)
+        normalised = sp.diags(inv) @ self.counts @ sp.diags(inv)
+        item = np.where(item < size, item, 0)         # codes of items added after training: no history
+        raw = np.asarray((recent_matrix @ self.counts)[request, item]).ravel()
+        norm = np.asarray((recent_matrix @ normalised.tocsr())[request, item]).ravel()
+        return pd.DataFrame({"covisit": raw, "covisit_norm": norm})
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, data=self.counts.data, indices=self.counts.indices,
+                                    indptr=self.counts.indptr, popularity=self.popularity, window=self.window)
+
+    @classmethod
+    def load(cls, path: Path) -> "CoVisitation":
+        z = np.load(path)
+        size = len(z["popularity"])
+        counts = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(size, size))
+        return cls(counts, z["popularity"], int(z["window"]))
+
+
+def recent_items(events: pd.DataFrame, users: np.ndarray, times: np.ndarray, length: int) -> list[np.ndarray]:
+    """Each request's (user code, time) last `length` positive item codes strictly before that time."""
+    ev = events[events["weight"] > 0].sort_values(["user", "timestamp"], kind="stable")
+    ev_users, ev_times, ev_items = ev["user"].to_numpy(), ev["timestamp"].to_numpy(np.float64), ev["item"].to_numpy()
+    starts = np.searchsorted(ev_users, users, side="left")
+    ends = np.searchsorted(ev_users, users, side="right")
+    out = []
+    for s, e, t in zip(starts, ends, np.asarray(times, dtype=np.float64)):
+        stop = s + np.searchsorted(ev_times[s:e], t, side="left")
+        out.append(ev_items[max(s, stop - length):stop])
+    return out

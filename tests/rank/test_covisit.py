@@ -1,0 +1,42 @@
+"""Co-visitation counts pairs within a window of one user's history, and recent items never include the
+request's own time or later."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from twotower.rank.covisit import CoVisitation, recent_items
+
+
+def log(rows):
+    return pd.DataFrame(rows, columns=["user", "item", "timestamp", "weight"])
+
+
+def test_pairs_count_within_the_window_and_never_across_users(tmp_path):
+    events = log([(1, 1, 0, 1), (1, 2, 1, 1), (1, 3, 2, 1), (1, 4, 3, 0),    # item 4: no positive
+                  (2, 3, 0, 1), (2, 5, 1, 1)])
+    table = CoVisitation.fit(events, n_items=5, window=1)
+    c = table.counts.toarray()
+    assert c[1, 2] == c[2, 1] == 1 and c[2, 3] == 1 and c[3, 5] == 1
+    assert c[1, 3] == 0, "two steps apart is outside a window of 1"
+    assert c[:, 4].sum() == 0 and c[1, 5] == 0, "no pair across users, none with a weight-0 event"
+    assert CoVisitation.fit(events, 5, window=2).counts[1, 3] == 1
+    table.save(tmp_path / "c.npz")
+    again = CoVisitation.load(tmp_path / "c.npz")
+    assert (again.counts != table.counts).nnz == 0 and again.window == 1
+    np.testing.assert_array_equal(again.popularity, table.popularity)
+
+
+def test_scores_sum_over_the_recent_items():
+    events = log([(1, 1, 0, 1), (1, 2, 1, 1), (2, 1, 0, 1), (2, 2, 1, 1), (2, 3, 2, 1)])
+    table = CoVisitation.fit(events, n_items=4, window=1)
+    out = table.scores([np.array([1, 3]), np.array([], dtype=np.int64)], np.array([0, 0, 1]), np.array([2, 4, 2]))
+    assert out["covisit"].tolist() == [3.0, 0.0, 0.0]       # (1,2) twice + (3,2) once; item 4 never; no history
+    assert out["covisit_norm"].iloc[0] > 0
+
+
+def test_recent_items_are_strictly_before_the_request():
+    events = log([(1, 10, 5.0, 1), (1, 11, 6.0, 1), (1, 12, 7.0, 1), (1, 13, 7.0, 0), (2, 20, 1.0, 1)])
+    got = recent_items(events, np.array([1, 1, 1, 2, 3]), np.array([7.0, 7.5, 5.0, 9.0, 9.0]), length=2)
+    assert [g.tolist() for g in got] == [[10, 11], [11, 12], [], [20], []]
