@@ -260,6 +260,39 @@ def benchmark_index(
     _run(job)
 
 
+@benchmark_app.command("open-bandit")
+def benchmark_open_bandit(
+        data: Optional[Path] = typer.Option(None, "--data", help="folder with {random,bts}/{all,men,women} "
+                                            "(default: ../shared/data/open-bandit-dataset-small or $TWOTOWER_DATA)"),
+        train_policy: str = typer.Option("bts", "--train-policy", help="logs the ranker learns from"),
+        eval_policy: str = typer.Option("random", "--eval-policy", help="logs its policy is evaluated on"),
+        campaigns: str = typer.Option("all,men,women", "--campaigns"),
+        clip: float = typer.Option(100.0, "--clip", help="cap on the inverse-propensity training weights"),
+        out: Path = typer.Option(Path("benchmarks/results/open_bandit"), "--out", "-o", help="writes OUT.csv, OUT.png")):
+    """Open Bandit: a click ranker trained with inverse-propensity weights on one policy's logged
+    impressions, its off-policy click rate (IPS, SNIPS, 95% bootstrap) on another's, beside both logging
+    policies' click rates."""
+    from .data.open_bandit import load_open_bandit, locate_open_bandit
+    from .rank.bandit import bandit_table
+    from .report import frame_table, plot_policy_values, print_table, save_metrics
+
+    def job():
+        t0 = time.perf_counter()
+        folder = data or locate_open_bandit()
+        names = [c.strip() for c in campaigns.split(",") if c.strip()]
+        train = [load_open_bandit(folder, train_policy, c) for c in names]
+        evaluation = [load_open_bandit(folder, eval_policy, c) for c in names]
+        df = bandit_table(train, evaluation, clip=clip)
+        formats = {**{c: ".4f" for c in ("IPS", "IPS low", "IPS high", "SNIPS", "SNIPS low", "SNIPS high")},
+                   "lift": ".2f", "matched rows": ","}
+        print_table(frame_table(df, f"Open Bandit: click rate per impression, ranker trained on {train_policy} logs, "
+                                f"estimated on {eval_policy} logs ({time.perf_counter() - t0:.0f}s)", formats), Console())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_metrics(df, out.with_suffix(".csv"))
+        plot_policy_values(df, out.with_suffix(".png"))
+    _run(job)
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="twotower")
 

@@ -77,6 +77,33 @@ def plot_index_tradeoff(df: pd.DataFrame, path: str | Path) -> None:
     plt.close(fig)
 
 
+def plot_policy_values(df: pd.DataFrame, path: str | Path) -> None:
+    """SNIPS click rate with its 95% interval per policy, one panel per campaign; the evaluated log's own
+    policy as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    campaigns = list(dict.fromkeys(df["campaign"]))
+    fig, axes = plt.subplots(1, len(campaigns), figsize=(5 * len(campaigns), 5), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], campaigns):
+        part = df[df["campaign"] == name].reset_index(drop=True)
+        labels = [p if t == "-" else f"{p}, {t}" for p, t in zip(part["policy"], part["training"])]
+        y = range(len(part))
+        ax.errorbar(part["SNIPS"], y, xerr=[part["SNIPS"] - part["SNIPS low"], part["SNIPS high"] - part["SNIPS"]],
+                    fmt="o", capsize=3)
+        ax.axvline(part["SNIPS"].iloc[0], color="grey", lw=0.8, ls="--")
+        ax.set_yticks(list(y), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("click rate (SNIPS, 95% bootstrap)")
+        ax.set_title(name, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def save_metrics(df: pd.DataFrame, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.5f")
