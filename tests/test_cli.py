@@ -17,6 +17,9 @@ heads = 1
 epochs = 3
 batch_size = 64
 threads = 1
+[rank]
+candidates = 50
+slice_events = 3
 """
 
 

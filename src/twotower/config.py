@@ -109,6 +109,8 @@ class RankConfig(_Section):
     slice_events: int = Field(10, ge=1, description="each user's latest positives the ranker learns from; its "
                               "candidates come from towers trained on the events before them")
     recent_items: int = Field(5, ge=1, description="the user's latest items compared with each candidate")
+    impression_window_s: float = Field(300.0, ge=0, description="no-click events (impressions) of the user this "
+                                       "many seconds before a chosen item join its list as negatives")
     covisit_window: int = Field(5, ge=1, description="items this many events apart count as co-visited")
     windows_days: list[float] = Field(default_factory=lambda: [1.0, 7.0, 30.0], min_length=1,
                                       description="item popularity windows; the trend is shortest/longest")

@@ -14,7 +14,7 @@ from twotower.rank.off_policy import estimate, top_k_policy
 CTR = np.array([0.02, 0.05, 0.10, 0.20, 0.03])
 
 
-def uniform_log(n=60_000, seed=0):
+def uniform_log(n=40_000, seed=0):
     rng = np.random.default_rng(seed)
     shown = rng.integers(0, len(CTR), n)
     return shown, np.full(n, 1 / len(CTR)), (rng.random(n) < CTR[shown]).astype(float)
@@ -49,7 +49,7 @@ def test_inverse_propensity_weights_undo_a_logging_policy_that_favours_bad_items
     """The logging policy shows the worst items most; item identity alone must be learned per impression."""
     rng = np.random.default_rng(1)
     show_prob = np.array([0.45, 0.30, 0.05, 0.02, 0.18])          # favours items 0, 1 (low click rates)
-    n = 40_000
+    n = 20_000
     shown = rng.choice(len(CTR), n, p=show_prob)
     # position confounds: bad items were shown at the top, where everything gets clicked more
     position = np.where(show_prob[shown] > 0.1, 1, 3)

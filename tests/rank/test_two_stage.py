@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from tests.conftest import tiny_config
-from twotower.evaluate.protocol import split_for_protocol
+from twotower.evaluate.protocol import masked_scores, split_for_protocol
 from twotower.model.recommender import TowerRecommender, tower_scorer
 from twotower.pipeline import dataset_from_frames
-from twotower.rank.two_stage import candidates, evaluate_two_stage, slice_requests
+from twotower.data.split import Targets
+from twotower.rank.two_stage import candidates, evaluate_two_stage, shown_without_click, slice_requests
 
 
 def fit_retriever(cfg):
@@ -47,6 +48,16 @@ def test_two_stage_table_on_real_data(small_ml):
     hits = rows[rows["grade"] > 0]
     assert (hits["item"].to_numpy() == test.targets.items[hits["request"].to_numpy()]).all()
 
+    # logged no-click impressions join the list as negatives, with their true retrieval rank
+    _, scores = next(masked_scores(tower_scorer(towers.model, test.history), test))
+    far = [np.argsort(-s, kind="stable")[[60, 61]] for s in scores[:3]]
+    shown = far + [np.zeros(0, np.int64)] * (len(test.targets) - 3)
+    with_shown = candidates(tower_scorer(towers.model, test.history), test, 50, shown)
+    assert len(with_shown) == len(rows) + 6
+    extra = with_shown[with_shown["retrieval_rank"] > 50]
+    assert sorted(extra["retrieval_rank"].tolist()) == [61, 61, 61, 62, 62, 62]
+    assert (extra["grade"] == 0).all() and set(extra["request"]) == {0, 1, 2}
+
     result = evaluate_two_stage(data, val, test, fit_retriever(cfg), cfg.rank)
     table = result.table.set_index("order")
     assert list(table.index) == ["retrieval (two towers)", "ranked (LambdaRank)"]
@@ -55,3 +66,14 @@ def test_two_stage_table_on_real_data(small_ml):
     report = result.reranker.ranker.report
     assert report["requests"] > 0 and report["rows"] == 50 * report["requests"]
     assert table.loc["ranked (LambdaRank)", "gain"].startswith(("+", "-"))
+
+
+def test_impressions_without_a_click_are_found_in_the_window_before_the_choice():
+    import pandas as pd
+
+    events = pd.DataFrame({"user": [1, 1, 1, 1, 2], "item": [5, 6, 7, 8, 9], "timestamp": [100., 290., 300., 300., 300.],
+                           "weight": [0., 0., 0., 1., 0.]})
+    targets = Targets(np.array([1, 2, 3]), np.array([8, 1, 1]), {}, np.array([300., 299., 300.]), np.ones(3))
+    got = shown_without_click(events, targets, window_s=60)
+    assert [g.tolist() for g in got] == [[6, 7], [], []]
+    assert shown_without_click(events, targets, window_s=1000)[0].tolist() == [5, 6, 7]

@@ -38,10 +38,14 @@ def estimate(target: np.ndarray, logging: np.ndarray, reward: np.ndarray, draws:
     if (logging <= 0).any():
         raise ValueError("logging propensities must be positive")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(reward), (draws, len(reward)))
     w = target / logging
-    boot_ips = (w[idx] * reward[idx]).mean(1)
-    boot_snips = (w[idx] * reward[idx]).sum(1) / np.maximum(w[idx].sum(1), 1e-12)
+    boot_ips, boot_snips = [], []
+    for lo in range(0, draws, 100):              # 100 resamples at a time: memory stays at 100 x rows
+        idx = rng.integers(0, len(reward), (min(100, draws - lo), len(reward)))
+        gain, weight = (w[idx] * reward[idx]).sum(1), w[idx].sum(1)
+        boot_ips.append(gain / len(reward))
+        boot_snips.append(gain / np.maximum(weight, 1e-12))
+    boot_ips, boot_snips = np.concatenate(boot_ips), np.concatenate(boot_snips)
     q = lambda a: (float(np.quantile(a, 0.025)), float(np.quantile(a, 0.975)))  # noqa: E731
     return OffPolicyEstimate(ips(target, logging, reward), q(boot_ips), snips(target, logging, reward),
                              q(boot_snips), int((target > 0).sum()))

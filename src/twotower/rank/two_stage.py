@@ -40,24 +40,55 @@ class FeatureSource(Protocol):
         """One row per (user_id, item_id, timestamp) request, from events strictly before its time."""
 
 
-def candidates(scorer: Scorer, ev: EvalSet, n: int) -> pd.DataFrame:
+def candidates(scorer: Scorer, ev: EvalSet, n: int, shown: list[np.ndarray] | None = None) -> pd.DataFrame:
     """Top-n unseen items per target request: request, user, item (codes), timestamp, retrieval score and
-    rank, and the grade (the target's relevance, 0 for the others)."""
+    rank, and the grade (the target's relevance, 0 for the others). `shown[r]`, item codes logged as shown
+    to request r without a click, join its list as real negatives (with their true retrieval score and rank)
+    when retrieval did not already bring them."""
     t = ev.targets
     grades = relevance_grades(t.weights if t.weights is not None else np.ones(len(t)))
     frames = []
     for sl, scores in masked_scores(scorer, ev):
         top = top_k(scores, n)
-        m = len(scores)
+        m, width = top.shape                # width < n when the catalog is smaller than n
+        requests = np.repeat(np.arange(sl.start, sl.start + m), width)
         items = top.ravel()
+        ranks = np.tile(np.arange(1, width + 1), m)
+        if shown is not None:
+            extra = [(i, item) for i in range(m) for item in set(shown[sl.start + i].tolist())
+                     if item not in top[i] and item != t.items[sl.start + i] and np.isfinite(scores[i, item])]
+            if extra:
+                rows_, cols_ = np.array(extra).T
+                requests = np.concatenate([requests, rows_ + sl.start])
+                items = np.concatenate([items, cols_])
+                ranks = np.concatenate([ranks, 1 + (scores[rows_] > scores[rows_, cols_][:, None]).sum(1)])
+        local = requests - sl.start
         frames.append(pd.DataFrame({
-            "request": np.repeat(np.arange(sl.start, sl.start + m), n), "user": np.repeat(t.users[sl], n),
-            "item": items, "timestamp": np.repeat(t.times[sl], n),
-            "retrieval_score": np.take_along_axis(scores, top, 1).ravel(),
-            "retrieval_rank": np.tile(np.arange(1, n + 1), m),
-            "grade": np.where(items == np.repeat(t.items[sl], n), np.repeat(grades[sl], n), 0),
+            "request": requests, "user": t.users[requests], "item": items, "timestamp": t.times[requests],
+            "retrieval_score": scores[local, items], "retrieval_rank": ranks,
+            "grade": np.where(items == t.items[requests], grades[requests], 0),
         }))
-    return pd.concat(frames, ignore_index=True)
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[np.isfinite(rows["retrieval_score"])]       # seen items and padding are never candidates
+    return rows.sort_values(["request", "retrieval_rank"], kind="stable", ignore_index=True)
+
+
+def shown_without_click(events: pd.DataFrame, targets, window_s: float) -> list[np.ndarray]:
+    """For each target (user, time): item codes of that user's weight-0 events (impressions, skips) logged
+    in [time - window_s, time], i.e. shown with or just before the item that was chosen."""
+    neg = events[events["weight"] <= 0]
+    out = [np.zeros(0, np.int64)] * len(targets)
+    if neg.empty:
+        return out
+    neg = neg.sort_values(["user", "timestamp"], kind="stable")
+    users, times, items = neg["user"].to_numpy(), neg["timestamp"].to_numpy(np.float64), neg["item"].to_numpy()
+    lo = np.searchsorted(users, targets.users, side="left")
+    hi = np.searchsorted(users, targets.users, side="right")
+    for r, (a, b, t) in enumerate(zip(lo, hi, targets.times)):
+        window = times[a:b]
+        start, stop = np.searchsorted(window, t - window_s, "left"), np.searchsorted(window, t, "right")
+        out[r] = items[a + start:a + stop]
+    return out
 
 
 def with_ids(rows: pd.DataFrame, data: Dataset) -> pd.DataFrame:
@@ -100,7 +131,8 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
     covisitation = CoVisitation.fit(base.events, data.n_items, cfg.covisit_window)
     frames, offset = [], 0
     for step in steps:
-        rows = candidates(scorer_for(step.history), step, cfg.candidates)
+        shown = shown_without_click(data.events, step.targets, cfg.impression_window_s)
+        rows = candidates(scorer_for(step.history), step, cfg.candidates, shown)
         frames.append(rows.assign(request=rows["request"] + offset))
         offset += len(step.targets)
     rows = pd.concat(frames, ignore_index=True)
