@@ -7,6 +7,7 @@ is never visible, so a training row knows only what a live request would have kn
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,16 @@ class FeatureDefinitions:
             weekday=when.dt.day_of_week.astype(np.int64),
         )
         return out
+
+
+class FeatureSource(Protocol):
+    """A feature store as its readers see it: the offline store for training rows, an online store for
+    live ones; both answer with `definitions.names` columns."""
+
+    definitions: FeatureDefinitions
+
+    def features(self, requests: pd.DataFrame) -> pd.DataFrame:
+        """One row per (user_id, item_id, timestamp) request, from events strictly before its time."""
 
 
 def _tag(days: float) -> str:

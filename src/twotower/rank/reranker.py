@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from ..features.definitions import FeatureDefinitions
+from ..features.definitions import FeatureDefinitions, FeatureSource
 from .covisit import NAMES as COVISIT, CoVisitation, recent_items
 from .ranker import LambdaRanker
 
@@ -23,7 +23,7 @@ RANKER_DIR = "ranker"
 
 @dataclass
 class Reranker:
-    ranker: LambdaRanker
+    ranker: LambdaRanker | None          # None only while its training rows are being built
     covisitation: CoVisitation
     recent_length: int
     definitions: FeatureDefinitions
@@ -61,7 +61,7 @@ class Reranker:
                    FeatureDefinitions(tuple(meta["windows_days"])))
 
 
-def ranking_rows(rows: pd.DataFrame, source, reranker: Reranker, events: pd.DataFrame) -> pd.DataFrame:
+def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, events: pd.DataFrame) -> pd.DataFrame:
     """Candidate rows (request, user, item codes, user_id, item_id, timestamp, retrieval score and rank) ->
     the same rows with every feature the ranker reads. `source` is a feature store (offline or online);
     `events` (codes) give each request's recent items, strictly before its time."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from ..data.split import holdout_last
 from ..errors import InputError
 from ..evaluate.metrics import top_k
 from ..evaluate.protocol import EvalSet, Scorer, masked_scores
-from ..features.definitions import FeatureDefinitions
+from ..features.definitions import FeatureDefinitions, FeatureSource
 from ..features.offline import OfflineStore
 from .covisit import CoVisitation
 from .reranker import Reranker, ranking_rows
@@ -29,15 +29,6 @@ from .ranker import LambdaRanker, relevance_grades
 
 RetrieverFit = Callable[[Dataset, EvalSet], Callable[[Dataset], Scorer]]
 """(training history, early-stopping set) -> a trained retriever: history -> Scorer."""
-
-
-class FeatureSource(Protocol):
-    """A feature store as the ranker sees it (offline for training rows, online for live ones)."""
-
-    definitions: FeatureDefinitions
-
-    def features(self, requests: pd.DataFrame) -> pd.DataFrame:
-        """One row per (user_id, item_id, timestamp) request, from events strictly before its time."""
 
 
 def candidates(scorer: Scorer, ev: EvalSet, n: int, shown: list[np.ndarray] | None = None) -> pd.DataFrame:
@@ -137,7 +128,7 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
         offset += len(step.targets)
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[rows.groupby("request")["grade"].transform("max") > 0]   # lists without the target teach nothing
-    reranker = Reranker(LambdaRanker([]), covisitation, cfg.recent_items, store.definitions)
+    reranker = Reranker(None, covisitation, cfg.recent_items, store.definitions)     # features first, then fit
     rows = ranking_rows(with_ids(rows, data), store, reranker, data.events)
     reranker.ranker = LambdaRanker(reranker.feature_names, base="retrieval_score").fit(rows)
     return reranker.refreshed(data.events, data.n_items)
