@@ -22,9 +22,9 @@ from .index.model_index import PGDATA_DIR, IndexBuild, build_model_index
 from .features.materialize import Materialized, materialize, offline_store
 from .model.artifact import model_id_of, save_model
 from .model.recommender import TowerRecommender, id_only, tower_scorer
+from .model.trainer import CHECKPOINT, TrainReport
 from .rank.reranker import Reranker
 from .rank.two_stage import event_log, train_reranker
-from .model.trainer import CHECKPOINT, TrainReport
 
 
 def load_inputs(events: str | Path, items: str | Path | None, users: str | Path | None, cfg: Config) -> Dataset:

@@ -61,30 +61,33 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch:
     popular = popular_items(seen, hist.items.ids, set(index.ids()), k)
     queries = tower_queries(saved.model, hist)
     now = float(hist.events["timestamp"].max())   # requests are scored as of the latest event the model knows
+    def top_k_of(c: np.ndarray, kn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[len(c), k] item ids and scores: popular items, replaced for known users by their own."""
+        items = np.tile(np.asarray(popular.index, dtype=object), (len(c), 1))
+        scores = np.tile(popular.to_numpy(np.float64), (len(c), 1))
+        if len(popular) < k:
+            items = np.pad(items, ((0, 0), (0, k - len(popular))), constant_values=None)
+            scores = np.pad(scores, ((0, 0), (0, k - len(popular))), constant_values=-np.inf)
+        if kn.any():
+            ctx = request_context(hist.context_specs, int(kn.sum()), now)
+            exclude = [set(hist.items.decode(seen[u].indices)) for u in c[kn]]
+            found = index.search(queries(c[kn], ctx), n, exclude=exclude)
+            if reranker:
+                found = rank_candidates(reranker, online, hist, c[kn], found, k, now + 1.0)
+            items[kn], scores[kn] = found.ids, found.scores
+        return items, scores
+
     frames = []
     try:
         with progress_bar(show_progress) as bar:
             task = bar.add_task("recommending", total=len(ids), rate="")
             for lo in range(0, len(ids), batch):
-                c, kn = codes[lo:lo + batch], known[lo:lo + batch]
-                items = np.tile(np.asarray(popular.index, dtype=object), (len(c), 1))
-                scores = np.tile(popular.to_numpy(np.float64), (len(c), 1))
-                if len(popular) < k:
-                    items = np.pad(items, ((0, 0), (0, k - len(popular))), constant_values=None)
-                    scores = np.pad(scores, ((0, 0), (0, k - len(popular))), constant_values=-np.inf)
-                if kn.any():
-                    ctx = request_context(hist.context_specs, int(kn.sum()), now)
-                    exclude = [set(hist.items.decode(seen[u].indices)) for u in c[kn]]
-                    found = index.search(queries(c[kn], ctx), n, exclude=exclude)
-                    if reranker:
-                        found = rank_candidates(reranker, online, hist, c[kn], found, k, now + 1.0)
-                    items[kn], scores[kn] = found.ids, found.scores
+                c = codes[lo:lo + batch]
+                items, scores = top_k_of(c, known[lo:lo + batch])
                 frames.append(pd.DataFrame({
                     "user_id": np.repeat(np.asarray(ids[lo:lo + batch], dtype=object), k),
-                    "item_id": items.ravel(),
-                    "rank": np.tile(np.arange(1, k + 1), len(c)),
-                    "score": scores.ravel(),
-                }))
+                    "item_id": items.ravel(), "rank": np.tile(np.arange(1, k + 1), len(c)),
+                    "score": scores.ravel()}))
                 bar.update(task, advance=len(c))
     finally:
         if online is not None:
