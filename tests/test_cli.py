@@ -39,7 +39,8 @@ def trained(small_files, config, tmp_path):
     return out
 
 
-@pytest.mark.parametrize("verb", ["train", "recommend", "evaluate", "demo", "index", "materialize", "benchmark index"])
+@pytest.mark.parametrize("verb", ["train", "recommend", "evaluate", "demo", "index", "materialize", "benchmark index",
+                                  "benchmark open-bandit"])
 def test_every_verb_has_help(verb):
     result = runner.invoke(app, [*verb.split(), "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
