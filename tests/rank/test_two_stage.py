@@ -32,6 +32,9 @@ def test_the_ranker_slice_lies_after_its_retrievers_training_events(small_ml):
     held = sum(len(s.targets) for s in steps)
     assert len(base.events) + held <= len(data.events)
     assert (data.events["weight"] > 0).sum() - (base.events["weight"] > 0).sum() >= held
+    capped_base, capped = slice_requests(data, 3, max_requests=100)
+    assert sum(len(s.targets) for s in capped) == 100 and len(capped_base.events) == len(base.events)
+    assert all(set(c.targets.users) <= set(s.targets.users) for c, s in zip(capped, steps))
 
 
 def test_two_stage_table_on_real_data(small_ml):

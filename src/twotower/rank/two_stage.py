@@ -96,15 +96,23 @@ def event_log(data: Dataset) -> pd.DataFrame:
                          "timestamp": ev["timestamp"].astype(float), "weight": ev["weight"].astype(float)})
 
 
-def slice_requests(history: Dataset, per_user: int) -> tuple[Dataset, list[EvalSet]]:
+def slice_requests(history: Dataset, per_user: int, max_requests: int | None = None,
+                   seed: int = 0) -> tuple[Dataset, list[EvalSet]]:
     """Hold out each user's last `per_user` positives one step at a time: (the events before all of them,
-    one EvalSet per step, newest first, each over the history just before its targets)."""
+    one EvalSet per step, newest first, each over the history just before its targets). Above
+    `max_requests` targets in all, a uniform sample of them is kept (the history still loses them all)."""
     steps, h = [], history
     for _ in range(per_user):
         h, targets = holdout_last(h, min_history=1)
         if len(targets) == 0:
             break
         steps.append(EvalSet.make(h, targets))
+    total = sum(len(s.targets) for s in steps)
+    if max_requests is not None and total > max_requests:
+        keep = np.random.default_rng(seed).permutation(total) < max_requests
+        bounds = np.cumsum([0] + [len(s.targets) for s in steps])
+        steps = [EvalSet(s.history, s.targets.subset(keep[a:b]), s.seen)
+                 for s, a, b in zip(steps, bounds, bounds[1:])]
     return h, steps
 
 
@@ -112,7 +120,7 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
                    log: Callable[[str], None] = lambda _: None) -> Reranker:
     """Train the ranker on a later slice than its retriever's training data (see the module docstring).
     The returned reranker's co-visitation table covers `data` in full, as serving needs."""
-    base, steps = slice_requests(data, cfg.slice_events)
+    base, steps = slice_requests(data, cfg.slice_events, cfg.max_requests)
     if not steps:
         raise InputError("events", "no user has two positive events, so there is no later slice to train the "
                          "ranker on", "train on a longer log, or pass --no-ranker")
