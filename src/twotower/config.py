@@ -111,6 +111,7 @@ class RankConfig(_Section):
     max_requests: int = Field(50_000, ge=100, description="slice requests the ranker learns from at most "
                               "(a uniform sample above it): rows = requests x candidates")
     recent_items: int = Field(5, ge=1, description="the user's latest items compared with each candidate")
+    profile_items: int = Field(50, ge=1, description="the user's latest items their category affinity reads")
     impression_window_s: float = Field(300.0, ge=0, description="no-click events (impressions) of the user this "
                                        "many seconds before a chosen item join its list as negatives")
     covisit_window: int = Field(5, ge=1, description="items this many events apart count as co-visited")

@@ -110,7 +110,7 @@ def rank_candidates(reranker: Reranker, online, hist, users: np.ndarray, found: 
     rows = rows[rows["item_id"].notna() & np.isfinite(rows["retrieval_score"])]
     rows = rows.assign(item_id=rows["item_id"].astype(str), item=hist.items.encode(rows["item_id"].astype(str)),
                        user_id=hist.users.decode(rows["user"]).astype(str), timestamp=at)
-    rows = ranking_rows(rows, online, reranker, hist.events)
+    rows = ranking_rows(rows, online, reranker, hist)
     rows = rows.assign(score=reranker.score(rows)).sort_values(["request", "score"], ascending=[True, False],
                                                                kind="stable")
     top = rows.assign(pos=rows.groupby("request").cumcount()).query("pos < @k")

@@ -4,15 +4,17 @@ co-visitation table, and how candidate rows get their features (the same code fo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path
+from ..data.dataset import Dataset
 from ..errors import InputError
 from ..features.definitions import FeatureDefinitions, FeatureSource
+from .affinity import affinity_names, category_affinity
 from .covisit import NAMES as COVISIT, CoVisitation, recent_items
 from .ranker import LambdaRanker
 
@@ -27,11 +29,13 @@ class Reranker:
     covisitation: CoVisitation
     recent_length: int
     definitions: FeatureDefinitions
+    category_features: list[str] = field(default_factory=list)   # item features the user's affinity is for
+    profile_length: int = 50
 
     @property
     def feature_names(self) -> list[str]:
         in_list = [f"{c}_in_list" for c in self.definitions.window_counts + IN_LIST]
-        return RETRIEVAL + self.definitions.names + COVISIT + in_list
+        return RETRIEVAL + self.definitions.names + COVISIT + affinity_names(self.category_features) + in_list
 
     def refreshed(self, events: pd.DataFrame, n_items: int) -> "Reranker":
         """The same ranker with a co-visitation table over `events` (all a live request may know)."""
@@ -47,7 +51,8 @@ class Reranker:
             self.ranker.save(tmp)
             self.covisitation.save(tmp / "covisit.npz")
             (tmp / "reranker.json").write_text(json.dumps(
-                {"recent_length": self.recent_length, "windows_days": list(self.definitions.windows_days)}))
+                {"recent_length": self.recent_length, "windows_days": list(self.definitions.windows_days),
+                 "category_features": self.category_features, "profile_length": self.profile_length}))
         return folder
 
     @classmethod
@@ -58,13 +63,14 @@ class Reranker:
             return None
         meta = json.loads((folder / "reranker.json").read_text())
         return cls(LambdaRanker.load(folder), CoVisitation.load(folder / "covisit.npz"), meta["recent_length"],
-                   FeatureDefinitions(tuple(meta["windows_days"])))
+                   FeatureDefinitions(tuple(meta["windows_days"])), meta.get("category_features", []),
+                   meta.get("profile_length", 50))
 
 
-def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, events: pd.DataFrame) -> pd.DataFrame:
+def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, history: Dataset) -> pd.DataFrame:
     """Candidate rows (request, user, item codes, user_id, item_id, timestamp, retrieval score and rank) ->
     the same rows with every feature the ranker reads. `source` is a feature store (offline or online);
-    `events` (codes) give each request's recent items, strictly before its time."""
+    `history` (codes and item features) gives each request's latest items, strictly before its time."""
     missing = [c for c in ("request", "user", "item", "user_id", "item_id", "timestamp", "retrieval_score",
                            "retrieval_rank") if c not in rows.columns]
     if missing:
@@ -72,10 +78,16 @@ def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, 
     rows = rows.reset_index(drop=True)
     store = source.features(rows[["user_id", "item_id", "timestamp"]])
     first = rows.drop_duplicates("request")
-    recent = recent_items(events, first["user"].to_numpy(), first["timestamp"].to_numpy(), reranker.recent_length)
-    position = pd.Series(np.arange(len(first)), index=first["request"].to_numpy())
-    covisit = reranker.covisitation.scores(recent, position[rows["request"]].to_numpy(), rows["item"].to_numpy())
-    out = pd.concat([rows, store[reranker.definitions.names], covisit], axis=1)
+    users, times = first["user"].to_numpy(), first["timestamp"].to_numpy()
+    longest = max(reranker.recent_length, reranker.profile_length)
+    profile = recent_items(history.events, users, times, longest)
+    recent = [p[-reranker.recent_length:] for p in profile]
+    position = pd.Series(np.arange(len(first)), index=first["request"].to_numpy())[rows["request"]].to_numpy()
+    item = rows["item"].to_numpy()
+    covisit = reranker.covisitation.scores(recent, position, item)
+    affinity = category_affinity(history, reranker.category_features,
+                                 [p[-reranker.profile_length:] for p in profile], position, item)
+    out = pd.concat([rows, store[reranker.definitions.names], covisit, affinity], axis=1)
     per_request = out.groupby("request")
     out["retrieval_gap"] = out["retrieval_score"] - per_request["retrieval_score"].transform("max")
     for c in reranker.definitions.window_counts + IN_LIST:

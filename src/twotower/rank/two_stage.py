@@ -23,6 +23,7 @@ from ..evaluate.metrics import top_k
 from ..evaluate.protocol import EvalSet, Scorer, masked_scores
 from ..features.definitions import FeatureDefinitions, FeatureSource
 from ..features.offline import OfflineStore
+from .affinity import category_features
 from .covisit import CoVisitation
 from .reranker import Reranker, ranking_rows
 from .ranker import LambdaRanker, relevance_grades
@@ -136,8 +137,9 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
         offset += len(step.targets)
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[rows.groupby("request")["grade"].transform("max") > 0]   # lists without the target teach nothing
-    reranker = Reranker(None, covisitation, cfg.recent_items, store.definitions)     # features first, then fit
-    rows = ranking_rows(with_ids(rows, data), store, reranker, data.events)
+    reranker = Reranker(None, covisitation, cfg.recent_items, store.definitions, category_features(data),
+                        cfg.profile_items)                           # features first, then fit
+    rows = ranking_rows(with_ids(rows, data), store, reranker, data)
     reranker.ranker = LambdaRanker(reranker.feature_names, base="retrieval_score").fit(rows)
     return reranker.refreshed(data.events, data.n_items)
 
@@ -191,7 +193,7 @@ def evaluate_two_stage(data: Dataset, val: EvalSet, test: EvalSet, fit_retriever
         reranker = train_reranker(val.history, fit_retriever, cfg, store, log).refreshed(
             test.history.events, data.n_items)
         rows = ranking_rows(with_ids(candidates(scorer_for(test.history), test, cfg.candidates), data), store,
-                            reranker, data.events)
+                            reranker, data)
     rows = rows.assign(ranker_score=reranker.score(rows))
     n_targets = len(test.targets)
     gain, low, high = paired_gain(rows, "ranker_score", "retrieval_score", n_targets)
