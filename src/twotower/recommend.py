@@ -19,7 +19,7 @@ from .model.artifact import SavedModel, load_model
 from .features.materialize import open_online_store
 from .model.recommender import tower_queries
 from .progress import progress_bar
-from .rank.reranker import Reranker, ranking_rows
+from .rank.reranker import Reranker, context_columns, ranking_rows
 
 
 @dataclass
@@ -109,7 +109,8 @@ def rank_candidates(reranker: Reranker, online, hist, users: np.ndarray, found: 
                          "retrieval_rank": np.tile(np.arange(1, n + 1), m)})
     rows = rows[rows["item_id"].notna() & np.isfinite(rows["retrieval_score"])]
     rows = rows.assign(item_id=rows["item_id"].astype(str), item=hist.items.encode(rows["item_id"].astype(str)),
-                       user_id=hist.users.decode(rows["user"]).astype(str), timestamp=at)
+                       user_id=hist.users.decode(rows["user"]).astype(str), timestamp=at,
+                       **context_columns(request_context(hist.context_specs, m, at), rows["request"].to_numpy()))
     rows = ranking_rows(rows, online, reranker, hist)
     rows = rows.assign(score=reranker.score(rows)).sort_values(["request", "score"], ascending=[True, False],
                                                                kind="stable")

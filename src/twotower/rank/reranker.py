@@ -31,11 +31,13 @@ class Reranker:
     definitions: FeatureDefinitions
     category_features: list[str] = field(default_factory=list)   # item features the user's affinity is for
     profile_length: int = 50
+    context_features: list[str] = field(default_factory=list)    # the requests' own context columns
 
     @property
     def feature_names(self) -> list[str]:
         in_list = [f"{c}_in_list" for c in self.definitions.window_counts + IN_LIST]
-        return RETRIEVAL + self.definitions.names + COVISIT + affinity_names(self.category_features) + in_list
+        return (RETRIEVAL + self.definitions.names + COVISIT + affinity_names(self.category_features) + in_list
+                + self.context_features)
 
     def refreshed(self, events: pd.DataFrame, n_items: int) -> "Reranker":
         """The same ranker with a co-visitation table over `events` (all a live request may know)."""
@@ -52,7 +54,8 @@ class Reranker:
             self.covisitation.save(tmp / "covisit.npz")
             (tmp / "reranker.json").write_text(json.dumps(
                 {"recent_length": self.recent_length, "windows_days": list(self.definitions.windows_days),
-                 "category_features": self.category_features, "profile_length": self.profile_length}))
+                 "category_features": self.category_features, "profile_length": self.profile_length,
+                 "context_features": self.context_features}))
         return folder
 
     @classmethod
@@ -64,7 +67,13 @@ class Reranker:
         meta = json.loads((folder / "reranker.json").read_text())
         return cls(LambdaRanker.load(folder), CoVisitation.load(folder / "covisit.npz"), meta["recent_length"],
                    FeatureDefinitions(tuple(meta["windows_days"])), meta.get("category_features", []),
-                   meta.get("profile_length", 50))
+                   meta.get("profile_length", 50), meta.get("context_features", []))
+
+
+def context_columns(context: dict[str, np.ndarray], request: np.ndarray) -> dict[str, np.ndarray]:
+    """The requests' own encoded context (device, page, ...: one value per request) as row columns
+    `context_<name>`; derived context (a leading _, e.g. the request time) is left to the store features."""
+    return {f"context_{k}": v[request] for k, v in context.items() if v.ndim == 1 and not k.startswith("_")}
 
 
 def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, history: Dataset) -> pd.DataFrame:

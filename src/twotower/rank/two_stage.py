@@ -25,7 +25,7 @@ from ..features.definitions import FeatureDefinitions, FeatureSource
 from ..features.offline import OfflineStore
 from .affinity import category_features
 from .covisit import CoVisitation
-from .reranker import Reranker, ranking_rows
+from .reranker import Reranker, context_columns, ranking_rows
 from .ranker import LambdaRanker, relevance_grades
 
 RetrieverFit = Callable[[Dataset, EvalSet], Callable[[Dataset], Scorer]]
@@ -59,6 +59,7 @@ def candidates(scorer: Scorer, ev: EvalSet, n: int, shown: list[np.ndarray] | No
             "request": requests, "user": t.users[requests], "item": items, "timestamp": t.times[requests],
             "retrieval_score": scores[local, items], "retrieval_rank": ranks,
             "grade": np.where(items == t.items[requests], grades[requests], 0),
+            **context_columns(t.context, requests),
         }))
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[np.isfinite(rows["retrieval_score"])]       # seen items and padding are never candidates
@@ -138,7 +139,7 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[rows.groupby("request")["grade"].transform("max") > 0]   # lists without the target teach nothing
     reranker = Reranker(None, covisitation, cfg.recent_items, store.definitions, category_features(data),
-                        cfg.profile_items)                           # features first, then fit
+                        cfg.profile_items, [c for c in rows.columns if c.startswith("context_")])   # features first
     rows = ranking_rows(with_ids(rows, data), store, reranker, data)
     reranker.ranker = LambdaRanker(reranker.feature_names, base="retrieval_score").fit(rows)
     return reranker.refreshed(data.events, data.n_items)
