@@ -4,7 +4,6 @@ categories), and a log with graded actions, impressions and context columns."""
 import csv
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
