@@ -9,14 +9,15 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .data.dataset import request_context
+from .data.dataset import Dataset, request_context
 from .data.schema import read_id_list
 from .errors import InputError
 from .evaluate.protocol import seen_matrix
+from .features.definitions import FeatureSource
+from .features.materialize import open_online_store
 from .index.base import SearchResult
 from .index.model_index import open_model_index
 from .model.artifact import SavedModel, load_model
-from .features.materialize import open_online_store
 from .model.recommender import tower_queries
 from .progress import progress_bar
 from .rank.reranker import Reranker, context_columns, ranking_rows
@@ -100,8 +101,8 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch:
     return RecommendSummary(len(ids), int(known.sum()), int((~known).sum()), len(recs), out, reranker is not None)
 
 
-def rank_candidates(reranker: Reranker, online, hist, users: np.ndarray, found: SearchResult, k: int,
-                    at: float) -> SearchResult:
+def rank_candidates(reranker: Reranker, online: FeatureSource, hist: Dataset, users: np.ndarray,
+                    found: SearchResult, k: int, at: float) -> SearchResult:
     """Order each user's retrieved candidates by the ranker, with features as of `at`; keep the top k."""
     m, n = found.ids.shape
     rows = pd.DataFrame({"request": np.repeat(np.arange(m), n), "user": np.repeat(users, n),

@@ -12,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data.dataset import Dataset
+from .covisit import items_matrix
 
 MAX_VALUES = 1000          # features with more values (near-unique codes) say nothing about taste
 
@@ -31,9 +32,7 @@ def category_affinity(data: Dataset, features: list[str], profile: list[np.ndarr
     candidate's values of the share of the request's profile items having that value (0 without a profile)."""
     lengths = np.array([len(p) for p in profile])
     size = data.n_items + 1
-    recent = sp.csr_matrix((np.ones(lengths.sum()), np.concatenate(profile).astype(np.int64) if len(profile)
-                            else np.zeros(0, np.int64), np.concatenate([[0], np.cumsum(lengths)])),
-                           shape=(len(profile), size))
+    recent = items_matrix(profile, size)
     item = np.where(item < size, item, 0)        # items added after training have no features here
     out = {}
     for name in features:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .ranker import lightgbm_params
 
 
 def ips_weights(propensity: np.ndarray, clip: float = 100.0) -> np.ndarray:
@@ -55,9 +56,7 @@ class ClickModel:
             raise InputError("impression rows", f"only {int(y.sum())} clicks", "train on a longer log")
         data = lgb.Dataset(self._matrix(rows), y, weight=weight, categorical_feature=self.categorical,
                            free_raw_data=False)
-        params = {"objective": "binary", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-                  "min_data_in_leaf": self.min_child_samples, "seed": self.seed, "num_threads": 1, "verbose": -1,
-                  "deterministic": True, "feature_pre_filter": False}
+        params = lightgbm_params(self, "binary", feature_pre_filter=False)
         cv = lgb.cv(params, data, self.n_estimators, folds=_stratified_folds(y, folds, self.seed),
                     callbacks=[lgb.early_stopping(50, verbose=False)])
         losses = cv["valid binary_logloss-mean"]

@@ -8,6 +8,7 @@ request sees its own future. The same table and the same `recent_items` serve tr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -49,17 +50,17 @@ class CoVisitation:
         """For each row (request index, candidate item code): the summed counts with the request's recent
         items, and the same normalised by sqrt(popularity) of both ends (so blockbusters do not dominate)."""
         size = self.counts.shape[0]
-        lengths = np.array([len(r) for r in recent])
-        recent_matrix = sp.csr_matrix(
-            (np.ones(lengths.sum(), np.float32),
-             np.concatenate(recent).astype(np.int64) if len(recent) else np.zeros(0, np.int64),
-             np.concatenate([[0], np.cumsum(lengths)])), shape=(len(recent), size))
-        inv = 1.0 / np.sqrt(self.popularity + 1.0)
-        normalised = sp.diags(inv) @ self.counts @ sp.diags(inv)
+        recent_matrix = items_matrix(recent, size)
         item = np.where(item < size, item, 0)         # codes of items added after training: no history
         raw = np.asarray((recent_matrix @ self.counts)[request, item]).ravel()
-        norm = np.asarray((recent_matrix @ normalised.tocsr())[request, item]).ravel()
+        norm = np.asarray((recent_matrix @ self.normalised)[request, item]).ravel()
         return pd.DataFrame({"covisit": raw, "covisit_norm": norm})
+
+    @cached_property
+    def normalised(self) -> sp.csr_matrix:
+        """counts[i, j] / sqrt((popularity[i] + 1)(popularity[j] + 1)), computed once per table."""
+        inv = sp.diags(1.0 / np.sqrt(self.popularity + 1.0))
+        return (inv @ self.counts @ inv).tocsr()
 
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
@@ -73,6 +74,14 @@ class CoVisitation:
         size = len(z["popularity"])
         counts = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(size, size))
         return cls(counts, z["popularity"], int(z["window"]))
+
+
+def items_matrix(lists: list[np.ndarray], size: int) -> sp.csr_matrix:
+    """[len(lists), size] with a 1 at each listed item code (a request's recent items, one row each)."""
+    lengths = np.array([len(x) for x in lists], dtype=np.int64)
+    codes = np.concatenate(lists).astype(np.int64) if len(lists) else np.zeros(0, np.int64)
+    return sp.csr_matrix((np.ones(lengths.sum(), np.float32), codes, np.concatenate([[0], np.cumsum(lengths)])),
+                         shape=(len(lists), size))
 
 
 def recent_items(events: pd.DataFrame, users: np.ndarray, times: np.ndarray, length: int) -> list[np.ndarray]:

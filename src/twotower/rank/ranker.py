@@ -58,9 +58,7 @@ class LambdaRanker:
         held = set(rng.choice(requests, max(1, int(len(requests) * valid_fraction)), replace=False))
         is_valid = rows[group].isin(held).to_numpy()
         weights = sample_weight[useful.to_numpy()] if sample_weight is not None else None
-        params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "learning_rate": self.learning_rate,
-                  "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_child_samples, "seed": self.seed,
-                  "num_threads": 1, "verbose": -1, "deterministic": True}
+        params = lightgbm_params(self, "lambdarank", metric="ndcg", eval_at=[10])
         train, valid = rows[~is_valid], rows[is_valid]
 
         def dataset(part, mask, reference=None):
@@ -103,6 +101,14 @@ class LambdaRanker:
     def importance(self) -> pd.Series:
         gain = self.model.feature_importance("gain")
         return pd.Series(gain / max(gain.sum(), 1e-12), index=self.features).sort_values(ascending=False)
+
+
+def lightgbm_params(settings, objective: str, **extra) -> dict:
+    """LightGBM parameters from a model's tree settings (learning_rate, num_leaves, min_child_samples, seed):
+    one thread and deterministic, so a run repeats exactly."""
+    return {"objective": objective, "learning_rate": settings.learning_rate, "num_leaves": settings.num_leaves,
+            "min_data_in_leaf": settings.min_child_samples, "seed": settings.seed, "num_threads": 1,
+            "verbose": -1, "deterministic": True, **extra}
 
 
 def _sizes(groups: pd.Series) -> np.ndarray:
