@@ -104,3 +104,62 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
+
+
+TINY_TOML = """
+[model]
+dim = 8
+max_history = 10
+layers = 1
+heads = 1
+[train]
+epochs = 2
+batch_size = 64
+threads = 1
+[rank]
+candidates = 20
+slice_events = 3
+"""
+
+
+def synthetic_log(users: int = 40, items: int = 30, per_user: int = 10, repeat_share: float = 0.0,
+                  seed: int = 0) -> pd.DataFrame:
+    """A small log with string ids, clicks and purchases; `repeat_share` of each user's events re-buy an item
+    they already had (groceries, music)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        had: list[int] = []
+        t = 1_700_000_000 + int(rng.integers(0, 10_000))
+        for _ in range(per_user):
+            t += int(rng.integers(60, 3600))
+            item = int(rng.choice(had)) if had and rng.random() < repeat_share else int(rng.integers(items))
+            had.append(item)
+            rows.append({"user_id": f"u{u:03d}", "item_id": f"i{item:03d}", "timestamp": t,
+                         "action": "purchase" if rng.random() < 0.3 else "click"})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """(model folder, events file, config file) of a seconds-long model with its ranker, trained once."""
+    from twotower.config import load_config
+    from twotower.pipeline import load_inputs, train_and_save
+
+    folder = tmp_path_factory.mktemp("tiny")
+    events, config = folder / "events.csv", folder / "tiny.toml"
+    synthetic_log().to_csv(events, index=False)
+    config.write_text(TINY_TOML)
+    cfg = load_config(config)
+    train_and_save(load_inputs(events, None, None, cfg), cfg, folder / "model", {}, show_progress=False)
+    return folder / "model", events, config
+
+
+@pytest.fixture()
+def model_copy(tiny_model, tmp_path):
+    """A private copy of the tiny model, free to damage."""
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model[0], target)
+    return target

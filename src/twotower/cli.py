@@ -11,12 +11,19 @@ from typing import Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from .errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Two-tower recommendation: train, evaluate, recommend. Run `twotower VERB --help`.")
 console = Console(stderr=True, soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """Print a progress line as it is (it may hold user text: ids, paths, column names)."""
+    console.print(Text(message))
 
 EventsOpt = typer.Option(..., "--events", "-e", help="events file (CSV/Parquet): user_id, item_id, timestamp[, action, ...]")
 ItemsOpt = typer.Option(None, "--items", "-i", help="items file (CSV/Parquet): item_id + feature columns")
@@ -26,13 +33,21 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 
 
 def _run(job):
-    """Run a job; a bad input ends with one message and exit code 2."""
+    """Run a job; a bad input (or a file the system refuses) ends with one message and exit code 2.
+    Messages are printed literally: user text such as `[data.actions]` or a path with brackets is no markup."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return job()
     except InputError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
-        raise typer.Exit(2)
+        _error(str(exc))
+    except OSError as exc:          # disk full, permission denied, ...: the file and the system's reason
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}. Fix: check the path, its permissions and the free disk space")
+
+
+def _error(message: str) -> None:
+    console.print(Text.assemble(("error: ", "bold red"), message))
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -51,15 +66,15 @@ def train(events: Path = EventsOpt, items: Optional[Path] = ItemsOpt, users: Opt
         cfg = load_config(config)
         data = load_inputs(events, items, users, cfg)
         result = train_and_save(data, cfg, out, fingerprint(events, items, users), show_progress=not quiet,
-                                ranker=ranker, log=console.print)
+                                ranker=ranker, log=say)
         r = result.report
         val = f"best validation NDCG@10 {r.best_score:.4f} at epoch {r.best_epoch}" if r.best_score > -1 else \
             f"{len(r.epochs)} epochs"
-        console.print(f"trained on {result.n_events:,} events, {result.n_users:,} users, {result.n_items:,} items: "
+        say(f"trained on {result.n_events:,} events, {result.n_users:,} users, {result.n_items:,} items: "
                       f"{val}, {r.seconds:.0f}s. Model in {result.out}")
         console.print(describe_index(result.index))
         if result.ranker:
-            console.print(describe_ranker(result.ranker))
+            say(describe_ranker(result.ranker))
     _run(job)
 
 
@@ -96,7 +111,7 @@ def materialize(model: Path = typer.Option(..., "--model", "-m", help="model fol
         except ValidationError as exc:
             raise InputError("--store", exc.errors()[0]["msg"], "pass --redis-url with --store redis") from exc
         m = run(model, cfg, saved.model_id, show_progress=not quiet)
-        console.print(f"online store {m.backend} at {m.where}: {m.events:,} events loaded in {m.seconds:.1f}s")
+        say(f"online store {m.backend} at {m.where}: {m.events:,} events loaded in {m.seconds:.1f}s")
     _run(job)
 
 
@@ -104,7 +119,8 @@ def materialize(model: Path = typer.Option(..., "--model", "-m", help="model fol
 def recommend(model: Path = typer.Option(..., "--model", "-m", help="model folder from `twotower train`"),
               users: str = typer.Option("all", "--users", "-u", help="'all' or a file of user ids"),
               k: int = typer.Option(100, "--k", "-k", help="recommendations per user"),
-              out: Path = typer.Option(..., "--out", "-o", help="CSV to write: user_id,item_id,rank,score"),
+              out: str = typer.Option(..., "--out", "-o", help="file to write: user_id,item_id,rank,score "
+                                      "(.csv, .tsv or .parquet; - for CSV on stdout)"),
               rank: bool = typer.Option(True, "--rank/--no-rank", help="order the retrieved candidates with "
                                         "the model's ranker (when it has one)"),
               quiet: bool = QuietOpt):
@@ -114,9 +130,11 @@ def recommend(model: Path = typer.Option(..., "--model", "-m", help="model folde
 
     def job():
         s = run(model, users, k, out, show_progress=not quiet, rerank=rank)
+        if s.note:
+            console.print(Text.assemble(("warning: ", "yellow"), s.note))
         how = "retrieved and ranked" if s.ranked else "retrieved"
-        console.print(f"{s.rows:,} recommendations for {s.users:,} users ({s.personalised:,} personalised, "
-                      f"{how}; {s.fallback:,} popularity fallback) in {s.out}")
+        say(f"{s.rows:,} recommendations for {s.users:,} users ({s.personalised:,} personalised, {how}; "
+            f"{s.fallback:,} popularity fallback) in {s.out}")
     _run(job)
 
 
@@ -135,7 +153,7 @@ def describe_index(b) -> str:
                  f"{r.queries:,} real user queries, {r.ms_per_query:.2f} ms/query")
         if r.recall < r.target:
             line += f" [yellow](below the target {r.target})[/yellow]"
-    return line + f"; {b.seconds:.1f}s. Saved in {b.folder}"
+    return line + f"; {b.seconds:.1f}s. Saved in {escape(str(b.folder))}"
 
 
 @app.command()
@@ -173,21 +191,25 @@ def index(model: Path = typer.Option(..., "--model", "-m", help="model folder fr
 def evaluate(events: Path = EventsOpt, items: Optional[Path] = ItemsOpt, users: Optional[Path] = UsersOpt,
              config: Optional[Path] = ConfigOpt,
              baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="run the baselines too"),
-             out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the table as CSV"),
+             out: Optional[str] = typer.Option(None, "--out", "-o", help="also write the table (.csv, .tsv, "
+                                               ".parquet; - for CSV on stdout)"),
              quiet: bool = QuietOpt):
     """Leave-one-out by time, full ranking: the two-tower model and the tuned baselines in one table."""
     from .config import load_config
     from .pipeline import evaluate as run
     from .pipeline import load_inputs
-    from .report import print_metrics, save_metrics
+    from .outputs import table_output
+    from .report import print_metrics
 
     def job():
+        target = table_output(out, "--out", inputs=[events, items, users, config]) if out else None
         cfg = load_config(config)
         data = load_inputs(events, items, users, cfg)
-        table, _ = run(data, cfg, baselines, log=console.print, show_progress=not quiet)
-        print_metrics(table, f"{events.name}: test metrics (leave-one-out by time, full ranking)", Console())
-        if out:
-            save_metrics(table, out)
+        table, _ = run(data, cfg, baselines, log=say, show_progress=not quiet)
+        print_metrics(table, f"{events.name}: test metrics (leave-one-out by time, full ranking)",
+                      console if target is not None and target.path is None else Console())
+        if target is not None:
+            target.write(table, float_format="%.5f")
     _run(job)
 
 
@@ -205,13 +227,12 @@ def demo(data: Optional[Path] = typer.Option(None, "--data", help="folder with M
         t0 = time.perf_counter()
         cfg = load_config(config)
         folder = data or locate("ml-100k")
-        console.print(f"MovieLens-100K from {folder}")
-        result = run_demo(folder, out, cfg, log=console.print, show_progress=not quiet)
+        say(f"MovieLens-100K from {folder}")
+        result = run_demo(folder, out, cfg, log=say, show_progress=not quiet)
         print_metrics(result.table, "MovieLens-100K: test metrics (leave-one-out by time, full ranking, "
                       "seen items excluded)", Console())
-        console.print(f"model: {result.model}\nrecommendations: {result.recommendations} ({result.rows:,} rows)\n"
-                      f"report: {', '.join(map(str, result.report))}\n"
-                      f"demo finished in {time.perf_counter() - t0:.0f}s")
+        say(f"model: {result.model}\nrecommendations: {result.recommendations} ({result.rows:,} rows)\n"
+            f"report: {', '.join(map(str, result.report))}\ndemo finished in {time.perf_counter() - t0:.0f}s")
     _run(job)
 
 
@@ -239,10 +260,10 @@ def benchmark_index(
         sets = [bench.from_model(m, queries) for m in model]
         sets.append(bench.synthetic(items, dim, "structured", queries))
         peers = {b.strip() for b in backends.split(",") if b.strip()}
-        df = bench.run(sets, peers, log=console.print)
+        df = bench.run(sets, peers, log=say)
         if isotropic:
             df = pd.concat([df, bench.run([bench.synthetic(items, dim, "isotropic", queries)],
-                                          peers - {"pgvector"}, log=console.print)], ignore_index=True)
+                                          peers - {"pgvector"}, log=say)], ignore_index=True)
         df = df.rename(columns={"recall_at_10": "recall@10", "recall_at_100": "recall@100"})
         formats = {"build_s": ".1f", "size_mb": ".0f", "recall@10": ".4f", "recall@100": ".4f", "qps": ",.0f",
                    "p50_ms": ".3f", "p99_ms": ".3f", "speedup": ".1f"}

@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
 
@@ -34,10 +34,23 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """How to read the user's tables."""
 
-    actions: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ACTIONS))
+    actions: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ACTIONS),
+                                      description="action name -> label weight; yours extend the defaults")
     default_weight: float = Field(1.0, gt=0, description="label weight of events without an action column")
     feature_kinds: dict[str, FeatureKind] = Field(default_factory=dict, description="override inferred kinds")
-    multi_separator: str = "|"
+    multi_separator: str = Field("|", min_length=1)
+    timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = Field(
+        "auto", description="unit of numeric timestamps; auto reads ms/us/ns when seconds would be past 2200")
+
+    @field_validator("actions")
+    @classmethod
+    def _extend_default_actions(cls, actions: dict[str, float]) -> dict[str, float]:
+        bad = {name: w for name, w in actions.items() if not w >= 0}
+        if bad:
+            name, w = next(iter(bad.items()))
+            raise ValueError(f"action '{name}' has weight {w:g}; weights are >= 0 (0 marks a shown-but-not-chosen "
+                             "item)")
+        return {**DEFAULT_ACTIONS, **{name.strip().lower(): float(w) for name, w in actions.items()}}
 
 
 class ModelConfig(_Section):
@@ -127,6 +140,13 @@ class RankConfig(_Section):
         return self
 
 
+class RecommendConfig(_Section):
+    """What a recommendation may contain; evaluation follows the same rule."""
+
+    exclude_seen: bool = Field(True, description="never recommend an item the user already had; false for "
+                               "shops where buying again is the point (repeat targets then count in evaluation)")
+
+
 class Config(_Section):
     """Everything a run needs; saved with the model."""
 
@@ -135,6 +155,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     rank: RankConfig = Field(default_factory=RankConfig)
+    recommend: RecommendConfig = Field(default_factory=RecommendConfig)
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -145,7 +166,9 @@ def load_config(path: str | Path | None) -> Config:
     if not path.is_file():
         raise InputError(str(path), "config file not found", "pass an existing TOML file to --config")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"is not UTF-8 text (byte {exc.start})", "save the config as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise InputError(str(path), f"not valid TOML ({exc})", "fix the TOML syntax at that line") from exc
     return config_from_dict(raw, source=str(path))

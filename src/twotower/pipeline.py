@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,16 @@ from .data.split import holdout_last
 from .errors import InputError
 from .evaluate.baselines import classic_baselines
 from .evaluate.protocol import EvalSet, run_protocol
-from .index.model_index import PGDATA_DIR, IndexBuild, build_model_index
+from .folder import model_build
+from .index.model_index import IndexBuild, build_model_index
 from .features.materialize import Materialized, materialize, offline_store
-from .model.artifact import model_id_of, save_model
+from .model.artifact import model_id_of, save_model, update_meta
 from .model.recommender import TowerRecommender, id_only, tower_scorer
-from .model.trainer import CHECKPOINT, TrainReport
+from .model.trainer import TrainReport
 from .rank.reranker import Reranker
-from .rank.two_stage import event_log, train_reranker
+from .rank.two_stage import NoRankerData, event_log, train_reranker
+
+logger = logging.getLogger(__name__)
 
 
 def load_inputs(events: str | Path, items: str | Path | None, users: str | Path | None, cfg: Config) -> Dataset:
@@ -57,20 +61,6 @@ def fingerprint(*paths: str | Path | None) -> dict:
     return out
 
 
-def check_model_folder(out: Path) -> None:
-    """Refuse an --out folder holding anything but a model: saving replaces the whole folder."""
-    if out.exists() and not out.is_dir():
-        raise InputError(str(out), "is a file", "give --out a folder path")
-    if out.is_dir() and (out / PGDATA_DIR).exists():
-        raise InputError(str(out), "holds the embedded pgvector server's data of a model",
-                         "train into a new folder; the old one keeps its index server")
-    if out.is_dir() and not (out / "model.json").exists():
-        strangers = [p.name for p in out.iterdir() if p.name != CHECKPOINT]
-        if strangers:
-            raise InputError(str(out), f"is a folder with other files ({', '.join(sorted(strangers)[:3])})",
-                             "choose a new or empty folder: the model replaces the whole folder")
-
-
 @dataclass
 class TrainOutcome:
     out: Path
@@ -96,22 +86,53 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
     the full history, so recommendations use every event; build its index; then, unless `ranker` is off
     (or `rank.enabled` is false), train the ranker and materialize its online feature store."""
     out = Path(out)
-    check_model_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(json.dumps([cfg.model_dump(), data_fingerprint], sort_keys=True).encode()).hexdigest()
-    recommender = TowerRecommender(cfg, checkpoint_dir=out, show_progress=show_progress, resume_key=key)
-    if cfg.train.early_stopping:
-        before, targets = holdout_last(data, min_history=1)
-        recommender.fit(before, EvalSet.make(before, targets))
-    else:
-        recommender.fit(data, None)
-    report = recommender.report
-    save_model(out, recommender.model, data, cfg, report, data_fingerprint,
-               {"val_ndcg@10": report.best_score} if cfg.train.early_stopping else {})
-    index = build_model_index(out, cfg.index, show_progress=show_progress)
-    built = train_and_save_reranker(out, data, cfg, show_progress, log) if ranker and cfg.rank.enabled else None
+    with model_build(out) as build:
+        recommender = TowerRecommender(cfg, checkpoint_dir=build, show_progress=show_progress, resume_key=key)
+        if cfg.train.early_stopping:
+            recommender.fit(*early_stopping_split(data, cfg))
+        else:
+            recommender.fit(data, None)
+        report = recommender.report
+        save_model(build, recommender.model, data, cfg, report, data_fingerprint,
+                   {"val_ndcg@10": report.best_score} if cfg.train.early_stopping else {})
+        index = build_model_index(build, cfg.index, show_progress=show_progress)
+        built = second_stage(build, data, cfg, ranker, show_progress, log)
+    index.folder = out / index.folder.name
+    if built is not None:
+        built.store.where = built.store.where.replace(str(build), str(out))
     return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()), index,
                         built)
+
+
+def early_stopping_split(data: Dataset, cfg: Config) -> tuple[Dataset, EvalSet | None]:
+    """(events before each user's last positive, that last positive as the early-stopping set). When seen
+    items are excluded and every last positive is a repeat, repeats are scored unmasked instead: the
+    towers still need a signal of when to stop."""
+    before, targets = holdout_last(data, min_history=1)
+    validation = EvalSet.make(before, targets, cfg.recommend.exclude_seen)
+    if len(validation.targets) == 0 and len(targets):
+        logger.warning("every user's last event repeats an item they had; early stopping scores these repeats "
+                    "with seen items not excluded")
+        validation = EvalSet.make(before, targets, exclude_seen=False)
+    return before, validation if len(validation.targets) else None
+
+
+def second_stage(model_dir: Path, data: Dataset, cfg: Config, wanted: bool, show_progress: bool,
+                 log: Callable[[str], None]) -> "RankerBuild | None":
+    """The ranker when it is wanted and the log can teach one; model.json records which, and why not."""
+    if not (wanted and cfg.rank.enabled):
+        update_meta(model_dir, ranker={"trained": False, "reason": "trained without a ranker (--no-ranker or "
+                                       "rank.enabled = false)"})
+        return None
+    try:
+        built = train_and_save_reranker(model_dir, data, cfg, show_progress, log)
+    except NoRankerData as exc:
+        logger.warning("no ranker: %s; recommendations are served in retrieval order", exc.problem)
+        update_meta(model_dir, ranker={"trained": False, "reason": exc.problem})
+        return None
+    update_meta(model_dir, ranker={"trained": True})
+    return built
 
 
 def train_and_save_reranker(out: Path, data: Dataset, cfg: Config, show_progress: bool = True,
@@ -127,7 +148,7 @@ def train_and_save_reranker(out: Path, data: Dataset, cfg: Config, show_progress
         towers.fit(history, early_stopping)
         return lambda h: tower_scorer(towers.model, h)
 
-    reranker = train_reranker(data, fit_retriever, cfg.rank, store, log)
+    reranker = train_reranker(data, fit_retriever, cfg.rank, store, log, cfg.recommend.exclude_seen)
     reranker.save(out)
     online = materialize(out, cfg.rank, model_id_of(out), show_progress)
     return RankerBuild(reranker, online, time.perf_counter() - t0)
@@ -142,7 +163,7 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
         models += [TowerRecommender(id_only(cfg), name="SASRec (id-only)", show_progress=show_progress)]
         models += classic_baselines(cfg.train.seed)
     t0 = time.perf_counter()
-    table = run_protocol(data, models, log=log)
+    table = run_protocol(data, models, log=log, exclude_seen=cfg.recommend.exclude_seen)
     log(f"protocol finished in {time.perf_counter() - t0:.0f}s")
     return table, tower
 
@@ -172,9 +193,9 @@ def run_demo(folder: Path, out: Path, cfg: Config, log: Callable[[str], None] = 
     save_metrics(table, out / "evaluation.csv")
     plot_metrics(table, out / "evaluation.png", "MovieLens-100K", tower.report.epochs)
     metrics = table.iloc[0].drop(["model", "settings"]).to_dict()
-    save_model(out / "model", tower.model, data, cfg, tower.report, fingerprint(folder / "u.data"), metrics)
-    build_model_index(out / "model", cfg.index, show_progress=show_progress)
-    if cfg.rank.enabled:
-        train_and_save_reranker(out / "model", data, cfg, show_progress, log)
+    with model_build(out / "model") as build:
+        save_model(build, tower.model, data, cfg, tower.report, fingerprint(folder / "u.data"), metrics)
+        build_model_index(build, cfg.index, show_progress=show_progress)
+        second_stage(build, data, cfg, True, show_progress, log)
     recs = recommend(out / "model", "all", 100, out / "recs.csv", show_progress=show_progress)
     return DemoOutcome(table, out / "model", recs.out, recs.rows, [out / "evaluation.csv", out / "evaluation.png"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -16,5 +17,5 @@ def progress_bar(enabled: bool = True) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        disable=quiet,
+        console=Console(stderr=True), disable=quiet,
     )

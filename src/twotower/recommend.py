@@ -8,19 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
 from .data.dataset import Dataset, request_context
 from .data.schema import read_id_list
 from .errors import InputError
 from .evaluate.protocol import seen_matrix
 from .features.definitions import FeatureSource
 from .features.materialize import open_online_store
+from .folder import owned_paths
 from .index.base import SearchResult
 from .index.model_index import open_model_index
 from .model.artifact import SavedModel, load_model
 from .model.recommender import tower_queries
+from .outputs import TableOutput, table_output
 from .progress import progress_bar
-from .rank.reranker import Reranker, context_columns, ranking_rows
+from .rank.reranker import RANKER_DIR, Reranker, context_columns, ranking_rows
 
 
 @dataclass
@@ -29,8 +30,9 @@ class RecommendSummary:
     personalised: int
     fallback: int
     rows: int
-    out: Path
+    out: TableOutput
     ranked: bool
+    note: str = ""             # why the ranker was not used, when it was asked for
 
 
 def read_user_ids(spec: str, saved: SavedModel) -> list[str]:
@@ -40,26 +42,43 @@ def read_user_ids(spec: str, saved: SavedModel) -> list[str]:
     return read_id_list(Path(spec), "user_id")
 
 
-def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch: int = 256,
+def open_reranker(saved: SavedModel) -> tuple[Reranker | None, str]:
+    """(the model's ranker, or None with the reason): a ranker the model says it trained must be there."""
+    record = saved.meta.get("ranker", {})
+    reranker = Reranker.load(saved.folder)
+    if reranker is None and record.get("trained", False):
+        raise InputError(str(saved.folder / RANKER_DIR), "the model's ranker is missing",
+                         "retrain the model, or pass --no-rank to serve in retrieval order")
+    if reranker is None:
+        return None, f"this model has no ranker ({record.get('reason', 'trained without one')}): retrieval order"
+    return reranker, ""
+
+
+def recommend(model_dir: str | Path, users: str, k: int, out: str | Path | TableOutput, batch: int = 256,
               show_progress: bool = True, rerank: bool = True) -> RecommendSummary:
-    """Write `user_id,item_id,rank,score` for each user. Known users: the model's vector index retrieves
-    the top-N items they have not had, then the model's ranker (when it has one and `rerank`) orders them
-    with features from the online store as of one second after the latest event, and the top k are kept;
-    the score is the ranker's, or without it the index's similarity. Users with no history get the most
-    popular indexed items."""
+    """Write `user_id,item_id,rank,score` for each user (CSV, TSV or Parquet by the extension, or CSV on
+    stdout for `-`). Known users: the model's vector index retrieves the top-N items (unseen ones, under
+    recommend.exclude_seen), then the model's ranker (when it has one and `rerank`) orders them with
+    features from the online store as of one second after the latest event, and the top k are kept; the
+    score is the ranker's, or without it the index's similarity. Users with no history get the most popular
+    indexed items. k is capped at the catalog's size."""
     if k < 1:
         raise InputError("--k", f"must be at least 1, got {k}", "pass a positive number")
+    out = table_output(out, "--out", inputs=[users if users != "all" else None], protected=owned_paths(model_dir))
     saved = load_model(model_dir)
     index = open_model_index(saved)
-    reranker = Reranker.load(saved.folder) if rerank else None
+    reranker, note = open_reranker(saved) if rerank else (None, "")
     online = open_online_store(saved.folder, saved.config.rank, saved.model_id) if reranker else None
+    indexed = index.ids()
+    k = min(k, max(len(indexed), 1))
     n = max(k, saved.config.rank.candidates) if reranker else k
     hist = saved.history
     ids = read_user_ids(users, saved)
     codes = hist.users.encode(ids)
     seen = seen_matrix(hist)
     known = (np.diff(seen.indptr) > 0)[codes] & (codes > 0)
-    popular = popular_items(seen, hist.items.ids, set(index.ids()), k)
+    exclude_seen = saved.config.recommend.exclude_seen
+    popular = popular_items(seen, hist.items.ids, set(indexed), k)
     queries = tower_queries(saved.model, hist)
     now = float(hist.events["timestamp"].max())   # requests are scored as of the latest event the model knows
     def top_k_of(c: np.ndarray, kn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +90,7 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch:
             scores = np.pad(scores, ((0, 0), (0, k - len(popular))), constant_values=-np.inf)
         if kn.any():
             ctx = request_context(hist.context_specs, int(kn.sum()), now)
-            exclude = [set(hist.items.decode(seen[u].indices)) for u in c[kn]]
+            exclude = [set(hist.items.decode(seen[u].indices)) if exclude_seen else set() for u in c[kn]]
             found = index.search(queries(c[kn], ctx), n, exclude=exclude)
             if reranker:
                 found = rank_candidates(reranker, online, hist, c[kn], found, k, now + 1.0)
@@ -95,10 +114,9 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path, batch:
             online.close()
     recs = pd.concat(frames, ignore_index=True)
     recs = recs[recs["item_id"].notna() & np.isfinite(recs["score"])]
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        recs.to_csv(tmp, index=False, float_format="%.6g")
-    return RecommendSummary(len(ids), int(known.sum()), int((~known).sum()), len(recs), out, reranker is not None)
+    out.write(recs, float_format="%.6g")
+    return RecommendSummary(len(ids), int(known.sum()), int((~known).sum()), len(recs), out, reranker is not None,
+                            note)
 
 
 def rank_candidates(reranker: Reranker, online: FeatureSource, hist: Dataset, users: np.ndarray,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .atomic import atomic_path
 
@@ -15,7 +16,7 @@ METRIC_COLUMNS = ["HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR
 
 def metrics_table(df: pd.DataFrame, title: str) -> Table:
     """One row per model, the best value of each metric in bold."""
-    table = Table(title=title)
+    table = Table(title=Text(title))
     table.add_column("model")
     cols = [c for c in METRIC_COLUMNS if c in df.columns]
     for c in cols:
@@ -42,7 +43,7 @@ def print_table(table: Table, console: Console | None = None) -> None:
 
 def frame_table(df: pd.DataFrame, title: str, formats: dict[str, str]) -> Table:
     """Any frame as a table; `formats` maps a column to a format spec (e.g. '.4f'), others print as is."""
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for c in df.columns:
         table.add_column(c, justify="right" if c in formats else "left")
     for _, row in df.iterrows():

@@ -108,6 +108,11 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
         feats = encode(aligned, specs, cfg.multi_separator)
         return specs, {k: _with_padding_row(v) for k, v in feats.items()}
 
+    unused = set(cfg.feature_kinds) - set(ctx_cols) - set(items.columns if items is not None else ()) \
+        - set(users.columns if users is not None else ())
+    if unused:
+        log.warning("data.feature_kinds names %s, which no events, items or users column has: ignored (check the "
+                    "spelling against your files' headers)", ", ".join(repr(c) for c in sorted(unused)))
     item_specs, item_features = table_features(items, "item_id", item_vocab, cfg.feature_kinds)
     user_specs, user_features = table_features(users, "user_id", user_vocab, cfg.feature_kinds)
     context_specs = fit_specs(src, ctx_cols, cfg.feature_kinds, cfg.multi_separator, config.model.text_buckets)

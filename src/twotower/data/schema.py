@@ -7,14 +7,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import logging
+import warnings
+
 import numpy as np
 import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES
 
 from ..config import DataConfig
 from ..errors import InputError
 
+log = logging.getLogger(__name__)
+
 EVENT_COLUMNS = ("user_id", "item_id", "timestamp")
 RESERVED_EVENT_COLUMNS = {"user_id", "item_id", "timestamp", "action", "query"}
+TEXT_COLUMNS = ("user_id", "item_id", "query")   # read verbatim from text files: never numbers, never NA
+TIMESTAMP_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+EARLIEST, LATEST = -2_208_988_800.0, 7_258_118_400.0     # 1900-01-01 and 2200-01-01 in unix seconds
+
+
+def table_format(path: str | Path) -> str | None:
+    """'csv', 'tsv' or 'parquet' from a file name's extension (compressed text included), else None."""
+    name = Path(path).name.lower()
+    for fmt, suffixes in (("parquet", (".parquet", ".pq")), ("tsv", (".tsv", ".tsv.gz")), ("csv", (".csv", ".csv.gz"))):
+        if name.endswith(suffixes):
+            return fmt
+    return None
+
+
+def read_text_table(path: Path, sep: str) -> pd.DataFrame:
+    """CSV/TSV with the id and query columns read as the exact strings in the file (`007`, `1.5` and `NA`
+    stay themselves); other columns get pandas' usual type inference and missing values."""
+    header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+    verbatim = [c for c in header if c.strip() in TEXT_COLUMNS]
+    return pd.read_csv(path, sep=sep, low_memory=False, dtype={c: str for c in verbatim}, keep_default_na=False,
+                       na_values={c: sorted(STR_NA_VALUES) for c in header if c not in verbatim})
 
 
 def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
@@ -22,18 +49,21 @@ def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(str(path), "file not found", "check the path")
-    suffixes = "".join(path.suffixes).lower()
+    fmt = table_format(path)
     try:
-        if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+        if fmt == "parquet":
             df = pd.read_parquet(path)
-        elif any(suffixes.endswith(s) for s in (".csv", ".csv.gz", ".tsv", ".tsv.gz")):
-            df = pd.read_csv(path, sep="\t" if ".tsv" in suffixes else ",", low_memory=False)
+        elif fmt is not None:
+            df = read_text_table(path, "\t" if fmt == "tsv" else ",")
         else:
-            raise InputError(str(path), f"unknown file type '{suffixes or '(none)'}'", "give a .csv, .tsv or .parquet file")
+            suffix = "".join(path.suffixes) or "(none)"
+            raise InputError(str(path), f"unknown file type '{suffix}'", "give a .csv, .tsv or .parquet file")
     except InputError:
         raise
     except pd.errors.EmptyDataError as exc:
         raise InputError(str(path), "the file is empty", "give a file with a header row and data rows") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8") from exc
     except Exception as exc:  # parser errors from pandas/pyarrow carry the line
         raise InputError(str(path), f"cannot be parsed ({exc})", "check the file is valid CSV or Parquet") from exc
     df.columns = [str(c).strip() for c in df.columns]
@@ -72,7 +102,7 @@ def validate_events(df: pd.DataFrame, config: DataConfig, path: Path) -> pd.Data
     _require_columns(df, EVENT_COLUMNS, path)
     for col in ("user_id", "item_id"):
         df[col] = _ids(df[col], col, path)
-    df["timestamp"] = parse_timestamps(df["timestamp"], path)
+    df["timestamp"] = parse_timestamps(df["timestamp"], path, config.timestamp_unit)
     df["weight"] = action_weights(df["action"], config, path) if "action" in df.columns else config.default_weight
     df["weight"] = df["weight"].astype("float32")
     df["order"] = np.arange(len(df), dtype=np.int64)
@@ -84,26 +114,55 @@ def context_columns(events: pd.DataFrame) -> list[str]:
     return [c for c in events.columns if c not in RESERVED_EVENT_COLUMNS | {"weight", "order"} and not c.startswith("_")]
 
 
-def parse_timestamps(col: pd.Series, path: Path) -> pd.Series:
-    """Unix seconds (numbers) or date-time strings -> float seconds since the epoch."""
-    if pd.api.types.is_numeric_dtype(col):
-        bad = col.isna() | ~np.isfinite(col.astype("float64"))
-        if bad.any():
-            raise InputError(str(path), f"timestamp is missing or not finite at {_where(path, col.index[bad][0])}",
-                             "give every event a unix time in seconds or an ISO date-time")
-        return col.astype("float64")
+def parse_timestamps(col: pd.Series, path: Path, unit: str = "auto") -> pd.Series:
+    """Unix times (numbers) or date-time strings -> float seconds since the epoch, each between 1900 and 2200.
+
+    Numbers are seconds unless `unit` says otherwise; with "auto", a column whose median is too large for
+    seconds is read in the first of ms, us, ns that brings it into range (a warning says so)."""
     if pd.api.types.is_datetime64_any_dtype(col):
         parsed = col if getattr(col.dt, "tz", None) is not None else col.dt.tz_localize("UTC")
-        return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("float64")
-    numbers = pd.to_numeric(col, errors="coerce")
-    parsed = pd.to_datetime(col.where(numbers.isna()), errors="coerce", utc=True, format="mixed")
-    seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().fillna(numbers)
-    bad = seconds.isna()
+        seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("float64")
+        numbers = pd.Series(np.nan, index=col.index)
+    else:
+        numbers = pd.to_numeric(col, errors="coerce").astype("float64") if not pd.api.types.is_bool_dtype(col) \
+            else pd.Series(np.nan, index=col.index)
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            seconds = pd.Series(np.nan, index=col.index)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parsed = pd.to_datetime(col.where(numbers.isna()), errors="coerce", utc=True, format="mixed")
+            seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    bad = (seconds.isna() & numbers.isna()) | np.isinf(numbers)
     if bad.any():
         i = col.index[bad][0]
         raise InputError(str(path), f"cannot parse timestamp '{col[i]}' at {_where(path, i)}",
-                         "use unix seconds or an ISO 8601 date-time such as 2024-05-01T12:30:00")
+                         "give every event a unix time in seconds or an ISO 8601 date-time such as "
+                         "2024-05-01T12:30:00")
+    if numbers.notna().any():
+        scale = _timestamp_scale(numbers.dropna(), unit, path)
+        seconds = seconds.fillna(numbers / scale)
+    out_of_range = (seconds < EARLIEST) | (seconds > LATEST)
+    if out_of_range.any():
+        i = col.index[out_of_range][0]
+        raise InputError(str(path), f"timestamp '{col[i]}' at {_where(path, i)} is not between the years 1900 and "
+                         "2200", "give unix seconds (or set data.timestamp_unit to ms, us or ns) or an ISO 8601 "
+                         "date-time")
     return seconds.astype("float64")
+
+
+def _timestamp_scale(numbers: pd.Series, unit: str, path: Path) -> float:
+    """How many of the column's units make a second: given, or guessed from the median's size."""
+    if unit != "auto":
+        return TIMESTAMP_UNITS[unit]
+    median = float(numbers.abs().median())
+    for name, scale in TIMESTAMP_UNITS.items():
+        if median / scale <= LATEST:
+            if name != "s":
+                log.warning("%s: numeric timestamps are too large for seconds (median %.4g); reading them as %s "
+                            "(set data.timestamp_unit to say so and silence this)", path, median, name)
+            return scale
+    return 1.0   # too large in every unit: the range check names the row
 
 
 def action_weights(col: pd.Series, config: DataConfig, path: Path) -> pd.Series:
@@ -126,12 +185,14 @@ def action_weights(col: pd.Series, config: DataConfig, path: Path) -> pd.Series:
 
 
 def _ids(col: pd.Series, name: str, path: Path) -> pd.Series:
+    """Ids as exact strings. Text files are read verbatim; typed columns (Parquet, frames) print as their
+    values (a whole float as an int: Parquet floats 7.0 are id 7)."""
     bad = col.isna() | (col.astype("string").str.strip() == "")
     if bad.any():
         raise InputError(str(path), f"{name} is empty at {_where(path, col.index[bad][0])}", f"give every row a {name}")
     if pd.api.types.is_float_dtype(col) and (col == col.round()).all():
         col = col.astype("int64")
-    return col.astype(str).str.strip()
+    return col.astype(str)
 
 
 def _require_columns(df: pd.DataFrame, needed, path: Path) -> None:
@@ -149,13 +210,21 @@ def _where(path: Path, index) -> str:
 
 
 def read_id_list(path: Path, column: str) -> list[str]:
-    """Ids from a table (CSV/TSV/Parquet with `column`) or a text file with one id per line."""
+    """Ids from a table (CSV/TSV/Parquet with `column`) or a text file with one id per line (each line is an
+    id exactly as written; blank lines and a first line that is the column name are skipped)."""
     path = Path(path)
-    if path.suffix.lower() in (".csv", ".parquet", ".pq", ".tsv"):
-        return read_table(path, id_column=column)[column].astype(str).tolist()
+    if table_format(path):
+        return read_table(path, id_column=column)[column].tolist()
     if not path.is_file():
         raise InputError(str(path), "file not found", f"pass a file of {column}s, one per line or as a table")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8") from exc
+    ids = [line.removesuffix("\r") for line in lines]
+    ids = [i for i in ids if i.strip()]
+    if ids and ids[0] == column:
+        ids = ids[1:]
     if not ids:
         raise InputError(str(path), f"no {column}s in the file", "put one id per line")
     return ids

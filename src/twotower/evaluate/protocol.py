@@ -1,5 +1,10 @@
 """The protocol: hold out each user's last positive event as test and the one before as validation; rank
-the whole catalog with the user's earlier items excluded; tune every model on validation, report test."""
+the whole catalog with the user's earlier items excluded; tune every model on validation, report test.
+
+Repeat consumption: with `exclude_seen` (the default, as `recommend` serves) an item the user already had
+can never be recommended, so a held-out event that repeats one is not counted (that user has no target at
+that step; the log line says how many). With `exclude_seen = false` nothing is masked and a repeat is a
+target like any other."""
 
 from __future__ import annotations
 
@@ -44,7 +49,9 @@ class EvalSet:
     seen: sp.csr_matrix
 
     @classmethod
-    def make(cls, history: Dataset, targets: Targets) -> "EvalSet":
+    def make(cls, history: Dataset, targets: Targets, exclude_seen: bool = True) -> "EvalSet":
+        if not exclude_seen:
+            return cls(history, targets, sp.csr_matrix((history.n_users + 1, history.n_items + 1), dtype=np.float32))
         seen = seen_matrix(history)
         # a target the user already had cannot be recommended under seen-item exclusion: drop it
         fresh = (np.asarray(seen[targets.users, targets.items]).ravel() == 0) if len(targets) else np.zeros(0, bool)
@@ -83,21 +90,30 @@ def ndcg10(scorer: Scorer, ev: EvalSet) -> float:
     return evaluate_scorer(scorer, ev)["NDCG@10"]
 
 
-def split_for_protocol(data: Dataset) -> tuple[EvalSet, EvalSet]:
+def split_for_protocol(data: Dataset, exclude_seen: bool = True) -> tuple[EvalSet, EvalSet]:
     """(validation set over the history before it, test set over the history before it)."""
     before_test, test = holdout_last(data, min_history=2)
     before_val, val = holdout_last(before_test, min_history=1)
-    return EvalSet.make(before_val, val), EvalSet.make(before_test, test)
+    return EvalSet.make(before_val, val, exclude_seen), EvalSet.make(before_test, test, exclude_seen)
 
 
-def run_protocol(data: Dataset, models: list[Recommender], log: Callable[[str], None] = print) -> pd.DataFrame:
+def run_protocol(data: Dataset, models: list[Recommender], log: Callable[[str], None] = print,
+                 exclude_seen: bool = True) -> pd.DataFrame:
     """Fit, tune and test every model under the same split; one row of test metrics per model."""
-    val, test = split_for_protocol(data)
+    val, test = split_for_protocol(data, exclude_seen)
+    every_val, every_test = split_for_protocol(data, exclude_seen=False)
+    repeats = len(every_test.targets) - len(test.targets)
     if len(test.targets) == 0 or len(val.targets) == 0:
+        if len(every_test.targets) and len(every_val.targets):
+            raise InputError("events", "every held-out event repeats an item its user already had, and seen items "
+                             "are excluded from recommendations, so there is nothing to rank",
+                             "for a log of repeat purchases set recommend.exclude_seen = false in the config")
         raise InputError("events", "no user has three positive events, which leave-one-out evaluation needs "
                          "(one to learn from, one to validate, one to test)", "evaluate on a longer log")
     log(f"protocol: {len(test.targets)} test users, {len(val.targets)} validation users, "
-        f"{data.n_items} items, {int((val.history.events['weight'] > 0).sum())} training events")
+        f"{data.n_items} items, {int((val.history.events['weight'] > 0).sum())} training events"
+        + (f"; {repeats} test events repeat a seen item and are not counted (exclude_seen)" if repeats else "")
+        + ("" if exclude_seen else "; seen items not excluded, repeats count"))
     rows = []
     for model in models:
         t0 = time.perf_counter()

@@ -8,6 +8,7 @@ the old one (readers never see half a load), Redis under the model's own key pre
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,11 @@ def open_online_store(model_dir: Path, cfg: RankConfig, model_id: str):
     if not path.is_file():
         raise InputError(str(path), "the online feature store was never materialized",
                          f"run: twotower materialize --model {model_dir}")
-    return SQLiteOnlineStore(path, definitions)
+    try:
+        return SQLiteOnlineStore(path, definitions)
+    except sqlite3.DatabaseError as exc:
+        raise InputError(str(path), f"the online feature store is damaged ({exc})",
+                         f"rebuild it: twotower materialize --model {model_dir}") from exc
 
 
 def materialize(model_dir: Path, cfg: RankConfig, model_id: str, show_progress: bool = True) -> Materialized:

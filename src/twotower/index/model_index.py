@@ -21,7 +21,7 @@ from ..config import IndexConfig
 from ..data.dataset import request_context
 from ..data.features import encode
 from ..data.schema import read_id_list, read_table
-from ..errors import InputError
+from ..errors import InputError, read_stored
 from ..model.artifact import SavedModel, load_model
 from ..model.recommender import tower_queries
 from ..progress import progress_bar
@@ -214,6 +214,12 @@ def open_model_index(saved: SavedModel) -> VectorIndex:
         index = FaissIndex(model_spec(saved), choose_layout(0, kind="flat"))
         index.build(*saved.item_vectors())
         return index
+    return read_stored(folder, lambda f: _load_index(saved, f),
+                           fix=f"rebuild it: twotower index --model {saved.folder}")
+
+
+def _load_index(saved: SavedModel, folder: Path) -> VectorIndex:
+    meta_path = folder / "index.json"
     meta = json.loads(meta_path.read_text())
     spec = IndexSpec(**meta["spec"])
     spec.require(model_spec(saved), str(meta_path))

@@ -17,11 +17,14 @@ from ..atomic import atomic_path
 from ..config import Config, config_from_dict
 from ..data.dataset import Dataset, IdVocab
 from ..data.features import FeatureSpec
-from ..errors import InputError
+from ..errors import InputError, first_line, read_stored
 from .trainer import TrainReport
 from .twotower import TwoTowerModel
 
 FORMAT = 1
+DAMAGED_FIX = "retrain with `twotower train` (or restore the model folder from a copy)"
+ARTIFACT_FILES = ("model.json", "weights.pt", "features.npz", "items.parquet", "users.parquet", "history.parquet",
+                  "item_vectors.npy")
 
 
 @dataclass
@@ -41,7 +44,10 @@ class SavedModel:
 
     def item_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(item ids, [n, d] vectors as an index stores them) for the catalog the model was trained on."""
-        vectors = np.load(self.folder / "item_vectors.npy")[1:]
+        vectors = read_stored(self.folder / "item_vectors.npy", np.load, DAMAGED_FIX)[1:]
+        if vectors.shape != (len(self.history.items), self.config.model.dim):
+            raise InputError(str(self.folder / "item_vectors.npy"), f"holds vectors of shape {vectors.shape}, not "
+                             f"({len(self.history.items)}, {self.config.model.dim})", DAMAGED_FIX)
         return self.history.items.ids.astype(str).astype(object), vectors
 
 
@@ -73,33 +79,55 @@ def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Co
     return out_dir
 
 
+def update_meta(model_dir: str | Path, **fields) -> None:
+    """Record more about the model in its model.json (e.g. how its later stages went), atomically."""
+    path = Path(model_dir) / "model.json"
+    meta = {**json.loads(path.read_text()), **fields}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, default=float))
+
+
 def model_id_of(model_dir: str | Path) -> str:
     """The model id recorded in a model folder, without loading the weights."""
     return json.loads((Path(model_dir) / "model.json").read_text())["model_id"]
 
 
 def load_model(model_dir: str | Path) -> SavedModel:
-    """Read a folder written by `save_model`; a missing or foreign folder is a clear error."""
+    """Read a folder written by `save_model`; a missing, foreign or damaged folder is one clear error naming
+    the file."""
     model_dir = Path(model_dir)
     meta_path = model_dir / "model.json"
     if not meta_path.is_file():
         raise InputError(str(model_dir), "not a twotower model folder (no model.json)",
                          "pass the --out folder of `twotower train`")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise InputError(str(meta_path), f"model format {meta.get('format')} is not {FORMAT}",
+
+    def read(name: str, reader):
+        return read_stored(model_dir / name, reader, DAMAGED_FIX)
+
+    meta = read("model.json", lambda p: json.loads(p.read_text()))
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise InputError(str(meta_path), f"model format {found} is not {FORMAT}",
                          "retrain the model with this version of twotower")
-    cfg = config_from_dict(meta["config"], source=str(meta_path))
-    feats = np.load(model_dir / "features.npz")
-    item_table = {k.split("/", 1)[1]: feats[k] for k in feats.files if k.startswith("item/")}
-    user_table = {k.split("/", 1)[1]: feats[k] for k in feats.files if k.startswith("user/")}
-    specs = {k: [FeatureSpec(**s) for s in meta[k]] for k in ("item_specs", "user_specs", "context_specs")}
-    model = TwoTowerModel(meta["n_users"], meta["n_items"], cfg.model, specs["item_specs"], item_table,
-                          specs["user_specs"], user_table, specs["context_specs"])
-    model.load_state_dict(torch.load(model_dir / "weights.pt", weights_only=True))
+    cfg = config_from_dict(meta.get("config", {}), source=str(meta_path))
+    feats = read("features.npz", lambda p: dict(np.load(p)))
+    item_table = {k.split("/", 1)[1]: v for k, v in feats.items() if k.startswith("item/")}
+    user_table = {k.split("/", 1)[1]: v for k, v in feats.items() if k.startswith("user/")}
+    state = read("weights.pt", lambda p: torch.load(p, weights_only=True))
+    try:
+        specs = {k: [FeatureSpec(**s) for s in meta[k]] for k in ("item_specs", "user_specs", "context_specs")}
+        model = TwoTowerModel(meta["n_users"], meta["n_items"], cfg.model, specs["item_specs"], item_table,
+                              specs["user_specs"], user_table, specs["context_specs"])
+        model.load_state_dict(state)
+    except Exception as exc:    # an edited model.json (dim, sizes, specs) or weights from another model
+        raise InputError(str(meta_path), f"does not match weights.pt ({first_line(exc)})", DAMAGED_FIX) from exc
     model.eval()
-    users = IdVocab(pd.read_parquet(model_dir / "users.parquet")["user_id"])
-    items = IdVocab(pd.read_parquet(model_dir / "items.parquet")["item_id"])
-    history = Dataset(pd.read_parquet(model_dir / "history.parquet"), users, items,
+    users = IdVocab(read("users.parquet", pd.read_parquet)["user_id"])
+    items = IdVocab(read("items.parquet", pd.read_parquet)["item_id"])
+    history = Dataset(read("history.parquet", pd.read_parquet), users, items,
                       specs["item_specs"], item_table, specs["user_specs"], user_table, specs["context_specs"])
+    if (len(users), len(items)) != (meta["n_users"], meta["n_items"]):
+        raise InputError(str(model_dir), f"users.parquet/items.parquet hold {len(users)}/{len(items)} ids, model.json "
+                         f"says {meta['n_users']}/{meta['n_items']}", DAMAGED_FIX)
     return SavedModel(model, cfg, history, meta, model_dir)
+

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..data.dataset import Dataset
-from ..errors import InputError
+from ..errors import InputError, read_stored
 from ..features.definitions import FeatureDefinitions, FeatureSource
 from .affinity import affinity_names, category_affinity
 from .covisit import NAMES as COVISIT, CoVisitation, recent_items
@@ -64,6 +64,11 @@ class Reranker:
         folder = Path(model_dir) / RANKER_DIR
         if not folder.is_dir():
             return None
+        return read_stored(folder, cls._read, fix="retrain the model (twotower train), or serve without it "
+                               "(twotower recommend --no-rank)")
+
+    @classmethod
+    def _read(cls, folder: Path) -> "Reranker":
         meta = json.loads((folder / "reranker.json").read_text())
         return cls(LambdaRanker.load(folder), CoVisitation.load(folder / "covisit.npz"), meta["recent_length"],
                    FeatureDefinitions(tuple(meta["windows_days"])), meta.get("category_features", []),

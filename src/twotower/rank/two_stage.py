@@ -28,6 +28,11 @@ from .covisit import CoVisitation
 from .reranker import Reranker, context_columns, ranking_rows
 from .ranker import LambdaRanker, relevance_grades
 
+class NoRankerData(InputError):
+    """The log gives the ranker nothing to learn from: no later request has its chosen item among its
+    candidates. The model is then served in retrieval order, and says so."""
+
+
 RetrieverFit = Callable[[Dataset, EvalSet], Callable[[Dataset], Scorer]]
 """(training history, early-stopping set) -> a trained retriever: history -> Scorer."""
 
@@ -98,8 +103,8 @@ def event_log(data: Dataset) -> pd.DataFrame:
                          "timestamp": ev["timestamp"].astype(float), "weight": ev["weight"].astype(float)})
 
 
-def slice_requests(history: Dataset, per_user: int, max_requests: int | None = None,
-                   seed: int = 0) -> tuple[Dataset, list[EvalSet]]:
+def slice_requests(history: Dataset, per_user: int, max_requests: int | None = None, seed: int = 0,
+                   exclude_seen: bool = True) -> tuple[Dataset, list[EvalSet]]:
     """Hold out each user's last `per_user` positives one step at a time: (the events before all of them,
     one EvalSet per step, newest first, each over the history just before its targets). Above
     `max_requests` targets in all, a uniform sample of them is kept (the history still loses them all)."""
@@ -108,7 +113,8 @@ def slice_requests(history: Dataset, per_user: int, max_requests: int | None = N
         h, targets = holdout_last(h, min_history=1)
         if len(targets) == 0:
             break
-        steps.append(EvalSet.make(h, targets))
+        steps.append(EvalSet.make(h, targets, exclude_seen))
+    steps = [s for s in steps if len(s.targets)]       # a step of repeats only, under exclude_seen
     total = sum(len(s.targets) for s in steps)
     if max_requests is not None and total > max_requests:
         keep = np.random.default_rng(seed).permutation(total) < max_requests
@@ -119,13 +125,15 @@ def slice_requests(history: Dataset, per_user: int, max_requests: int | None = N
 
 
 def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, store: FeatureSource,
-                   log: Callable[[str], None] = lambda _: None) -> Reranker:
+                   log: Callable[[str], None] = lambda _: None, exclude_seen: bool = True) -> Reranker:
     """Train the ranker on a later slice than its retriever's training data (see the module docstring).
     The returned reranker's co-visitation table covers `data` in full, as serving needs."""
-    base, steps = slice_requests(data, cfg.slice_events, cfg.max_requests)
+    base, steps = slice_requests(data, cfg.slice_events, cfg.max_requests, exclude_seen=exclude_seen)
     if not steps:
-        raise InputError("events", "no user has two positive events, so there is no later slice to train the "
-                         "ranker on", "train on a longer log, or pass --no-ranker")
+        raise NoRankerData("events", "no user has a later positive event the ranker could learn from (two "
+                           "positives, or with exclude_seen a positive that is not a repeat)",
+                           "train on a longer log, set recommend.exclude_seen = false for repeat purchases, or "
+                           "pass --no-ranker")
     log(f"ranker: retriever trained on {int((base.events['weight'] > 0).sum()):,} events; candidates for "
         f"{sum(len(s.targets) for s in steps):,} later requests")
     scorer_for = fit_retriever(base, steps[-1])           # early-stopped on the oldest held-out step
@@ -138,6 +146,9 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
         offset += len(step.targets)
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[rows.groupby("request")["grade"].transform("max") > 0]   # lists without the target teach nothing
+    if rows.empty:
+        raise NoRankerData("events", f"no later request has its chosen item among its {cfg.candidates} "
+                           "candidates", "raise rank.candidates, train on a longer log, or pass --no-ranker")
     reranker = Reranker(None, covisitation, cfg.recent_items, store.definitions, category_features(data),
                         cfg.profile_items, [c for c in rows.columns if c.startswith("context_")])   # features first
     rows = ranking_rows(with_ids(rows, data), store, reranker, data)
