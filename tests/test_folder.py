@@ -92,3 +92,17 @@ def test_milliseconds_and_microseconds_are_read_as_such(tmp_path, tiny_model, sc
     got = read_events(tmp_path / "scaled.csv", Config().data)["timestamp"]
     assert got.tolist() == pytest.approx(log["timestamp"].astype(float).tolist())
     assert got.max() < 2e9            # "now" is this century, not the year 55,800
+
+
+def test_paths_with_brackets_quotes_and_spaces_train_and_serve(tiny_model, tmp_path):
+    _, events, config = tiny_model
+    folder = tmp_path / "[shop] it's *new*"
+    folder.mkdir()
+    (folder / "e [1].csv").write_bytes(events.read_bytes())
+    out = folder / "m[1]"
+    result = train(folder / "e [1].csv", out, config)
+    assert result.exit_code == 0, result.output
+    assert str(out / "index") in result.output                  # the path printed as it is, brackets included
+    result = runner.invoke(app, ["recommend", "-m", str(out), "-o", str(folder / "r [1].csv"), "-q"])
+    assert result.exit_code == 0 and "retrieved and ranked" in result.output, result.output
+    assert len(pd.read_csv(folder / "r [1].csv")) > 0

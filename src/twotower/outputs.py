@@ -30,16 +30,20 @@ class TableOutput:
 
     def write(self, df: pd.DataFrame, float_format: str | None = None) -> None:
         """Write `df` whole: a crash leaves the previous file (or none), never half a table."""
+        # a value holding a carriage return is quoted only when \r ends lines too (else it reads as a break)
+        text = df.select_dtypes(include=["object", "string"])
+        crlf = any(text[c].astype(str).str.contains("\r", regex=False).any() for c in text.columns)
+        options = {"index": False, "float_format": float_format, "lineterminator": "\r\n" if crlf else "\n"}
         if self.path is None:
-            df.to_csv(sys.stdout, index=False, float_format=float_format)
+            df.to_csv(sys.stdout, **options)
             sys.stdout.flush()
             return
         with atomic_path(self.path) as tmp:
             if self.format == "parquet":
                 df.to_parquet(tmp, index=False)
             else:
-                df.to_csv(tmp, index=False, float_format=float_format, sep="\t" if self.format == "tsv" else ",",
-                          compression="gzip" if self.path.name.lower().endswith(".gz") else None)
+                df.to_csv(tmp, sep="\t" if self.format == "tsv" else ",",
+                          compression="gzip" if self.path.name.lower().endswith(".gz") else None, **options)
 
 
 def table_output(path: str | Path | TableOutput, flag: str = "--out", inputs: Iterable[str | Path | None] = (),

@@ -19,7 +19,7 @@ from .data.split import holdout_last
 from .errors import InputError
 from .evaluate.baselines import classic_baselines
 from .evaluate.protocol import EvalSet, run_protocol
-from .folder import model_build
+from .folder import check_model_folder, model_build
 from .index.model_index import IndexBuild, build_model_index
 from .features.materialize import Materialized, materialize, offline_store
 from .model.artifact import model_id_of, save_model, update_meta

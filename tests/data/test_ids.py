@@ -14,18 +14,20 @@ from twotower.outputs import table_output
 from twotower.pipeline import load_inputs
 
 NASTY = ["007", "7", "0042", "42", "1.5", "1.0", "1", "NA", "N/A", "null", "nan", "NaN", "None", "#N/A", "-", "TRUE",
-         "1e3", "[/x]", "[bold]x[/bold]", 'say "hi"', "a,b", "tab\there", "two\nlines", " 7", "7 ", "ü", "日本", "😀"]
+         "1e3", "[/x]", "[bold]x[/bold]", 'say "hi"', "a,b", "tab\there", "two\nlines", "cr\rlf", "end\r", " 7", "7 ", "ü", "日本", "😀"]
 ID_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\ufeff"), min_size=1, max_size=8)
 IDS = st.one_of(st.sampled_from(NASTY), ID_TEXT).filter(lambda s: s.strip() != "")
 FORMATS = ["csv", "tsv", "csv.gz", "parquet"]
 
 
 def write(df: pd.DataFrame, path) -> None:
-    """Write a table the way a user's tools would: pandas' own writer for the format."""
+    """Write a table the way a user's tools would: pandas' own writer for the format (valid CSV: a value with
+    a carriage return is quoted, which the csv module does when lines end in \r\n)."""
     if str(path).endswith(".parquet"):
         df.to_parquet(path, index=False)
     else:
-        df.to_csv(path, index=False, sep="\t" if ".tsv" in str(path) else ",")
+        crlf = any("\r" in str(v) for c in df.columns for v in df[c])
+        df.to_csv(path, index=False, sep="\t" if ".tsv" in str(path) else ",", lineterminator="\r\n" if crlf else "\n")
 
 
 def log_of(users: list[str], items: list[str]) -> pd.DataFrame:

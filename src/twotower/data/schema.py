@@ -5,10 +5,9 @@ Every problem raises one `InputError` naming the file, the row or column, and th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -121,18 +120,13 @@ def parse_timestamps(col: pd.Series, path: Path, unit: str = "auto") -> pd.Serie
     seconds is read in the first of ms, us, ns that brings it into range (a warning says so)."""
     if pd.api.types.is_datetime64_any_dtype(col):
         parsed = col if getattr(col.dt, "tz", None) is not None else col.dt.tz_localize("UTC")
-        seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("float64")
         numbers = pd.Series(np.nan, index=col.index)
     else:
-        numbers = pd.to_numeric(col, errors="coerce").astype("float64") if not pd.api.types.is_bool_dtype(col) \
-            else pd.Series(np.nan, index=col.index)
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            seconds = pd.Series(np.nan, index=col.index)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                parsed = pd.to_datetime(col.where(numbers.isna()), errors="coerce", utc=True, format="mixed")
-            seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        numbers = pd.to_numeric(col, errors="coerce").astype("float64")
+        with warnings.catch_warnings():      # pandas warns about every format it tries
+            warnings.simplefilter("ignore")
+            parsed = pd.to_datetime(col.where(numbers.isna()), errors="coerce", utc=True, format="mixed")
+    seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     bad = (seconds.isna() & numbers.isna()) | np.isinf(numbers)
     if bad.any():
         i = col.index[bad][0]

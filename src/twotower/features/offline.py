@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ..atomic import atomic_path
 from ..errors import InputError
@@ -58,8 +59,11 @@ class OfflineStore:
         con = duckdb.connect()
         try:
             con.register("req", req)
-            con.execute(f"CREATE VIEW ev AS SELECT user_id, item_id, timestamp AS ts, weight "
-                        f"FROM read_parquet('{self.events_path.as_posix()}') WHERE weight > 0")
+            # read by pyarrow, not DuckDB's read_parquet, which takes [ ] * ? in a path for a glob pattern
+            con.register("stored", pq.read_table(self.events_path, columns=["user_id", "item_id", "timestamp",
+                                                                            "weight"]))
+            con.execute("CREATE VIEW ev AS SELECT user_id, item_id, timestamp AS ts, weight FROM stored "
+                        "WHERE weight > 0")
             _running_counts(con)
             out = con.execute(self._sql()).df()
         finally:
@@ -108,3 +112,4 @@ def _require(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise InputError(what, f"missing column(s) {missing}", f"give {what} with columns {list(columns)}")
+
