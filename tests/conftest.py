@@ -146,14 +146,15 @@ def synthetic_log(users: int = 40, items: int = 30, per_user: int = 10, repeat_s
 def tiny_model(tmp_path_factory):
     """(model folder, events file, config file) of a seconds-long model with its ranker, trained once."""
     from twotower.config import load_config
-    from twotower.pipeline import load_inputs, train_and_save
+    from twotower.pipeline import fingerprint, load_inputs, train_and_save
 
     folder = tmp_path_factory.mktemp("tiny")
     events, config = folder / "events.csv", folder / "tiny.toml"
     synthetic_log().to_csv(events, index=False)
     config.write_text(TINY_TOML)
     cfg = load_config(config)
-    train_and_save(load_inputs(events, None, None, cfg), cfg, folder / "model", {}, show_progress=False)
+    train_and_save(load_inputs(events, None, None, cfg), cfg, folder / "model", fingerprint(events),
+                   show_progress=False)
     return folder / "model", events, config
 
 

@@ -90,6 +90,7 @@ def cases(corpus, model, events, config):
 
 def test_every_verb_answers_a_corpus_of_bad_inputs_with_exit_2_and_no_traceback(corpus, tiny_model):
     model, events, config = tiny_model
+    before = events.read_bytes(), config.read_bytes(), (model / "model.json").read_bytes()
     failures = []
     for args in cases(corpus, model, events, config):
         args = [str(a) for a in args] + ["-q"] * (args[0] not in ("benchmark",))
@@ -98,6 +99,7 @@ def test_every_verb_answers_a_corpus_of_bad_inputs_with_exit_2_and_no_traceback(
                 result.exception is not None and not isinstance(result.exception, SystemExit)):
             failures.append(f"{' '.join(args)} -> {result.exit_code}: {result.output[-300:]!r} {result.exception!r}")
     assert not failures, "\n".join(failures)
+    assert (events.read_bytes(), config.read_bytes(), (model / "model.json").read_bytes()) == before
 
 
 def test_an_output_that_is_an_input_is_refused_before_the_work_and_the_input_is_unchanged(tiny_model, tmp_path):
@@ -107,6 +109,7 @@ def test_an_output_that_is_an_input_is_refused_before_the_work_and_the_input_is_
     before = events.read_bytes(), users.read_bytes()
     for args in (["evaluate", "-e", events, "-c", config, "-o", events],
                  ["recommend", "-m", model, "-u", users, "-o", users],
+                 ["recommend", "-m", model, "-o", events],                  # the log the model was trained from
                  ["recommend", "-m", model, "-o", model / "history.parquet"]):
         result = runner.invoke(app, [str(a) for a in args])
         assert result.exit_code == 2 and ("is the input file" in result.output or "part of the model" in result.output)

@@ -6,6 +6,7 @@ else in the folder is touched (a user's notes or recommendations stay)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -28,6 +29,15 @@ MANIFEST = "model.json"            # moved out first and in last: a folder witho
 def owned_paths(model_dir: str | Path) -> list[Path]:
     """Every path the model in `model_dir` owns (an output written there would corrupt it)."""
     return [Path(model_dir) / name for name in sorted(MODEL_NAMES | {BUILD_DIR})]
+
+
+def training_files(model_dir: str | Path) -> list[Path]:
+    """The files the model in `model_dir` was trained from, as its model.json records them (none if it
+    cannot be read: loading the model then says why)."""
+    try:
+        return [Path(p) for p in json.loads((Path(model_dir) / MANIFEST).read_text()).get("data", {})]
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def check_model_folder(out: Path) -> None:

@@ -49,7 +49,8 @@ def dataset_from_frames(events: pd.DataFrame, items: pd.DataFrame | None, users:
 
 
 def fingerprint(*paths: str | Path | None) -> dict:
-    """sha256 and size of each input file, so a model records exactly what it was trained on."""
+    """sha256 and size of each input file (by absolute path), so a model records exactly what it was trained
+    on, and later outputs never overwrite it."""
     out = {}
     for p in paths:
         if p:
@@ -57,7 +58,7 @@ def fingerprint(*paths: str | Path | None) -> dict:
             with open(p, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
-            out[str(p)] = {"sha256": h.hexdigest(), "bytes": Path(p).stat().st_size}
+            out[str(Path(p).resolve())] = {"sha256": h.hexdigest(), "bytes": Path(p).stat().st_size}
     return out
 
 

@@ -14,7 +14,7 @@ from .errors import InputError
 from .evaluate.protocol import seen_matrix
 from .features.definitions import FeatureSource
 from .features.materialize import open_online_store
-from .folder import owned_paths
+from .folder import owned_paths, training_files
 from .index.base import SearchResult
 from .index.model_index import open_model_index
 from .model.artifact import SavedModel, load_model
@@ -64,7 +64,8 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path | Table
     indexed items. k is capped at the catalog's size."""
     if k < 1:
         raise InputError("--k", f"must be at least 1, got {k}", "pass a positive number")
-    out = table_output(out, "--out", inputs=[users if users != "all" else None], protected=owned_paths(model_dir))
+    out = table_output(out, "--out", inputs=[users if users != "all" else None, *training_files(model_dir)],
+                       protected=owned_paths(model_dir))
     saved = load_model(model_dir)
     index = open_model_index(saved)
     reranker, note = open_reranker(saved) if rerank else (None, "")
