@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import tiny_config
+from twotower.data.dataset import request_context
 from twotower.errors import InputError
 from twotower.features.materialize import FEATURES_DIR, SQLITE_FILE, materialize, offline_store, open_online_store
 from twotower.index.model_index import open_model_index
@@ -15,7 +16,8 @@ from twotower.model.artifact import load_model
 from twotower.model.recommender import tower_queries
 from twotower.pipeline import dataset_from_frames, train_and_save
 from twotower.rank.reranker import Reranker
-from twotower.recommend import rank_candidates, recommend
+from twotower.recommend import recommend
+from twotower.serving import rank_candidates
 
 CFG = tiny_config(rank={"candidates": 40, "slice_events": 3})
 
@@ -31,14 +33,15 @@ def model(small_ml, tmp_path_factory):
 def retrieved(folder, users=np.arange(1, 21)):
     saved = load_model(folder)
     hist = saved.history
-    found = open_model_index(saved).search(tower_queries(saved.model, hist)(users, {}), 40)
+    found = open_model_index(saved).search(tower_queries(saved.model, hist)(users, request_context(
+        hist.context_specs, np.full(len(users), float(hist.events["timestamp"].max())))), 40)
     return saved, found
 
 
 def test_served_rows_are_the_offline_rows_for_the_same_time(model):
     folder, trained = model
     saved, found = retrieved(folder)
-    at = float(saved.history.events["timestamp"].max()) + 1.0
+    at = np.full(20, float(saved.history.events["timestamp"].max()) + 1.0)
     reranker = Reranker.load(folder)
     online = open_online_store(folder, saved.config.rank, saved.model_id)
     served = rank_candidates(reranker, online, saved.history, np.arange(1, 21), found, 10, at)

@@ -67,7 +67,9 @@ class ModelConfig(_Section):
     item_features: bool = True
     user_features: bool = True
     context_features: bool = True
-    request_time: bool = Field(True, description="the request's timestamp joins the query's context (trends)")
+    request_time: bool = Field(True, description="time features that hold at serving join the query's context: "
+                               "hour, weekday, hours since the user's previous event, the example's age (logs "
+                               "with a real clock only; never the absolute time)")
     similarity: Similarity = "dot"
     temperature: float = Field(1.0, gt=0, description="logits are divided by it (cosine wants ~0.05)")
     learn_temperature: bool = False

@@ -5,7 +5,7 @@ import pandas as pd
 from pathlib import Path
 
 from tests.conftest import tiny_config
-from twotower.data.dataset import REQUEST_TIME, build_dataset
+from twotower.data.dataset import build_dataset
 from twotower.data.schema import validate_events
 from twotower.data.split import holdout_last
 from twotower.evaluate.protocol import EvalSet, evaluate_scorer
@@ -30,7 +30,7 @@ def random_log(seed=0, users=150, per_user=20, items=300):
 
 def test_context_holds_only_the_users_own_columns():
     data, _ = random_log()
-    assert [s.name for s in data.context_specs] == ["device", "user", REQUEST_TIME]
+    assert [s.name for s in data.context_specs] == ["device", "user"]     # positions are no clock: no time
     assert sorted(np.unique(data.context_features["user"])) == [1, 2, 3, 4, 5]   # codes of "a".."e"
 
 
@@ -44,12 +44,32 @@ def test_a_model_cannot_predict_random_targets():
     assert train_fit["HR@10"] < 0.12      # chance is about 10/300; a leak of the target would give ~1
 
 
-def test_movielens_context_is_only_the_request_time(small_ml):
+def test_movielens_context_is_time_that_holds_at_serving_never_the_absolute_time(small_ml):
+    from twotower.data.time_features import AGE, NAMES
+    from twotower.pipeline import dataset_from_frames
+
+    events, items, users = small_ml
+    data = dataset_from_frames(events, items, users, tiny_config())
+    assert [s.name for s in data.context_specs] == list(NAMES)
+    later = dataset_from_frames(events.assign(timestamp=events["timestamp"] + 52 * 7 * 86400), items, users,
+                                tiny_config())                     # the same log a year of whole weeks later
+    for name in NAMES:
+        np.testing.assert_allclose(later.context_features[name], data.context_features[name], atol=1e-5)
+    off = dataset_from_frames(*small_ml, tiny_config(model={"request_time": False}))
+    assert off.context_specs == [] and off.context_features == {}
+    age = data.context_features[AGE]
+    assert age.min() < age.max()
+
+
+def test_a_request_served_long_after_the_log_stays_inside_the_training_range(small_ml):
+    from twotower.data.dataset import last_positive_times, request_context
     from twotower.pipeline import dataset_from_frames
 
     data = dataset_from_frames(*small_ml, tiny_config())
-    assert [s.name for s in data.context_specs] == [REQUEST_TIME]
-    t = data.events["timestamp"].to_numpy()
-    np.testing.assert_allclose(data.context_features[REQUEST_TIME], (t - t.mean()) / t.std(), rtol=1e-4, atol=1e-5)
-    off = dataset_from_frames(*small_ml, tiny_config(model={"request_time": False}))
-    assert off.context_specs == [] and off.context_features == {}
+    users = np.arange(1, data.n_users + 1)
+    years_later = float(data.events["timestamp"].max()) + 3 * 365 * 86400
+    served = request_context(data.context_specs, np.full(len(users), years_later), last_positive_times(data)[users])
+    for name, values in served.items():
+        train = data.context_features[name]
+        if name != "_hours_since_previous":            # a user back after years is rare, not out of range
+            assert train.min() - 1e-6 <= values.min() and values.max() <= train.max() + 1e-6, name

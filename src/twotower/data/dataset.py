@@ -11,9 +11,9 @@ import pandas as pd
 from ..config import Config
 from .features import FeatureSpec, encode, fit_specs
 from .schema import context_columns
+from .time_features import AGE, has_clock, previous_positive_times, time_columns
 
 log = logging.getLogger(__name__)
-REQUEST_TIME = "_request_time"   # derived context: when the request happened (a leading _ never clashes)
 
 
 class IdVocab:
@@ -116,21 +116,46 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
     item_specs, item_features = table_features(items, "item_id", item_vocab, cfg.feature_kinds)
     user_specs, user_features = table_features(users, "user_id", user_vocab, cfg.feature_kinds)
     context_specs = fit_specs(src, ctx_cols, cfg.feature_kinds, cfg.multi_separator, config.model.text_buckets)
-    if config.model.request_time:
-        times = pd.DataFrame({REQUEST_TIME: src["timestamp"]})
-        context_specs += fit_specs(times, [REQUEST_TIME], {REQUEST_TIME: "numeric"})
-        src = pd.concat([src, times], axis=1)
+    times = ev["timestamp"].to_numpy(np.float64)
+    if config.model.request_time and has_clock(times):
+        derived = time_columns(times, previous_positive_times(ev["user"].to_numpy(), times, ev["weight"].to_numpy() > 0),
+                               end=float(times.max()))
+        context_specs += fit_specs(derived, list(derived.columns), {c: "numeric" for c in derived.columns})
+        src = pd.concat([src, derived], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)
     return Dataset(ev, user_vocab, item_vocab, item_specs, item_features, user_specs, user_features,
                    context_specs, context_features)
 
 
-def request_context(specs: list[FeatureSpec], n: int, timestamp: float | None) -> dict[str, np.ndarray]:
-    """Context for `n` requests made at `timestamp` whose other context columns are unknown (encoded missing)."""
-    frame = pd.DataFrame({s.name: [None] * n for s in specs})
-    if timestamp is not None and any(s.name == REQUEST_TIME for s in specs):
-        frame[REQUEST_TIME] = float(timestamp)
+def request_context(specs: list[FeatureSpec], times, previous=None) -> dict[str, np.ndarray]:
+    """Context of requests served at `times` ([n], or one time for all; [n] the user's latest positive event
+    time, NaN when unknown): the time features as served (age 0), other context columns unknown (missing)."""
+    times = np.atleast_1d(np.asarray(times, dtype=np.float64))
+    previous = np.full(len(times), np.nan) if previous is None else np.asarray(previous, dtype=np.float64)
+    frame = time_columns(times, previous, end=None)
+    for s in specs:
+        if s.name not in frame.columns:
+            frame[s.name] = None
     return encode(frame, specs)
+
+
+def serving_context(data: Dataset, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The context of events `rows` as requests served at their own time: their columns and time features,
+    with the example's age at its served value (0)."""
+    context = {k: v[rows] for k, v in data.context_features.items()}
+    age = [s for s in data.context_specs if s.name == AGE]
+    if age:
+        context[AGE] = encode(pd.DataFrame({AGE: np.zeros(len(rows))}), age)[AGE]
+    return context
+
+
+def last_positive_times(data: Dataset) -> np.ndarray:
+    """[n_users + 1] each user's latest positive event time (NaN for none): what `request_context` needs."""
+    ev = data.events[data.events["weight"] > 0]
+    out = np.full(data.n_users + 1, np.nan)
+    last = ev.groupby("user")["timestamp"].max()
+    out[last.index.to_numpy()] = last.to_numpy()
+    return out
 
 
 def _with_padding_row(x: np.ndarray) -> np.ndarray:

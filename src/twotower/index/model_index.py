@@ -18,7 +18,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..config import IndexConfig
-from ..data.dataset import request_context
+from ..data.dataset import last_positive_times, request_context
 from ..data.features import encode
 from ..data.schema import read_id_list, read_table
 from ..errors import InputError, read_stored
@@ -94,7 +94,8 @@ def sample_queries(saved: SavedModel, n: int, seed: int = 0) -> np.ndarray:
     hist = saved.history
     users = np.unique(hist.events["user"].to_numpy())
     users = np.random.default_rng(seed).choice(users, min(n, len(users)), replace=False)
-    ctx = request_context(hist.context_specs, len(users), float(hist.events["timestamp"].max()))
+    ctx = request_context(hist.context_specs, np.full(len(users), float(hist.events["timestamp"].max())),
+                          last_positive_times(hist)[users])
     return tower_queries(saved.model, hist)(users, ctx)
 
 
