@@ -43,11 +43,12 @@ def main() -> None:
         folder = locate(name)
         data = dataset_from_frames(*LOADERS[name](folder), cfg, source=str(folder))
         console.print(f"[bold]{name}[/bold]: {len(data.events):,} events, {data.n_users:,} users, {data.n_items:,} items")
-        table, tower = evaluate(data, cfg, baselines=True, log=console.print, show_progress=not args.quiet)
+        evaluation = evaluate(data, cfg, baselines=True, log=console.print, show_progress=not args.quiet)
+        table = evaluation.table
         print_metrics(table, f"{name}: test metrics (leave-one-out by time, full ranking, seen items excluded)", console)
         args.out.mkdir(parents=True, exist_ok=True)
         save_metrics(table, args.out / f"quality-{name}.csv")
-        plot_metrics(table, args.out / f"quality-{name}.png", name, tower.report.epochs)
+        plot_metrics(table, args.out / f"quality-{name}.png", name, evaluation.model.meta["training"]["epochs"])
         console.print(f"{name} done in {time.perf_counter() - t0:.0f}s; table in {args.out / f'quality-{name}.csv'}")
 
 

@@ -127,7 +127,8 @@ def test_evaluate_prints_one_table(small_files, config, tmp_path):
     assert result.exit_code == 0, result.output
     assert "NDCG@10" in result.output
     table = pd.read_csv(out)
-    assert table["model"].tolist() == ["TwoTower"] and 0 <= table.loc[0, "NDCG@10"] <= 1
+    assert table["model"].tolist() == ["TwoTower (ranked)", "TwoTower (retrieval)"]
+    assert ((0 <= table["NDCG@10"]) & (table["NDCG@10"] <= 1)).all()
 
 
 def test_a_log_too_short_to_learn_from_is_a_clear_error(tmp_path, config):
@@ -154,7 +155,7 @@ def test_demo_runs_the_whole_job(config, tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(out), "--config", str(config), "-q"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "evaluation.csv")
-    assert table["model"].tolist() == ["TwoTower", "SASRec (id-only)", "Popularity", "ItemKNN", "EASE", "iALS", "BPR"]
+    assert table["model"].tolist() == ["TwoTower (ranked)", "TwoTower (retrieval)", "SASRec (id-only)", "Popularity", "ItemKNN", "EASE", "iALS", "BPR"]
     assert (out / "evaluation.png").stat().st_size > 10_000 and (out / "model" / "model.json").is_file()
     recs = pd.read_csv(out / "recs.csv")
     assert recs["user_id"].nunique() == 943 and recs.groupby("user_id").size().eq(100).all()

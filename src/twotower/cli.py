@@ -194,7 +194,8 @@ def evaluate(events: Path = EventsOpt, items: Optional[Path] = ItemsOpt, users: 
              out: Optional[str] = typer.Option(None, "--out", "-o", help="also write the table (.csv, .tsv, "
                                                ".parquet; - for CSV on stdout)"),
              quiet: bool = QuietOpt):
-    """Leave-one-out by time, full ranking: the two-tower model and the tuned baselines in one table."""
+    """Leave-one-out by time, full ranking, on what is served: the model trained as `train` trains it, each
+    test request answered by the serving path (ranked and retrieval order), beside the tuned baselines."""
     from .config import load_config
     from .pipeline import evaluate as run
     from .pipeline import load_inputs
@@ -205,7 +206,7 @@ def evaluate(events: Path = EventsOpt, items: Optional[Path] = ItemsOpt, users: 
         target = table_output(out, "--out", inputs=[events, items, users, config]) if out else None
         cfg = load_config(config)
         data = load_inputs(events, items, users, cfg)
-        table, _ = run(data, cfg, baselines, log=say, show_progress=not quiet)
+        table = run(data, cfg, baselines, log=say, show_progress=not quiet).table
         print_metrics(table, f"{events.name}: test metrics (leave-one-out by time, full ranking)",
                       console if target is not None and target.path is None else Console())
         if target is not None:

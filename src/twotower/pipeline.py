@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,12 @@ from .data.schema import read_events, read_table, validate_events, validate_tabl
 from .data.split import holdout_last
 from .errors import InputError
 from .evaluate.baselines import classic_baselines
-from .evaluate.protocol import EvalSet, run_protocol
+from .evaluate.protocol import EvalSet, protocol_split, run_protocol
+from .evaluate.served import served_metrics
 from .folder import check_model_folder, model_build
 from .index.model_index import IndexBuild, build_model_index
 from .features.materialize import Materialized, materialize, offline_store
-from .model.artifact import model_id_of, save_model, update_meta
+from .model.artifact import SavedModel, load_model, model_id_of, save_model, update_meta
 from .model.recommender import TowerRecommender, id_only, tower_scorer
 from .model.trainer import TrainReport
 from .rank.reranker import Reranker
@@ -114,7 +116,7 @@ def early_stopping_split(data: Dataset, cfg: Config) -> tuple[Dataset, EvalSet |
     validation = EvalSet.make(before, targets, cfg.recommend.exclude_seen)
     if len(validation.targets) == 0 and len(targets):
         logger.warning("every user's last event repeats an item they had; early stopping scores these repeats "
-                    "with seen items not excluded")
+                       "with seen items not excluded")
         validation = EvalSet.make(before, targets, exclude_seen=False)
     return before, validation if len(validation.targets) else None
 
@@ -155,18 +157,41 @@ def train_and_save_reranker(out: Path, data: Dataset, cfg: Config, show_progress
     return RankerBuild(reranker, online, time.perf_counter() - t0)
 
 
+@dataclass
+class Evaluation:
+    table: pd.DataFrame        # one row per model: the served rows first, then the baselines
+    model: SavedModel          # the evaluated model (trained before each user's test event)
+
+
 def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[str], None] = print,
-             show_progress: bool = True) -> tuple[pd.DataFrame, TowerRecommender]:
-    """The protocol over the two-tower model, its id-only (SASRec-style) twin and the classic baselines."""
-    tower = TowerRecommender(cfg, show_progress=show_progress)
-    models = [tower]
+             show_progress: bool = True, model_dir: str | Path | None = None) -> Evaluation:
+    """The protocol over what is served: the model is trained as `train` trains it (towers, index, ranker)
+    on everything before each user's test event, and each test request is answered by the serving path at
+    its own time, ranked and in retrieval order; then the id-only (SASRec-style) towers and the classic
+    baselines under the same split. The evaluated model is kept in `model_dir` when one is given."""
+    split = protocol_split(data, cfg.recommend.exclude_seen, log)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="twotower-evaluate-") as tmp:
+        t0 = time.perf_counter()
+        built = train_and_save(split[1].history, cfg, Path(model_dir or Path(tmp) / "model"), {}, show_progress,
+                               ranker=True, log=log)
+        trained = time.perf_counter() - t0
+        settings = f"epoch={built.report.best_epoch}"
+        orders = [(True, "TwoTower (ranked)"), (False, "TwoTower (retrieval)")] if built.ranker else \
+            [(False, "TwoTower (retrieval)")]
+        for rerank, name in orders:
+            t1 = time.perf_counter()
+            metrics = served_metrics(built.out, split[1], rerank)
+            rows.append({"model": name, **metrics, "seconds": trained + time.perf_counter() - t1,
+                         "settings": settings + (f", trees={built.ranker.reranker.ranker.report['best_iteration']}"
+                                                 if rerank else "")})
+            log(f"  {name:<22} NDCG@10 {metrics['NDCG@10']:.4f}  HR@10 {metrics['HR@10']:.4f}  (served)")
+        model = load_model(built.out)
     if baselines:
-        models += [TowerRecommender(id_only(cfg), name="SASRec (id-only)", show_progress=show_progress)]
-        models += classic_baselines(cfg.train.seed)
-    t0 = time.perf_counter()
-    table = run_protocol(data, models, log=log, exclude_seen=cfg.recommend.exclude_seen)
-    log(f"protocol finished in {time.perf_counter() - t0:.0f}s")
-    return table, tower
+        models = [TowerRecommender(id_only(cfg), name="SASRec (id-only)", show_progress=show_progress),
+                  *classic_baselines(cfg.train.seed)]
+        rows += run_protocol(data, models, log=log, split=split).to_dict("records")
+    return Evaluation(pd.DataFrame(rows), model)
 
 
 @dataclass
@@ -189,13 +214,14 @@ def run_demo(folder: Path, out: Path, cfg: Config, log: Callable[[str], None] = 
 
     check_model_folder(out / "model")
     data = dataset_from_frames(*load_ml100k(folder), cfg, source=str(folder / "u.data"))
-    table, tower = evaluate(data, cfg, baselines=True, log=log, show_progress=show_progress)
+    evaluation = evaluate(data, cfg, baselines=True, log=log, show_progress=show_progress)
+    table, report = evaluation.table, TrainReport(**evaluation.model.meta["training"])
     out.mkdir(parents=True, exist_ok=True)
     save_metrics(table, out / "evaluation.csv")
-    plot_metrics(table, out / "evaluation.png", "MovieLens-100K", tower.report.epochs)
+    plot_metrics(table, out / "evaluation.png", "MovieLens-100K", report.epochs)
     metrics = table.iloc[0].drop(["model", "settings"]).to_dict()
-    with model_build(out / "model") as build:
-        save_model(build, tower.model, data, cfg, tower.report, fingerprint(folder / "u.data"), metrics)
+    with model_build(out / "model") as build:     # the evaluated towers, with every event as their history
+        save_model(build, evaluation.model.model, data, cfg, report, fingerprint(folder / "u.data"), metrics)
         build_model_index(build, cfg.index, show_progress=show_progress)
         second_stage(build, data, cfg, True, show_progress, log)
     recs = recommend(out / "model", "all", 100, out / "recs.csv", show_progress=show_progress)

@@ -31,6 +31,13 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return higher + 0.5 * ties
 
 
+def list_ranks(lists: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based position of each target in its served list ([B, k] item codes, best first), inf when it is
+    not in the list (a miss at every cut-off up to k). lists [B, k], targets [B] -> [B]."""
+    hit = lists == targets[:, None]
+    return np.where(hit.any(1), hit.argmax(1), np.inf)
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """[B, k] item codes with the highest scores, best first."""
     part = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]

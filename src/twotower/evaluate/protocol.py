@@ -97,9 +97,9 @@ def split_for_protocol(data: Dataset, exclude_seen: bool = True) -> tuple[EvalSe
     return EvalSet.make(before_val, val, exclude_seen), EvalSet.make(before_test, test, exclude_seen)
 
 
-def run_protocol(data: Dataset, models: list[Recommender], log: Callable[[str], None] = print,
-                 exclude_seen: bool = True) -> pd.DataFrame:
-    """Fit, tune and test every model under the same split; one row of test metrics per model."""
+def protocol_split(data: Dataset, exclude_seen: bool = True,
+                   log: Callable[[str], None] = print) -> tuple[EvalSet, EvalSet]:
+    """The protocol's (validation, test) sets, checked: a clear error when there is nothing to rank."""
     val, test = split_for_protocol(data, exclude_seen)
     every_val, every_test = split_for_protocol(data, exclude_seen=False)
     repeats = len(every_test.targets) - len(test.targets)
@@ -114,6 +114,13 @@ def run_protocol(data: Dataset, models: list[Recommender], log: Callable[[str], 
         f"{data.n_items} items, {int((val.history.events['weight'] > 0).sum())} training events"
         + (f"; {repeats} test events repeat a seen item and are not counted (exclude_seen)" if repeats else "")
         + ("" if exclude_seen else "; seen items not excluded, repeats count"))
+    return val, test
+
+
+def run_protocol(data: Dataset, models: list[Recommender], log: Callable[[str], None] = print,
+                 exclude_seen: bool = True, split: tuple[EvalSet, EvalSet] | None = None) -> pd.DataFrame:
+    """Fit, tune and test every model under the same split; one row of test metrics per model."""
+    val, test = split or protocol_split(data, exclude_seen, log)
     rows = []
     for model in models:
         t0 = time.perf_counter()
