@@ -29,6 +29,11 @@ BAD_TABLES = {
     "not-parquet.parquet": b"PAR1 not really",
     "duplicate-ids.csv": b"item_id,colour\n1,red\n1,blue\n",
     "one-event.csv": b"user_id,item_id,timestamp\n1,2,100\n",
+    "stray-quote.csv": b'user_id,item_id,timestamp\n1,a,100\n"2,b,101\n3,c,102\n4,d,103"\n5,e,104\n',
+    "year-1.csv": b"user_id,item_id,timestamp\n1,2,0001-01-01\n1,3,2020-01-01\n",
+    "bool-actions.csv": b"user_id,item_id,timestamp,action\n1,2,100,True\n1,3,101,False\n",
+    "inf-action.csv": b"user_id,item_id,timestamp,action\n1,2,100,inf\n1,3,101,1\n",
+    "weight-column.csv": b"user_id,item_id,timestamp,weight\n1,2,100,1\n1,3,101,1\n",
 }
 BAD_CONFIGS = {
     "latin1.toml": "[data.actions]\n\"vu\xe9\" = 1\n".encode("latin-1"),
@@ -85,6 +90,14 @@ def cases(corpus, model, events, config):
     yield ["materialize", "-m", model, "--store", "mongodb"]
     yield ["index", "-m", model, "--backend", "[/x]"]
     yield ["demo", "--data", corpus, "-o", out / "d"]
+    junk_movielens = corpus / "junk-ml"
+    junk_movielens.mkdir(exist_ok=True)
+    for name in ("u.data", "u.item", "u.user"):
+        (junk_movielens / name).write_text("junk\n")
+    yield ["demo", "--data", junk_movielens, "-c", config, "-o", out / "d"]
+    yield ["materialize", "-m", model, "--store", "redis", "--redis-url", "not a url"]
+    yield ["benchmark", "index", "--backends", "bogus", "-o", out / "b"]
+    yield ["benchmark", "index", "--items", "0", "-o", out / "b"]
     yield ["benchmark", "open-bandit", "--data", corpus, "-o", out / "ob"]
 
 

@@ -106,3 +106,13 @@ def test_paths_with_brackets_quotes_and_spaces_train_and_serve(tiny_model, tmp_p
     result = runner.invoke(app, ["recommend", "-m", str(out), "-o", str(folder / "r [1].csv"), "-q"])
     assert result.exit_code == 0 and "retrieved and ranked" in result.output, result.output
     assert len(pd.read_csv(folder / "r [1].csv")) > 0
+
+
+def test_a_short_log_trains_its_ranker_with_the_default_slice(tmp_path):
+    """rank.slice_events (10) exceeds most users' positives here: the slice keeps two for the retriever."""
+    from tests.conftest import TINY_TOML, synthetic_log
+
+    synthetic_log(users=40, items=30, per_user=6).to_csv(tmp_path / "events.csv", index=False)
+    (tmp_path / "c.toml").write_text(TINY_TOML.replace("slice_events = 3\n", ""))
+    result = train(tmp_path / "events.csv", tmp_path / "m", tmp_path / "c.toml")
+    assert result.exit_code == 0 and "ranker trained" in result.output, result.output

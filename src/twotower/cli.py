@@ -261,6 +261,12 @@ def benchmark_index(
         sets = [bench.from_model(m, queries) for m in model]
         sets.append(bench.synthetic(items, dim, "structured", queries))
         peers = {b.strip() for b in backends.split(",") if b.strip()}
+        if peers - {"hnswlib", "pgvector"}:
+            raise InputError("--backends", f"unknown peer(s) {sorted(peers - {'hnswlib', 'pgvector'})}",
+                             "choose from hnswlib, pgvector (FAISS always runs)")
+        if items < 100 or dim < 2 or queries < 1:
+            raise InputError("twotower benchmark index", f"--items {items}, --dim {dim}, --queries {queries} is too "
+                             "small to measure", "give at least 100 items, 2 dimensions and 1 query")
         df = bench.run(sets, peers, log=say)
         if isotropic:
             df = pd.concat([df, bench.run([bench.synthetic(items, dim, "isotropic", queries)],

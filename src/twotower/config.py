@@ -13,6 +13,7 @@ from .errors import InputError
 FeatureKind = Literal["categorical", "multi", "numeric", "text", "ignore"]
 Similarity = Literal["dot", "cosine", "euclidean", "hadamard"]
 
+MAX_WEIGHT = 1e6          # label weights above this overflow the loss
 DEFAULT_ACTIONS = {
     "impression": 0.0,
     "no_click": 0.0,
@@ -36,7 +37,8 @@ class DataConfig(_Section):
 
     actions: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ACTIONS),
                                       description="action name -> label weight; yours extend the defaults")
-    default_weight: float = Field(1.0, gt=0, description="label weight of events without an action column")
+    default_weight: float = Field(1.0, gt=0, le=MAX_WEIGHT, description="label weight of events without an action "
+                                  "column")
     feature_kinds: dict[str, FeatureKind] = Field(default_factory=dict, description="override inferred kinds")
     multi_separator: str = Field("|", min_length=1)
     timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = Field(
@@ -45,11 +47,11 @@ class DataConfig(_Section):
     @field_validator("actions")
     @classmethod
     def _extend_default_actions(cls, actions: dict[str, float]) -> dict[str, float]:
-        bad = {name: w for name, w in actions.items() if not w >= 0}
+        bad = {name: w for name, w in actions.items() if not 0 <= w <= MAX_WEIGHT}
         if bad:
             name, w = next(iter(bad.items()))
-            raise ValueError(f"action '{name}' has weight {w:g}; weights are >= 0 (0 marks a shown-but-not-chosen "
-                             "item)")
+            raise ValueError(f"action '{name}' has weight {w:g}; weights are finite numbers from 0 (a shown-but-not-"
+                             f"chosen item) to {MAX_WEIGHT:g}")
         return {**DEFAULT_ACTIONS, **{name.strip().lower(): float(w) for name, w in actions.items()}}
 
 

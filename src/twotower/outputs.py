@@ -3,8 +3,10 @@ a device, FIFO or folder; written atomically in the format its extension names, 
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -29,11 +31,19 @@ class TableOutput:
         return "standard output" if self.path is None else str(self.path)
 
     def write(self, df: pd.DataFrame, float_format: str | None = None) -> None:
-        """Write `df` whole: a crash leaves the previous file (or none), never half a table."""
-        # a value holding a carriage return is quoted only when \r ends lines too (else it reads as a break)
+        """Write `df` whole: a crash leaves the previous file (or none), never half a table. CSV quotes as RFC
+        4180 does; TSV is literal (no quoting), so a value holding a tab or a line break is refused."""
         text = df.select_dtypes(include=["object", "string"])
+        breaks = {c: text[c].astype(str).str.contains("[\t\r\n]") for c in text.columns}
+        if self.format == "tsv" and any(b.any() for b in breaks.values()):
+            column = next(c for c, b in breaks.items() if b.any())
+            raise InputError(str(self), f"a {column} value holds a tab or a line break, which TSV cannot hold",
+                             "write .csv or .parquet")
+        # a value holding a carriage return is quoted only when \r ends lines too (else it reads as a break)
         crlf = any(text[c].astype(str).str.contains("\r", regex=False).any() for c in text.columns)
-        options = {"index": False, "float_format": float_format, "lineterminator": "\r\n" if crlf else "\n"}
+        options = {"index": False, "float_format": float_format, "lineterminator": "\r\n" if crlf else "\n",
+                   "sep": "\t" if self.format == "tsv" else ",",
+                   "quoting": csv.QUOTE_NONE if self.format == "tsv" else csv.QUOTE_MINIMAL}
         if self.path is None:
             df.to_csv(sys.stdout, **options)
             sys.stdout.flush()
@@ -42,8 +52,7 @@ class TableOutput:
             if self.format == "parquet":
                 df.to_parquet(tmp, index=False)
             else:
-                df.to_csv(tmp, sep="\t" if self.format == "tsv" else ",",
-                          compression="gzip" if self.path.name.lower().endswith(".gz") else None, **options)
+                df.to_csv(tmp, compression="gzip" if self.path.name.lower().endswith(".gz") else None, **options)
 
 
 def table_output(path: str | Path | TableOutput, flag: str = "--out", inputs: Iterable[str | Path | None] = (),
@@ -60,7 +69,10 @@ def table_output(path: str | Path | TableOutput, flag: str = "--out", inputs: It
     if fmt is None:
         raise InputError(flag, f"'{given}' does not end in .csv, .tsv or .parquet",
                          "name the file with the extension of the format you want, or give - for standard output")
-    real = given.resolve()     # a symlink is written through: its target gets the table
+    try:
+        real = given.resolve()     # a symlink is written through: its target gets the table
+    except (OSError, RuntimeError) as exc:      # a symlink loop
+        raise InputError(flag, f"'{given}' cannot be resolved ({exc})", "give the path of a file to write") from exc
     if real.exists() and not real.is_file():
         what = "a folder" if real.is_dir() else "not a regular file (a device, FIFO or socket)"
         raise InputError(flag, f"'{given}' is {what}", "give the path of a file to write, or - for standard output")
@@ -72,6 +84,9 @@ def table_output(path: str | Path | TableOutput, flag: str = "--out", inputs: It
         if real == owned or owned in real.parents:
             raise InputError(flag, f"'{given}' is part of the model ({owned})", "write the output elsewhere")
     folder = next(p for p in real.parents if p.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(flag, f"cannot write in '{folder}'", "choose a folder you can write to")
+    try:                            # the one sure test that a file can be made there: make one
+        os.rmdir(tempfile.mkdtemp(prefix=".twotower-check-", dir=folder))
+    except OSError as exc:
+        raise InputError(flag, f"cannot write in '{folder}' ({exc.strerror})", "choose a folder you can write "
+                         "to") from exc
     return TableOutput(real, fmt)

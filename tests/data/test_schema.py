@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -72,3 +74,50 @@ def test_parquet_and_csv_read_the_same(tmp_path):
     df.to_csv(tmp_path / "e.csv", index=False)
     a, b = read_events(tmp_path / "e.parquet", CFG), read_events(tmp_path / "e.csv", CFG)
     pd.testing.assert_frame_equal(a, b)
+
+
+# What a new user's probe found after the first fixes: each is a file a real log or shell produces.
+BAD_EVENTS = {
+    "stray quote": ('user_id,item_id,timestamp\n1,a,100\n"2,b,101\n3,c,102\n4,d,103"\n5,e,104\n', "never closed"),
+    "quote to the end": ('user_id,item_id,timestamp\n1,a,100\n"2,b,101\n3,c,102\n', "EOF inside string"),
+    "year 1": ("user_id,item_id,timestamp\n1,a,0001-01-01\n", "between the years 1900 and 2200"),
+    "year 9999": ("user_id,item_id,timestamp\n1,a,9999-12-31T23:59:59\n", "between the years 1900 and 2200"),
+    "boolean timestamps": ("user_id,item_id,timestamp\n1,a,True\n1,b,False\n", "cannot parse timestamp 'True'"),
+    "empty timestamp": ("user_id,item_id,timestamp\n1,a,100\n1,b,\n", "timestamp is empty at line 3"),
+    "boolean actions": ("user_id,item_id,timestamp,action\n1,a,100,True\n", "unknown action 'True'"),
+    "empty action": ("user_id,item_id,timestamp,action\n1,a,100,click\n1,b,101,\n", "action is empty at line 3"),
+    "infinite weight": ("user_id,item_id,timestamp,action\n1,a,100,inf\n", "not a finite number"),
+    "huge weight": ("user_id,item_id,timestamp,action\n1,a,100,1e308\n", "not a finite number"),
+    "own weight column": ("user_id,item_id,timestamp,weight\n1,a,100,2\n", "'weight' is a name twotower uses"),
+    "latin-1 on line 3": ("user_id,item_id,timestamp\n1,a,100\n1,Jos\xe9,101\n".encode("latin-1"), "line 3"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_EVENTS))
+def test_probed_bad_event_files_are_one_clear_error(tmp_path, case):
+    content, message = BAD_EVENTS[case]
+    path = tmp_path / "events.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(InputError) as err:
+        read_events(path, DataConfig())
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_tsv_is_literal_a_quote_is_part_of_the_id(tmp_path):
+    path = tmp_path / "events.tsv"
+    path.write_text('user_id\titem_id\ttimestamp\n"quoted"\ta\t100\n"open\tb\t101\n')
+    assert read_events(path, DataConfig())["user_id"].tolist() == ['"quoted"', '"open']
+
+
+def test_parquet_float_ids_beyond_int64_keep_their_own_spelling(tmp_path):
+    path = tmp_path / "events.parquet"
+    pd.DataFrame({"user_id": [1.0, 2.0**63, 1e20], "item_id": ["a", "b", "c"], "timestamp": [1, 2, 3]}).to_parquet(path)
+    users = read_events(path, DataConfig())["user_id"].tolist()
+    assert users == ["1", "9223372036854775808", "100000000000000000000"]
+
+
+def test_a_folder_or_a_device_given_as_a_file_is_named_as_such(tmp_path):
+    with pytest.raises(InputError, match="is a folder"):
+        read_events(tmp_path, DataConfig())
+    with pytest.raises(InputError, match="not a regular file"):
+        read_events(Path("/dev/null"), DataConfig())

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_path
-from ..errors import InputError
+from ..errors import InputError, read_stored
 
 GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
@@ -113,6 +113,11 @@ def fetch(name: str) -> Path:
 def load_ml100k(folder: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """MovieLens-100K as (events, items, users). Every rating is one interaction (implicit feedback)."""
     folder = folder or locate("ml-100k")
+    return read_stored(folder, _read_ml100k, fix="point --data at an unpacked ml-100k folder (u.data, u.item, "
+                       "u.user) from GroupLens")
+
+
+def _read_ml100k(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     events = pd.read_csv(folder / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"])
     raw = pd.read_csv(folder / "u.item", sep="|", header=None, encoding="latin-1")
     flags = raw.iloc[:, 5:24].to_numpy().astype(bool)

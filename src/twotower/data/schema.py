@@ -5,6 +5,7 @@ Every problem raises one `InputError` naming the file, the row or column, and th
 
 from __future__ import annotations
 
+import csv
 import logging
 import warnings
 from pathlib import Path
@@ -13,14 +14,14 @@ import numpy as np
 import pandas as pd
 from pandas._libs.parsers import STR_NA_VALUES
 
-from ..config import DataConfig
+from ..config import MAX_WEIGHT, DataConfig
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ("user_id", "item_id", "timestamp")
 RESERVED_EVENT_COLUMNS = {"user_id", "item_id", "timestamp", "action", "query"}
-TEXT_COLUMNS = ("user_id", "item_id", "query")   # read verbatim from text files: never numbers, never NA
+TEXT_COLUMNS = ("user_id", "item_id", "query", "action")   # read verbatim from text: never numbers, never NA
 TIMESTAMP_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 EARLIEST, LATEST = -2_208_988_800.0, 7_258_118_400.0     # 1900-01-01 and 2200-01-01 in unix seconds
 
@@ -35,19 +36,30 @@ def table_format(path: str | Path) -> str | None:
 
 
 def read_text_table(path: Path, sep: str) -> pd.DataFrame:
-    """CSV/TSV with the id and query columns read as the exact strings in the file (`007`, `1.5` and `NA`
-    stay themselves); other columns get pandas' usual type inference and missing values."""
-    header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+    """CSV (RFC 4180 quoting) or TSV (literal: no quoting, so a quote is part of the value) with the id, query
+    and action columns read as the exact strings in the file (`007`, `1.5` and `NA` stay themselves); other
+    columns get pandas' usual type inference and missing values."""
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0, quoting=quoting).columns]
     verbatim = [c for c in header if c.strip() in TEXT_COLUMNS]
-    return pd.read_csv(path, sep=sep, low_memory=False, dtype={c: str for c in verbatim}, keep_default_na=False,
-                       na_values={c: sorted(STR_NA_VALUES) for c in header if c not in verbatim})
+    df = pd.read_csv(path, sep=sep, low_memory=False, dtype={c: str for c in verbatim}, keep_default_na=False,
+                     na_values={c: sorted(STR_NA_VALUES) for c in header if c not in verbatim}, quoting=quoting)
+    for c in verbatim:       # an unmatched quote makes one "value" of the rows after it: refuse, name the line
+        multi = df[c].str.contains("\n", regex=False)
+        if multi.any():
+            swallowed = [v for v in df[c][multi] if any(line.count(sep) >= len(header) - 1
+                                                         for line in v.split("\n")[1:])]
+            if swallowed:
+                i = df.index[multi & df[c].isin(swallowed)][0]
+                raise InputError(str(path), f"a quote opened in column {c} at {_where(path, i)} is never closed and "
+                                 "swallows the rows after it", "close or remove the stray quote (\") there")
+    return df
 
 
 def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
     """Read one CSV or Parquet file; ids in `id_column` become strings and must be present and unique."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(str(path), "file not found", "check the path")
+    require_file(path)
     fmt = table_format(path)
     try:
         if fmt == "parquet":
@@ -62,13 +74,35 @@ def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         raise InputError(str(path), "the file is empty", "give a file with a header row and data rows") from exc
     except UnicodeDecodeError as exc:
-        raise InputError(str(path), f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8") from exc
+        raise InputError(str(path), f"is not UTF-8 text (line {first_non_utf8_line(path)})",
+                         "save the file as UTF-8") from exc
     except Exception as exc:  # parser errors from pandas/pyarrow carry the line
         raise InputError(str(path), f"cannot be parsed ({exc})", "check the file is valid CSV or Parquet") from exc
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:
         raise InputError(str(path), "has a header but no rows", "give a file with data rows")
     return validate_table(df, id_column, path) if id_column is not None else df
+
+
+def require_file(path: Path) -> None:
+    """A clear error unless `path` is a regular file (a folder or a device is named as such)."""
+    if not path.exists():
+        raise InputError(str(path), "file not found", "check the path")
+    if path.is_dir():
+        raise InputError(str(path), "is a folder", "give the path of a file inside it")
+    if not path.is_file():
+        raise InputError(str(path), "is not a regular file (a device, FIFO or socket)", "give the path of a file")
+
+
+def first_non_utf8_line(path: Path) -> int:
+    """The 1-based line of the first byte sequence that is not UTF-8 (0 if there is none)."""
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 def validate_table(df: pd.DataFrame, id_column: str, path: Path) -> pd.DataFrame:
@@ -99,6 +133,11 @@ def validate_events(df: pd.DataFrame, config: DataConfig, path: Path) -> pd.Data
     """Check an event table already in memory (from a file at `path` or a loader) and add weight/order."""
     df = df.copy()
     _require_columns(df, EVENT_COLUMNS, path)
+    for reserved in ("weight", "order"):
+        if reserved in df.columns:
+            raise InputError(str(path), f"column '{reserved}' is a name twotower uses for itself",
+                             "give label weights as numbers in the action column, and rename any other such "
+                             "column")
     for col in ("user_id", "item_id"):
         df[col] = _ids(df[col], col, path)
     df["timestamp"] = parse_timestamps(df["timestamp"], path, config.timestamp_unit)
@@ -118,15 +157,20 @@ def parse_timestamps(col: pd.Series, path: Path, unit: str = "auto") -> pd.Serie
 
     Numbers are seconds unless `unit` says otherwise; with "auto", a column whose median is too large for
     seconds is read in the first of ms, us, ns that brings it into range (a warning says so)."""
+    if col.isna().any() or (col.astype("string").str.strip() == "").any():
+        i = col.index[col.isna() | (col.astype("string").str.strip() == "")][0]
+        raise InputError(str(path), f"timestamp is empty at {_where(path, i)}",
+                         "give every event a unix time in seconds or an ISO 8601 date-time")
     if pd.api.types.is_datetime64_any_dtype(col):
         parsed = col if getattr(col.dt, "tz", None) is not None else col.dt.tz_localize("UTC")
+        seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
         numbers = pd.Series(np.nan, index=col.index)
     else:
+        if pd.api.types.is_bool_dtype(col):
+            raise InputError(str(path), f"cannot parse timestamp '{col.iloc[0]}' at {_where(path, col.index[0])}",
+                             "give every event a unix time in seconds or an ISO 8601 date-time")
         numbers = pd.to_numeric(col, errors="coerce").astype("float64")
-        with warnings.catch_warnings():      # pandas warns about every format it tries
-            warnings.simplefilter("ignore")
-            parsed = pd.to_datetime(col.where(numbers.isna()), errors="coerce", utc=True, format="mixed")
-    seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        seconds = _dates_to_seconds(col.where(numbers.isna()))
     bad = (seconds.isna() & numbers.isna()) | np.isinf(numbers)
     if bad.any():
         i = col.index[bad][0]
@@ -145,6 +189,46 @@ def parse_timestamps(col: pd.Series, path: Path, unit: str = "auto") -> pd.Serie
     return seconds.astype("float64")
 
 
+def _dates_to_seconds(text: pd.Series) -> pd.Series:
+    """Date-time strings -> unix seconds (NaN where there is none): vectorised, and value by value for
+    those pandas cannot hold (years outside 1677-2262), so the range check can name them."""
+    try:
+        with warnings.catch_warnings():        # pandas warns about every format it tries
+            warnings.simplefilter("ignore")
+            parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+        seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("float64")
+    except (OverflowError, pd.errors.OutOfBoundsDatetime):
+        seconds = pd.Series(np.nan, index=text.index)
+    retry = seconds.isna() & text.notna()
+    seconds[retry] = [_date_seconds(v) for v in text[retry]]
+    return seconds
+
+
+def _date_seconds(value) -> float:
+    """One date-time string -> unix seconds (UTC unless it says otherwise), NaN when it is no date."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stamp = pd.Timestamp(str(value).strip())
+        if stamp is pd.NaT:
+            return np.nan
+        return (stamp if stamp.tzinfo is not None else stamp.tz_localize("UTC")).timestamp()
+    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        return _far_date_seconds(str(value))
+
+
+def _far_date_seconds(text: str) -> float:
+    """Seconds of an ISO date outside pandas' range (e.g. 0001-01-01 or 9999-12-31), NaN if it is no date."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return np.nan
+    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()
+
+
 def _timestamp_scale(numbers: pd.Series, unit: str, path: Path) -> float:
     """How many of the column's units make a second: given, or guessed from the median's size."""
     if unit != "auto":
@@ -161,7 +245,13 @@ def _timestamp_scale(numbers: pd.Series, unit: str, path: Path) -> float:
 
 def action_weights(col: pd.Series, config: DataConfig, path: Path) -> pd.Series:
     """Map action names (or numbers) to label weights; an unknown name is an error listing the known ones."""
-    numeric = pd.to_numeric(col, errors="coerce")
+    empty = col.isna() | (col.astype("string").str.strip() == "")
+    if empty.any():
+        i = col.index[empty][0]
+        raise InputError(str(path), f"action is empty at {_where(path, i)}",
+                         "give every event an action (click, purchase, ...) or a number, or drop the column")
+    numeric = pd.Series(np.nan, index=col.index) if pd.api.types.is_bool_dtype(col) else \
+        pd.to_numeric(col, errors="coerce")
     names = col.astype("string").str.strip().str.lower()
     weights = names.map({k.lower(): v for k, v in config.actions.items()}).astype("float64")
     weights = weights.fillna(numeric)
@@ -175,17 +265,21 @@ def action_weights(col: pd.Series, config: DataConfig, path: Path) -> pd.Series:
         i = col.index[weights < 0][0]
         raise InputError(str(path), f"negative action weight {weights[i]:g} at {_where(path, i)}",
                          "weights are >= 0: 0 marks a shown-but-not-chosen item")
+    if (weights > MAX_WEIGHT).any():
+        i = col.index[weights > MAX_WEIGHT][0]
+        raise InputError(str(path), f"action weight {weights[i]:g} at {_where(path, i)} is not a finite number up "
+                         f"to {MAX_WEIGHT:g}", "give label weights on a small scale (click 1, purchase 5)")
     return weights
 
 
 def _ids(col: pd.Series, name: str, path: Path) -> pd.Series:
     """Ids as exact strings. Text files are read verbatim; typed columns (Parquet, frames) print as their
-    values (a whole float as an int: Parquet floats 7.0 are id 7)."""
+    values, a whole float as the integer it holds (Parquet 7.0 is id 7, 1e20 is 100000000000000000000)."""
     bad = col.isna() | (col.astype("string").str.strip() == "")
     if bad.any():
         raise InputError(str(path), f"{name} is empty at {_where(path, col.index[bad][0])}", f"give every row a {name}")
-    if pd.api.types.is_float_dtype(col) and (col == col.round()).all():
-        col = col.astype("int64")
+    if pd.api.types.is_float_dtype(col):      # a whole float is spelled as the integer it holds: 7.0 is id 7
+        return col.map(lambda x: str(int(x)) if float(x).is_integer() else str(x)).astype(str)
     return col.astype(str)
 
 

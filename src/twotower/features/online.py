@@ -124,7 +124,11 @@ class RedisOnlineStore:
 
         self.definitions = definitions or FeatureDefinitions()
         self.prefix = prefix
-        self._r = redis.Redis.from_url(url, decode_responses=True)
+        try:
+            self._r = redis.Redis.from_url(url, decode_responses=True)
+        except ValueError as exc:
+            raise InputError(url, f"is not a Redis URL ({exc})",
+                             "use redis://HOST:PORT/DB or unix:///path/to/redis.sock") from exc
         try:
             self._r.ping()
         except redis.ConnectionError as exc:

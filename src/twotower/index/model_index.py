@@ -8,6 +8,7 @@ current weights, whenever the index is rebuilt."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from .base import IndexSpec, VectorIndex
 from .faiss_index import FaissIndex, choose_layout
 from .tuning import RecallReport, exact_truth, measure, tune
 
+log = logging.getLogger(__name__)
 INDEX_DIR = "index"
 PGDATA_DIR = "pgdata"
 ADDED_ITEMS = "catalog_added.parquet"       # feature rows of items added or refreshed after training
@@ -82,7 +84,8 @@ def new_item_vectors(saved: SavedModel, table: pd.DataFrame) -> tuple[np.ndarray
     """(ids, vectors) for every row of an items table: known items keep their id embedding, all get their
     features from the table. Items the model never saw are searchable by their features alone."""
     specs = saved.history.item_specs
-    values = {k: torch.as_tensor(v) for k, v in encode(table, specs, saved.config.data.multi_separator).items()}
+    encoded = encode(table, specs, saved.config.data.multi_separator)
+    values = {k: torch.from_numpy(np.array(v)) for k, v in encoded.items()}     # writable copies
     codes = torch.as_tensor(saved.history.items.encode(table["item_id"]))
     vectors = saved.model.index_vectors(codes, values).numpy()
     return table["item_id"].astype(str).to_numpy(dtype=object), vectors
@@ -122,11 +125,11 @@ def record_changes(model_dir: Path, added: pd.DataFrame | None = None, removed: 
     a removed item is no longer added. Each record is replaced atomically."""
     def read(name: str) -> pd.DataFrame:
         path = model_dir / name
-        return pd.read_parquet(path).astype({"item_id": str}) if path.is_file() else pd.DataFrame({"item_id": []}, dtype=str)
+        return pd.read_parquet(path).astype("string") if path.is_file() else pd.DataFrame({"item_id": []}, dtype="string")
 
     adds, gone = read(ADDED_ITEMS), read(REMOVED_ITEMS)
     if added is not None and len(added):
-        new = added.astype({"item_id": str})
+        new = added.astype("string")       # kept as text: a later table may type a column otherwise
         adds = pd.concat([adds, new], ignore_index=True).drop_duplicates("item_id", keep="last")
         gone = gone[~gone["item_id"].isin(new["item_id"])]
     if removed:
@@ -153,6 +156,10 @@ def update_model_index(model_dir: str | Path, items_file: Path | None = None, re
         return build_model_index(model_dir, show_progress=show_progress)
     index = open_model_index(saved)
     known = set(index.ids())
+    strangers = [r for r in removed if r not in known]
+    if strangers:
+        log.warning("%d id(s) to remove are not in the catalog, e.g. %r: nothing to remove for them",
+                    len(strangers), strangers[0])
     n_new = 0
     if table is not None:
         ids, vectors = new_item_vectors(saved, table)

@@ -105,12 +105,13 @@ def event_log(data: Dataset) -> pd.DataFrame:
 
 def slice_requests(history: Dataset, per_user: int, max_requests: int | None = None, seed: int = 0,
                    exclude_seen: bool = True) -> tuple[Dataset, list[EvalSet]]:
-    """Hold out each user's last `per_user` positives one step at a time: (the events before all of them,
-    one EvalSet per step, newest first, each over the history just before its targets). Above
-    `max_requests` targets in all, a uniform sample of them is kept (the history still loses them all)."""
+    """Hold out each user's last `per_user` positives one step at a time, keeping at least two per user for
+    the retriever to learn from: (the events before all of them, one EvalSet per step, newest first, each
+    over the history just before its targets). Above `max_requests` targets in all, a uniform sample of them
+    is kept (the history still loses them all)."""
     steps, h = [], history
     for _ in range(per_user):
-        h, targets = holdout_last(h, min_history=1)
+        h, targets = holdout_last(h, min_history=2)
         if len(targets) == 0:
             break
         steps.append(EvalSet.make(h, targets, exclude_seen))
@@ -136,7 +137,12 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
                            "pass --no-ranker")
     log(f"ranker: retriever trained on {int((base.events['weight'] > 0).sum()):,} events; candidates for "
         f"{sum(len(s.targets) for s in steps):,} later requests")
-    scorer_for = fit_retriever(base, steps[-1])           # early-stopped on the oldest held-out step
+    try:
+        scorer_for = fit_retriever(base, steps[-1])       # early-stopped on the oldest held-out step
+    except InputError as exc:
+        raise NoRankerData("events", f"the ranker's retriever cannot learn from the events before its slice "
+                           f"({exc.problem})", "lower rank.slice_events, train on a longer log, or pass "
+                           "--no-ranker") from exc
     covisitation = CoVisitation.fit(base.events, data.n_items, cfg.covisit_window)
     frames, offset = [], 0
     for step in steps:
