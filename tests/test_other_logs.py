@@ -68,7 +68,7 @@ def test_graded_actions_impressions_and_context_columns_flow_through(tmp_path):
                                  "--out", str(tmp_path / "m"), "--config", str(tmp_path / "c.toml"), "-q"])
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert [s["name"] for s in meta["context_specs"]] == ["device", "_request_time"]
+    assert [s["name"] for s in meta["context_specs"]] == ["device"]      # positions are no clock: no time features
     ranker = json.loads((tmp_path / "m" / "ranker" / "ranker.json").read_text())
     assert "context_device" in ranker["features"], "the ranker reads the events' own context"
     result = runner.invoke(app, ["recommend", "--model", str(tmp_path / "m"), "--k", "5", "--out", str(tmp_path / "r.csv"), "-q"])
