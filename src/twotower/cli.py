@@ -83,7 +83,8 @@ def describe_ranker(b) -> str:
     rep = b.reranker.ranker.report
     return (f"ranker trained: LambdaRank over {rep['rows'] // max(rep['requests'], 1):,} candidates per request, "
             f"{rep['requests']:,} later requests with the target among them, {rep['best_iteration']} trees, "
-            f"held-out NDCG@10 within candidates {rep['valid_ndcg@10']:.4f}; online store {b.store.backend} at "
+            f"held-out NDCG@10 within candidates {rep['valid_ndcg@10']:.4f} (retrieval order "
+            f"{rep.get('base_ndcg@10', float('nan')):.4f}); online store {b.store.backend} at "
             f"{b.store.where} ({b.store.events:,} events); {b.seconds:.0f}s")
 
 

@@ -43,3 +43,11 @@ def test_with_nothing_to_learn_the_base_order_stays():
     ranked = two_stage_metrics(test.assign(s=ranker.score(test)), "s", 400)
     base = two_stage_metrics(test, "retrieval_score", 400)
     assert abs(ranked["NDCG@10"] - base["NDCG@10"]) < 0.02
+
+
+def test_the_report_sets_the_ranker_beside_retrieval_order_on_the_same_held_out_requests():
+    learned = LambdaRanker(["signal", "noise", "retrieval_score"], base="retrieval_score").fit(candidate_rows(seed=5))
+    assert learned.report["valid_ndcg@10"] > learned.report["base_ndcg@10"] + 0.2
+    nothing = LambdaRanker(["noise"], base="retrieval_score").fit(candidate_rows(seed=5))
+    assert nothing.report["base_ndcg@10"] == learned.report["base_ndcg@10"]     # the same held-out requests
+    assert abs(nothing.report["valid_ndcg@10"] - nothing.report["base_ndcg@10"]) < 0.03

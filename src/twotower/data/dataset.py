@@ -11,7 +11,7 @@ import pandas as pd
 from ..config import Config
 from .features import FeatureSpec, encode, fit_specs
 from .schema import context_columns
-from .time_features import AGE, has_clock, previous_positive_times, time_columns
+from .time_features import has_clock, previous_positive_times, time_columns
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,7 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
     context_specs = fit_specs(src, ctx_cols, cfg.feature_kinds, cfg.multi_separator, config.model.text_buckets)
     times = ev["timestamp"].to_numpy(np.float64)
     if config.model.request_time and has_clock(times):
-        derived = time_columns(times, previous_positive_times(ev["user"].to_numpy(), times, ev["weight"].to_numpy() > 0),
-                               end=float(times.max()))
+        derived = time_columns(times, previous_positive_times(ev["user"].to_numpy(), times, ev["weight"].to_numpy() > 0))
         context_specs += fit_specs(derived, list(derived.columns), {c: "numeric" for c in derived.columns})
         src = pd.concat([src, derived], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)
@@ -128,25 +127,15 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
 
 
 def request_context(specs: list[FeatureSpec], times, previous=None) -> dict[str, np.ndarray]:
-    """Context of requests served at `times` ([n], or one time for all; [n] the user's latest positive event
-    time, NaN when unknown): the time features as served (age 0), other context columns unknown (missing)."""
+    """Context of requests served at `times` ([n]; with [n] the user's latest positive event time, NaN when
+    unknown): the time features, other context columns unknown (missing)."""
     times = np.atleast_1d(np.asarray(times, dtype=np.float64))
     previous = np.full(len(times), np.nan) if previous is None else np.asarray(previous, dtype=np.float64)
-    frame = time_columns(times, previous, end=None)
+    frame = time_columns(times, previous)
     for s in specs:
         if s.name not in frame.columns:
             frame[s.name] = None
     return encode(frame, specs)
-
-
-def serving_context(data: Dataset, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The context of events `rows` as requests served at their own time: their columns and time features,
-    with the example's age at its served value (0)."""
-    context = {k: v[rows] for k, v in data.context_features.items()}
-    age = [s for s in data.context_specs if s.name == AGE]
-    if age:
-        context[AGE] = encode(pd.DataFrame({AGE: np.zeros(len(rows))}), age)[AGE]
-    return context
 
 
 def last_positive_times(data: Dataset) -> np.ndarray:

@@ -3,7 +3,8 @@
 Encoded values are plain numpy arrays so towers, baselines and later stages can share them:
   categorical -> int64 [n]       codes, 0 = missing/unseen
   multi       -> int64 [n, m]    codes of `a|b|c` values, 0-padded
-  numeric     -> float32 [n]     standardised, missing -> 0 (the mean)
+  numeric     -> float32 [n]     standardised and clipped to the range seen when fitting (a served value
+                                 never extrapolates), missing -> 0 (the mean)
   text        -> int64 [n, t]    hashed word ids in 1..buckets, 0-padded
 """
 
@@ -31,6 +32,8 @@ class FeatureSpec:
     mean: float = 0.0
     std: float = 1.0
     buckets: int = 0
+    low: float | None = None         # numeric: the smallest and largest value seen when fitting
+    high: float | None = None
 
     @property
     def cardinality(self) -> int:
@@ -83,7 +86,8 @@ def fit_specs(df: pd.DataFrame, columns: list[str], overrides: dict[str, str], s
             finite = x[np.isfinite(x)]
             mean = float(finite.mean()) if len(finite) else 0.0
             std = float(finite.std()) if len(finite) > 1 else 1.0
-            specs.append(FeatureSpec(name, kind, mean=mean, std=std if std > 0 else 1.0))
+            low, high = (float(finite.min()), float(finite.max())) if len(finite) else (None, None)
+            specs.append(FeatureSpec(name, kind, mean=mean, std=std if std > 0 else 1.0, low=low, high=high))
         elif kind == "text":
             specs.append(FeatureSpec(name, kind, buckets=text_buckets))
     return specs
@@ -102,7 +106,10 @@ def encode(df: pd.DataFrame, specs: list[FeatureSpec], separator: str = "|") -> 
             lookup = {v: i + 1 for i, v in enumerate(spec.vocab)}
             out[spec.name] = _pad([[lookup.get(v, 0) for v in vals] for vals in _split(col, separator)], MAX_MULTI)
         elif spec.kind == "numeric":
-            x = (_numeric(col) - spec.mean) / spec.std
+            x = _numeric(col)
+            if spec.low is not None:
+                x = np.clip(x, spec.low, spec.high)
+            x = (x - spec.mean) / spec.std
             out[spec.name] = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         elif spec.kind == "text":
             out[spec.name] = _pad([hash_tokens(t, spec.buckets) for t in col.fillna("").astype(str)], MAX_TOKENS)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset import Dataset, serving_context
+from .dataset import Dataset
 
 
 @dataclass
@@ -48,7 +48,7 @@ def holdout_last(data: Dataset, min_history: int = 1) -> tuple[Dataset, Targets]
     targets = Targets(
         users=users[target_rows].astype(np.int64),
         items=ev["item"].to_numpy()[target_rows].astype(np.int64),
-        context=serving_context(data, target_rows),
+        context={k: v[target_rows] for k, v in data.context_features.items()},
         times=ev["timestamp"].to_numpy()[target_rows].astype(np.float64),
         weights=ev["weight"].to_numpy()[target_rows].astype(np.float64),
     )

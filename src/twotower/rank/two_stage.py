@@ -159,6 +159,11 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
                         cfg.profile_items, [c for c in rows.columns if c.startswith("context_")])   # features first
     rows = ranking_rows(with_ids(rows, data), store, reranker, data)
     reranker.ranker = LambdaRanker(reranker.feature_names, base="retrieval_score").fit(rows)
+    report = reranker.ranker.report
+    if report["valid_ndcg@10"] <= report["base_ndcg@10"]:
+        raise NoRankerData("events", f"the ranker's held-out NDCG@10 ({report['valid_ndcg@10']:.4f}) is no better than "
+                           f"retrieval order's ({report['base_ndcg@10']:.4f}) on the same requests",
+                           "nothing to do: the model serves retrieval order; a longer log may teach a ranker")
     return reranker.refreshed(data.events, data.n_items)
 
 
