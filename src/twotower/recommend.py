@@ -38,8 +38,8 @@ def read_user_ids(spec: str, saved: SavedModel) -> list[str]:
 def recommend(model_dir: str | Path, users: str, k: int, out: str | Path | TableOutput, batch: int = 256,
               show_progress: bool = True, rerank: bool = True) -> RecommendSummary:
     """Write `user_id,item_id,rank,score` for each user (CSV, TSV or Parquet by the extension, or CSV on
-    stdout for `-`), served as of the latest event the model knows (see `serving.Server.top_k`): the ranker
-    reads the online store one second after it. k is capped at the catalog's size."""
+    stdout for `-`), served as a batch for visits at an unknown time (see `serving.Server.top_k`): the
+    ranker reads the online store as of the latest event. k is capped at the catalog's size."""
     if k < 1:
         raise InputError("--k", f"must be at least 1, got {k}", "pass a positive number")
     out = table_output(out, "--out", inputs=[users if users != "all" else None, *training_files(model_dir)],
@@ -54,7 +54,7 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path | Table
             task = bar.add_task("recommending", total=len(ids), rate="")
             for lo in range(0, len(ids), batch):
                 c = codes[lo:lo + batch]
-                top = server.top_k(c, np.full(len(c), server.now + 1.0), k)
+                top = server.top_k(c, k)
                 frames.append(pd.DataFrame({
                     "user_id": np.repeat(np.asarray(ids[lo:lo + batch], dtype=object), k),
                     "item_id": top.ids.ravel(), "rank": np.tile(np.arange(1, k + 1), len(c)),

@@ -54,13 +54,17 @@ class Server:
 
     @property
     def now(self) -> float:
-        """The latest event the model knows: batch requests are served as of then."""
+        """The latest event the model knows: a batch is ranked with features as of then."""
         return float(self.saved.history.events["timestamp"].max())
 
-    def top_k(self, users: np.ndarray, at: np.ndarray, k: int) -> SearchResult:
-        """[n] user codes (0 = unknown) requesting at [n] times -> their top k items (ids) and scores. Known
-        users get retrieved (and ranked) items, unseen ones under recommend.exclude_seen; others the most
-        popular indexed items. Compute once per batch of users, not per user."""
+    def top_k(self, users: np.ndarray, k: int, at: np.ndarray | None = None) -> SearchResult:
+        """[n] user codes (0 = unknown) -> their top k items (ids) and scores. Known users get retrieved (and
+        ranked) items, unseen ones under recommend.exclude_seen; others the most popular indexed items.
+
+        `at` [n] are the requests' times (a live or a held-out request: the towers read its hour, weekday and
+        the time since the user's last event; the ranker reads features as of then). Without it the requests
+        are a batch for visits at an unknown time: the towers get no time features, the ranker reads
+        features as of the latest event."""
         hist, cfg = self.saved.history, self.saved.config
         state = self._prepared
         known = self.knows(users)
@@ -70,14 +74,16 @@ class Server:
             items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=None)
             scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
         if known.any():
-            u, t = users[known], np.asarray(at, dtype=np.float64)[known]
-            ctx = request_context(hist.context_specs, t, state.last_seen[u])
+            u = users[known]
+            asked = np.asarray(at, dtype=np.float64)[known] if at is not None else np.full(len(u), np.nan)
+            ctx = request_context(hist.context_specs, asked, state.last_seen[u])
             exclude = [set(hist.items.decode(state.seen[c].indices)) for c in u] if cfg.recommend.exclude_seen \
                 else None
             n = max(k, cfg.rank.candidates) if self.reranker else k
             found = self.index.search(state.queries(u, ctx), n, exclude=exclude)
             if self.reranker is not None:
-                found = rank_candidates(self.reranker, self.features, hist, u, found, k, t)
+                as_of = asked if at is not None else np.full(len(u), self.now + 1.0)
+                found = rank_candidates(self.reranker, self.features, hist, u, found, k, as_of)
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
 

@@ -36,7 +36,7 @@ def test_evaluate_reports_the_metrics_of_the_served_lists(small_ml, tmp_path, re
     targets = dict(zip(users, data.items.decode(test.targets.items)))
     server = Server.open(tmp_path / "model", rerank=rerank, point_in_time=True)
     try:
-        served = server.top_k(server.saved.history.users.encode(users), test.targets.times, 20)
+        served = server.top_k(server.saved.history.users.encode(users), 20, at=test.targets.times)
     finally:
         server.close()
     lists = {u: [i for i in row_ids if i is not None] for u, row_ids in zip(users, served.ids)}

@@ -19,7 +19,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..config import IndexConfig
-from ..data.dataset import last_positive_times, request_context
+from ..data.dataset import request_context
 from ..data.features import encode
 from ..data.schema import read_id_list, read_table
 from ..errors import InputError, read_stored
@@ -92,13 +92,12 @@ def new_item_vectors(saved: SavedModel, table: pd.DataFrame) -> tuple[np.ndarray
 
 
 def sample_queries(saved: SavedModel, n: int, seed: int = 0) -> np.ndarray:
-    """[m, d] next-step queries of up to `n` users with history, as of the latest event: real queries for
-    measuring recall."""
+    """[m, d] next-step queries of up to `n` users with history, as a batch `recommend` asks them: real
+    queries for measuring recall."""
     hist = saved.history
     users = np.unique(hist.events["user"].to_numpy())
     users = np.random.default_rng(seed).choice(users, min(n, len(users)), replace=False)
-    ctx = request_context(hist.context_specs, np.full(len(users), float(hist.events["timestamp"].max())),
-                          last_positive_times(hist)[users])
+    ctx = request_context(hist.context_specs, np.full(len(users), np.nan))    # as a batch serves them
     return tower_queries(saved.model, hist)(users, ctx)
 
 
