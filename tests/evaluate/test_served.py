@@ -26,7 +26,7 @@ def independent_scores(lists: dict[str, list[str]], targets: dict[str, str], k: 
 
 @pytest.mark.parametrize("rerank", [True, False])
 def test_evaluate_reports_the_metrics_of_the_served_lists(small_ml, tmp_path, rerank):
-    cfg = tiny_config(rank={"candidates": 30, "slice_events": 3})
+    cfg = tiny_config(rank={"candidates": 50, "slice_events": 6})
     data = dataset_from_frames(*small_ml, cfg)
     table = evaluate(data, cfg, baselines=False, log=lambda _: None, show_progress=False,
                      model_dir=tmp_path / "model").table
