@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from twotower.cli import app
+from twotower.errors import InputError
 from twotower.folder import BUILD_DIR, MODEL_NAMES
 from twotower.model.artifact import load_model
 
@@ -50,7 +51,7 @@ def test_a_failure_in_a_later_stage_leaves_the_previous_model_whole(model_copy, 
     before = {p.name: p.stat().st_mtime_ns for p in model_copy.rglob("*") if p.is_file()}
 
     def broken(*args, **kwargs):
-        raise pipeline.InputError("ranker", "broke on purpose", "none")
+        raise InputError("ranker", "broke on purpose", "none")
 
     monkeypatch.setattr(pipeline, "train_and_save_reranker", broken)
     result = train(events, model_copy, config)
@@ -65,7 +66,7 @@ def test_a_failed_first_train_leaves_no_folder(tiny_model, tmp_path, monkeypatch
 
     _, events, config = tiny_model
     monkeypatch.setattr(pipeline, "build_model_index", lambda *a, **k: (_ for _ in ()).throw(
-        pipeline.InputError("index", "broke on purpose", "none")))
+        InputError("index", "broke on purpose", "none")))
     result = train(events, tmp_path / "new", config)
     assert result.exit_code == 2 and not (tmp_path / "new").exists()
 

@@ -25,6 +25,7 @@ def say(message: str) -> None:
     """Print a progress line as it is (it may hold user text: ids, paths, column names)."""
     console.print(Text(message))
 
+
 EventsOpt = typer.Option(..., "--events", "-e", help="events file (CSV/Parquet): user_id, item_id, timestamp[, action, ...]")
 ItemsOpt = typer.Option(None, "--items", "-i", help="items file (CSV/Parquet): item_id + feature columns")
 UsersOpt = typer.Option(None, "--users", "-u", help="users file (CSV/Parquet): user_id + feature columns")
@@ -71,7 +72,7 @@ def train(events: Path = EventsOpt, items: Optional[Path] = ItemsOpt, users: Opt
         val = f"best validation NDCG@10 {r.best_score:.4f} at epoch {r.best_epoch}" if r.best_score > -1 else \
             f"{len(r.epochs)} epochs"
         say(f"trained on {result.n_events:,} events, {result.n_users:,} users, {result.n_items:,} items: "
-                      f"{val}, {r.seconds:.0f}s. Model in {result.out}")
+            f"{val}, {r.seconds:.0f}s. Model in {result.out}")
         console.print(describe_index(result.index))
         if result.ranker:
             say(describe_ranker(result.ranker))

@@ -17,7 +17,6 @@ from .config import Config
 from .data.dataset import Dataset, build_dataset
 from .data.schema import read_events, read_table, validate_events, validate_table
 from .data.split import holdout_last
-from .errors import InputError
 from .evaluate.baselines import classic_baselines
 from .evaluate.protocol import EvalSet, protocol_split, run_protocol
 from .evaluate.served import served_metrics

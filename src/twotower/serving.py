@@ -1,16 +1,19 @@
 """The one serving path: a saved model's index retrieves each request's candidates, its ranker orders them
-with features as of the request's time, the top k are kept. Batch `recommend` serves "now" from the online
-store; `evaluate` serves each held-out request at its own time from the offline store (the same values the
-online store held then), so the figures it reports are the figures of what is served."""
+with features as of the request's time, the top k are kept. Batch `recommend` serves visits at an unknown
+time, ranked from the online store as of the latest event; `evaluate` serves each held-out request at its
+own time from the offline store (the values the online store held then), so the figures it reports are the
+figures of what is served."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from .data.dataset import Dataset, last_positive_times, request_context
 from .errors import InputError
@@ -103,11 +106,11 @@ class Server:
 class _Prepared:
     """What every batch of requests reads, computed once per server."""
 
-    seen: object
-    has_history: np.ndarray
-    last_seen: np.ndarray
-    popular: pd.Series
-    queries: object
+    seen: sp.csr_matrix                       # [users + 1, items + 1] the items each user had
+    has_history: np.ndarray                   # [users + 1] a user with a positive event
+    last_seen: np.ndarray                     # [users + 1] their latest positive event's time
+    popular: pd.Series                        # indexed items by count, most popular first
+    queries: Callable[[np.ndarray, dict], np.ndarray]
 
 
 def open_reranker(saved: SavedModel) -> tuple[Reranker | None, str]:
