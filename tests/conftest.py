@@ -20,13 +20,29 @@ from twotower.data.movielens import load_ml100k, locate
 from twotower.errors import InputError
 
 
+def missing(reason: str):
+    """A test's data, server or package is missing: a failure in CI (`CI` set), a skip that says why on a
+    developer's machine."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must have it: .ci/run installs it and ../shared/data provides the data)")
+    pytest.skip(reason, allow_module_level=True)
+
+
+def need_module(name: str):
+    """Import a package a test needs, or `missing`."""
+    try:
+        return __import__(name)
+    except ImportError:
+        missing(f"the Python package {name} is not installed")
+
+
 @pytest.fixture(scope="session")
 def ml100k():
     """(events, items, users) of MovieLens-100K from ../shared/data or $TWOTOWER_DATA."""
     try:
         folder = locate("ml-100k", download=False)
     except InputError as exc:
-        pytest.skip(f"MovieLens-100K not available: {exc}")
+        missing(f"MovieLens-100K not available: {exc}")
     return load_ml100k(folder)
 
 
@@ -100,7 +116,7 @@ class RedisServer:
 @pytest.fixture()
 def redis_server(tmp_path):
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+        missing("redis-server is not installed (apt-get install redis-server; .ci/run does)")
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()

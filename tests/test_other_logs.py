@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from twotower.cli import app
 from twotower.data.movielens import search_roots
+from tests.conftest import missing
 
 runner = CliRunner()
 TINY = "[model]\ndim = 16\nmax_history = 10\nlayers = 1\nheads = 1\n[train]\nepochs = 3\nbatch_size = 32\nthreads = 1\n"
@@ -24,7 +24,7 @@ def bestbuy_train() -> pd.DataFrame:
             # every line is wrapped in one pair of quotes with inner quotes doubled (see the data README)
             lines = [l.strip()[1:-1].replace('""', '"') for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
             return pd.DataFrame(list(csv.reader(io.StringIO("\n".join(lines[1:])))), columns=next(csv.reader([lines[0]])))
-    pytest.skip("Best Buy sample not available")
+    missing("Best Buy sample not available")
 
 
 def test_bestbuy_search_log_trains_evaluates_and_recommends(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from twotower.data import movielens
 from twotower.data.movielens import fetch, load_ml100k, load_ml1m, locate
 from twotower.errors import InputError
+from tests.conftest import missing
 
 
 def test_ml100k_loads_as_contract_tables(ml100k):
@@ -24,7 +25,7 @@ def test_ml1m_pairs_use_file_order_as_the_clock():
     try:
         folder = locate("ml-1m", download=False)
     except InputError:
-        pytest.skip("MovieLens-1M not available")
+        missing("MovieLens-1M not available")
     events, items, users = load_ml1m(folder)
     assert len(events) == 1_000_209 and events["timestamp"].is_monotonic_increasing
     assert events.iloc[0].tolist()[:2] == [1, 1193]

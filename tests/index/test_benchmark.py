@@ -1,11 +1,11 @@
 """`twotower benchmark index` end to end on a small catalog: every row, a CSV, a plot and the verdict line."""
 
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from twotower.cli import app
 from twotower.index.benchmark import synthetic
+from tests.conftest import need_module
 
 
 def test_synthetic_vectors_have_popularity_skew_and_the_isotropic_set_has_none():
@@ -17,8 +17,8 @@ def test_synthetic_vectors_have_popularity_skew_and_the_isotropic_set_has_none()
 
 
 def test_benchmark_prints_every_row_and_saves_csv_and_plot(tmp_path):
-    pytest.importorskip("hnswlib")
-    pytest.importorskip("pgserver")
+    need_module("hnswlib")
+    need_module("pgserver")
     out = tmp_path / "index"
     result = CliRunner().invoke(app, ["benchmark", "index", "--items", "3000", "--dim", "16", "--queries", "50",
                                       "--out", str(out)])

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, need_module
 from twotower.cli import app
 from twotower.errors import InputError
 from twotower.index.model_index import (build_model_index, new_item_vectors, open_model_index, read_new_items,
@@ -89,7 +89,7 @@ def test_new_items_need_the_model_feature_columns(models, tmp_path):
 
 
 def test_pgvector_backend_from_the_cli(models, tmp_path):
-    pytest.importorskip("pgserver")
+    need_module("pgserver")
     folder = tmp_path / "model"
     shutil.copytree(models["dot"], folder)
     result = runner.invoke(app, ["index", "--model", str(folder), "--backend", "pgvector", "-q"])

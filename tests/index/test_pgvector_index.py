@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-pgserver = pytest.importorskip("pgserver")
+from tests.conftest import need_module
+
+pgserver = need_module("pgserver")
 
 from twotower.errors import InputError  # noqa: E402
 from twotower.index.base import IndexSpec, recall_at_k  # noqa: E402

@@ -8,6 +8,7 @@ import pytest
 from twotower.data.open_bandit import load_open_bandit, locate_open_bandit
 from twotower.errors import InputError
 from twotower.rank.bandit import bandit_table
+from tests.conftest import missing
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def folder():
     try:
         return locate_open_bandit()
     except InputError as exc:
-        pytest.skip(str(exc))
+        missing(str(exc))
 
 
 def test_the_log_keeps_positions_propensities_and_the_shown_items_affinity(folder):
