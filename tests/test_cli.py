@@ -156,6 +156,7 @@ def test_demo_runs_the_whole_job(config, tmp_path):
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "evaluation.csv")
     assert table["model"].tolist() == ["TwoTower (ranked)", "TwoTower (retrieval)", "SASRec (id-only)", "Popularity", "ItemKNN", "EASE", "iALS", "BPR"]
+    assert table["NDCG@10 vs best baseline"].iloc[:2].str.contains(r"^[+-]\d\.\d{4} \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\] vs ").all()
     assert (out / "evaluation.png").stat().st_size > 10_000 and (out / "model" / "model.json").is_file()
     recs = pd.read_csv(out / "recs.csv")
     assert recs["user_id"].nunique() == 943 and recs.groupby("user_id").size().eq(100).all()

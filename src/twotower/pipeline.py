@@ -18,7 +18,8 @@ from .data.dataset import Dataset, build_dataset
 from .data.schema import read_events, read_table, validate_events, validate_table
 from .data.split import holdout_last
 from .evaluate.baselines import classic_baselines
-from .evaluate.protocol import EvalSet, protocol_split, run_protocol
+from .evaluate.metrics import ndcg_at, paired_interval
+from .evaluate.protocol import EvalSet, protocol_rows, protocol_split
 from .evaluate.served import served_metrics
 from .folder import check_model_folder, model_build
 from .index.model_index import IndexBuild, build_model_index
@@ -169,7 +170,7 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
     its own time, ranked and in retrieval order; then the id-only (SASRec-style) towers and the classic
     baselines under the same split. The evaluated model is kept in `model_dir` when one is given."""
     split = protocol_split(data, cfg.recommend.exclude_seen, log)
-    rows = []
+    rows, served = [], {}
     with tempfile.TemporaryDirectory(prefix="twotower-evaluate-") as tmp:
         t0 = time.perf_counter()
         built = train_and_save(split[1].history, cfg, Path(model_dir or Path(tmp) / "model"), {}, show_progress,
@@ -180,7 +181,7 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
             [(False, "TwoTower (retrieval)")]
         for rerank, name in orders:
             t1 = time.perf_counter()
-            metrics = served_metrics(built.out, split[1], rerank)
+            metrics, served[name] = served_metrics(built.out, split[1], rerank)
             rows.append({"model": name, **metrics, "seconds": trained + time.perf_counter() - t1,
                          "settings": settings + (f", trees={built.ranker.reranker.ranker.report['best_iteration']}"
                                                  if rerank else "")})
@@ -189,7 +190,12 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
     if baselines:
         models = [TowerRecommender(id_only(cfg), name="SASRec (id-only)", show_progress=show_progress),
                   *classic_baselines(cfg.train.seed)]
-        rows += run_protocol(data, models, log=log, split=split).to_dict("records")
+        baseline_rows, baseline_ranks = protocol_rows(data, models, log, split)
+        best = max(baseline_rows, key=lambda r: r["NDCG@10"])["model"]
+        for row in rows:
+            gain, low, high = paired_interval(ndcg_at(served[row["model"]]), ndcg_at(baseline_ranks[best]))
+            row["NDCG@10 vs best baseline"] = f"{gain:+.4f} [{low:+.4f}, {high:+.4f}] vs {best}"
+        rows += baseline_rows
     return Evaluation(pd.DataFrame(rows), model)
 
 

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from .atomic import atomic_path
 
+PAIRED_COLUMN = "NDCG@10 vs best baseline"
 METRIC_COLUMNS = ["HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@20", "Coverage@10"]
 
 
@@ -22,10 +23,14 @@ def metrics_table(df: pd.DataFrame, title: str) -> Table:
     for c in cols:
         table.add_column(c, justify="right")
     table.add_column("time", justify="right")
+    paired = PAIRED_COLUMN in df.columns
+    if paired:
+        table.add_column(PAIRED_COLUMN + " (95% paired bootstrap)")
     best = {c: df[c].max() for c in cols}
     for _, row in df.iterrows():
         cells = [f"[bold]{row[c]:.4f}[/bold]" if row[c] == best[c] else f"{row[c]:.4f}" for c in cols]
-        table.add_row(str(row["model"]), *cells, f"{row['seconds']:.0f}s")
+        extra = [Text(row[PAIRED_COLUMN] if isinstance(row[PAIRED_COLUMN], str) else "")] if paired else []
+        table.add_row(Text(str(row["model"])), *cells, f"{row['seconds']:.0f}s", *extra)
     return table
 
 

@@ -37,3 +37,15 @@ def test_seen_items_and_padding_are_masked():
 def test_top_k_is_sorted_best_first():
     scores = np.array([[0.1, 0.7, 0.3, 0.9, 0.5]])
     assert top_k(scores, 3).tolist() == [[3, 1, 4]]
+
+
+def test_a_paired_interval_is_zero_for_the_same_lists_and_excludes_zero_for_a_clear_lead():
+    from twotower.evaluate.metrics import ndcg_at, paired_interval
+
+    rng = np.random.default_rng(0)
+    ranks = rng.integers(0, 30, 500).astype(float)
+    assert paired_interval(ndcg_at(ranks), ndcg_at(ranks)) == (0.0, 0.0, 0.0)
+    better = np.maximum(ranks - 3, 0)                       # every target three places higher
+    gain, low, high = paired_interval(ndcg_at(better), ndcg_at(ranks))
+    assert 0 < low <= gain <= high
+    assert ndcg_at(np.array([0.0, 9.0, 10.0, np.inf])).tolist() == [1.0, 1 / np.log2(11), 0.0, 0.0]

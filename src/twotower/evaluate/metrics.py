@@ -56,3 +56,16 @@ def summarize(ranks: np.ndarray, top10: np.ndarray, n_items: int, ks=KS) -> dict
     out[f"MRR@{kmax}"] = float(np.where(ranks < kmax, 1.0 / (ranks + 1), 0.0).mean())
     out["Coverage@10"] = float(len(np.unique(top10[top10 > 0])) / n_items)
     return out
+
+
+def ndcg_at(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """[n] 0-based ranks -> [n] each target's NDCG@k (one relevant item per request)."""
+    return np.where(ranks < k, 1.0 / np.log2(np.asarray(ranks, dtype=np.float64) + 2), 0.0)
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a - b over the same requests, with a 95% paired-bootstrap interval (requests resampled)."""
+    gain = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.array([gain[rng.integers(0, len(gain), len(gain))].mean() for _ in range(draws)])
+    return float(gain.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))

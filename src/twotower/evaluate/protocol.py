@@ -77,13 +77,18 @@ def masked_scores(scorer: Scorer, ev: EvalSet, batch: int | None = None) -> Iter
         yield sl, mask_seen(scores, t.users[sl], ev.seen)
 
 
-def evaluate_scorer(scorer: Scorer, ev: EvalSet, batch: int | None = None) -> dict[str, float]:
-    """Rank every target with `scorer` and summarise."""
+def rank_targets(scorer: Scorer, ev: EvalSet, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """([n] each target's 0-based rank among all items, [n, 10] each request's top 10 item codes)."""
     ranks, tops = [], []
     for sl, scores in masked_scores(scorer, ev, batch):
         ranks.append(target_ranks(scores, ev.targets.items[sl]))
         tops.append(top_k(scores, 10))
-    return summarize(np.concatenate(ranks), np.concatenate(tops), ev.history.n_items)
+    return np.concatenate(ranks), np.concatenate(tops)
+
+
+def evaluate_scorer(scorer: Scorer, ev: EvalSet, batch: int | None = None) -> dict[str, float]:
+    """Rank every target with `scorer` and summarise."""
+    return summarize(*rank_targets(scorer, ev, batch), ev.history.n_items)
 
 
 def ndcg10(scorer: Scorer, ev: EvalSet) -> float:
@@ -120,18 +125,26 @@ def protocol_split(data: Dataset, exclude_seen: bool = True,
 def run_protocol(data: Dataset, models: list[Recommender], log: Callable[[str], None] = print,
                  exclude_seen: bool = True, split: tuple[EvalSet, EvalSet] | None = None) -> pd.DataFrame:
     """Fit, tune and test every model under the same split; one row of test metrics per model."""
-    val, test = split or protocol_split(data, exclude_seen, log)
-    rows = []
+    rows, _ = protocol_rows(data, models, log, split or protocol_split(data, exclude_seen, log))
+    return pd.DataFrame(rows)
+
+
+def protocol_rows(data: Dataset, models: list[Recommender], log: Callable[[str], None],
+                  split: tuple[EvalSet, EvalSet]) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """(one row of test metrics per model, {model name: [n] each test target's rank}) under `split`."""
+    val, test = split
+    rows, ranks = [], {}
     for model in models:
         t0 = time.perf_counter()
         chosen = model.fit(val.history, val)
         model.refit(test.history)
-        metrics = evaluate_scorer(model.scorer(test.history), test)
+        ranks[model.name], tops = rank_targets(model.scorer(test.history), test)
+        metrics = summarize(ranks[model.name], tops, test.history.n_items)
         seconds = time.perf_counter() - t0
         log(f"  {model.name:<22} NDCG@10 {metrics['NDCG@10']:.4f}  HR@10 {metrics['HR@10']:.4f}  "
             f"({seconds:.0f}s; {_fmt(chosen)})")
         rows.append({"model": model.name, **metrics, "seconds": seconds, "settings": _fmt(chosen)})
-    return pd.DataFrame(rows)
+    return rows, ranks
 
 
 def _fmt(params: dict) -> str:

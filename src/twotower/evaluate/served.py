@@ -13,9 +13,11 @@ from .metrics import KS, list_ranks, summarize
 from .protocol import EvalSet
 
 
-def served_metrics(model_dir: str | Path, test: EvalSet, rerank: bool = True, batch: int = 512) -> dict[str, float]:
-    """HR/NDCG/MRR at 5/10/20 and coverage@10 of what the model in `model_dir` (trained on `test.history`)
-    serves to each test request at the request's time, features read as of then (the offline store)."""
+def served_metrics(model_dir: str | Path, test: EvalSet, rerank: bool = True,
+                   batch: int = 512) -> tuple[dict[str, float], np.ndarray]:
+    """(HR/NDCG/MRR at 5/10/20 and coverage@10, [n] each target's 0-based place in its list or inf) of what
+    the model in `model_dir` (trained on `test.history`) serves to each test request at the request's time,
+    features read as of then (the offline store)."""
     t = test.targets
     vocab = test.history.items
     server = Server.open(model_dir, rerank=rerank, point_in_time=True)
@@ -29,4 +31,5 @@ def served_metrics(model_dir: str | Path, test: EvalSet, rerank: bool = True, ba
             tops.append(codes[:, :10])
     finally:
         server.close()
-    return summarize(np.concatenate(ranks), np.concatenate(tops), len(vocab))
+    ranks = np.concatenate(ranks)
+    return summarize(ranks, np.concatenate(tops), len(vocab)), ranks
