@@ -28,6 +28,7 @@ from .model.artifact import SavedModel, load_model, model_id_of, save_model, upd
 from .model.recommender import TowerRecommender, id_only, tower_scorer
 from .model.trainer import TrainReport
 from .rank.reranker import Reranker
+from .report import PAIRED_COLUMN
 from .rank.two_stage import NoRankerData, event_log, train_reranker
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
         best = max(baseline_rows, key=lambda r: r["NDCG@10"])["model"]
         for row in rows:
             gain, low, high = paired_interval(ndcg_at(served[row["model"]]), ndcg_at(baseline_ranks[best]))
-            row["NDCG@10 vs best baseline"] = f"{gain:+.4f} [{low:+.4f}, {high:+.4f}] vs {best}"
+            row[PAIRED_COLUMN] = f"{gain:+.4f} [{low:+.4f}, {high:+.4f}] vs {best}"
         rows += baseline_rows
     return Evaluation(pd.DataFrame(rows), model)
 
