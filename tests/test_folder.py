@@ -117,3 +117,24 @@ def test_a_short_log_trains_its_ranker_with_the_default_slice(tmp_path):
     (tmp_path / "c.toml").write_text(TINY_TOML.replace("slice_events = 3\n", ""))
     result = train(tmp_path / "events.csv", tmp_path / "m", tmp_path / "c.toml")
     assert result.exit_code == 0 and "ranker trained" in result.output, result.output
+
+
+def test_a_kill_after_the_towers_keeps_their_checkpoint_and_the_rerun_resumes(tiny_model, tmp_path, monkeypatch):
+    from twotower import pipeline
+    from twotower.config import load_config
+
+    _, events, config = tiny_model
+    cfg = load_config(config)
+    data = pipeline.load_inputs(events, None, None, cfg)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "build_model_index", killed)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.train_and_save(data, cfg, tmp_path / "m", {}, show_progress=False)
+    assert (tmp_path / "m" / BUILD_DIR / "checkpoint.pt").is_file() and not (tmp_path / "m" / "model.json").exists()
+    result = pipeline.train_and_save(data, cfg, tmp_path / "m", {}, show_progress=False)
+    assert result.report.resumed_from == len(result.report.epochs) > 0       # no epoch trained twice
+    assert not (tmp_path / "m" / BUILD_DIR).exists() and not (tmp_path / "m" / "checkpoint.pt").exists()

@@ -70,8 +70,8 @@ class ModelConfig(_Section):
     user_features: bool = True
     context_features: bool = True
     request_time: bool = Field(True, description="time features that hold at serving join the query's context: "
-                               "hour, weekday, hours since the user's previous event, the example's age (logs "
-                               "with a real clock only; never the absolute time)")
+                               "hour, weekday, hours since the user's previous event (logs with a real clock "
+                               "only; never the absolute time)")
     similarity: Similarity = "dot"
     temperature: float = Field(1.0, gt=0, description="logits are divided by it (cosine wants ~0.05)")
     learn_temperature: bool = False

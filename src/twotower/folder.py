@@ -82,7 +82,9 @@ def model_build(out: str | Path) -> Iterator[Path]:
 
 
 def _commit(build: Path, out: Path) -> None:
-    """Swap the model's own names: the old ones out (manifest first), the new ones in (manifest last)."""
+    """Swap the model's own names: the old ones out (manifest first), the new ones in (manifest last). A
+    failure half way puts the old ones back."""
+    (build / CHECKPOINT).unlink(missing_ok=True)          # the towers are saved: nothing left to resume
     unknown = {p.name for p in build.iterdir()} - MODEL_NAMES
     if unknown:
         raise RuntimeError(f"model build wrote {sorted(unknown)}, which are not in MODEL_NAMES")
@@ -92,11 +94,21 @@ def _commit(build: Path, out: Path) -> None:
         stop_embedded(build / PGDATA_DIR)      # its files move; the server restarts from the new place
     trash = out / f".twotower-replaced.{os.getpid()}"
     trash.mkdir()
-    for name in [MANIFEST, *sorted(MODEL_NAMES - {MANIFEST})]:
-        if os.path.lexists(out / name):
+    old = [name for name in [MANIFEST, *sorted(MODEL_NAMES - {MANIFEST})] if os.path.lexists(out / name)]
+    new = sorted((p.name for p in build.iterdir()), key=lambda n: n == MANIFEST)
+    try:
+        for name in old:
             os.replace(out / name, trash / name)
-    for name in sorted((p.name for p in build.iterdir()), key=lambda n: n == MANIFEST):
-        os.replace(build / name, out / name)
+        for name in new:
+            os.replace(build / name, out / name)
+    except BaseException:
+        for name in new:                      # undo: the new files back into the build, the old ones home
+            if os.path.lexists(out / name) and not os.path.lexists(build / name):
+                os.replace(out / name, build / name)
+        for name in old:
+            if os.path.lexists(trash / name):
+                os.replace(trash / name, out / name)
+        raise
     shutil.rmtree(trash)
     build.rmdir()
 

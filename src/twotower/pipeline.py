@@ -28,7 +28,7 @@ from .model.artifact import SavedModel, load_model, model_id_of, save_model, upd
 from .model.recommender import TowerRecommender, id_only, tower_scorer
 from .model.trainer import TrainReport
 from .rank.reranker import Reranker
-from .report import PAIRED_COLUMN
+from .report import METRIC_COLUMNS, PAIRED_COLUMN
 from .rank.two_stage import NoRankerData, event_log, train_reranker
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,8 @@ def train_and_save_reranker(out: Path, data: Dataset, cfg: Config, show_progress
 @dataclass
 class Evaluation:
     table: pd.DataFrame        # one row per model: the served rows first, then the baselines
-    model: SavedModel          # the evaluated model (trained before each user's test event)
+    model: SavedModel          # the evaluated model (trained before each user's test event), loaded in memory;
+                               # its folder is gone unless `evaluate` was given a model_dir
 
 
 def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[str], None] = print,
@@ -172,10 +173,14 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
     baselines under the same split. The evaluated model is kept in `model_dir` when one is given."""
     split = protocol_split(data, cfg.recommend.exclude_seen, log)
     rows, served = [], {}
+    # the evaluated model keeps its index and online store in its own folder: never a shared pgvector table
+    # or Redis prefix of the config, which a deployed model may be serving from
+    private = cfg.model_copy(update={"index": cfg.index.model_copy(update={"backend": "faiss", "dsn": None}),
+                                     "rank": cfg.rank.model_copy(update={"online_store": "sqlite", "redis_url": None})})
     with tempfile.TemporaryDirectory(prefix="twotower-evaluate-") as tmp:
         t0 = time.perf_counter()
-        built = train_and_save(split[1].history, cfg, Path(model_dir or Path(tmp) / "model"), {}, show_progress,
-                               ranker=True, log=log)
+        built = train_and_save(split[1].history, private, Path(model_dir or Path(tmp) / "model"), {},
+                               show_progress, ranker=True, log=log)
         trained = time.perf_counter() - t0
         settings = f"epoch={built.report.best_epoch}"
         orders = [(True, "TwoTower (ranked)"), (False, "TwoTower (retrieval)")] if built.ranker else \
@@ -225,7 +230,7 @@ def run_demo(folder: Path, out: Path, cfg: Config, log: Callable[[str], None] = 
     out.mkdir(parents=True, exist_ok=True)
     save_metrics(table, out / "evaluation.csv")
     plot_metrics(table, out / "evaluation.png", "MovieLens-100K", report.epochs)
-    metrics = table.iloc[0].drop(["model", "settings"]).to_dict()
+    metrics = {c: float(table.iloc[0][c]) for c in METRIC_COLUMNS if c in table.columns}
     with model_build(out / "model") as build:     # the evaluated towers, with every event as their history
         save_model(build, evaluation.model.model, data, cfg, report, fingerprint(folder / "u.data"), metrics)
         build_model_index(build, cfg.index, show_progress=show_progress)

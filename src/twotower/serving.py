@@ -44,16 +44,21 @@ class Server:
         (features as of each request's own time, for evaluating past requests)."""
         saved = load_model(model_dir)
         index = open_model_index(saved)
-        reranker, note = open_reranker(saved) if rerank else (None, "")
-        features = None
-        if reranker is not None:
-            features = offline_store(saved.folder, saved.config.rank) if point_in_time else \
-                open_online_store(saved.folder, saved.config.rank, saved.model_id)
+        try:
+            reranker, note = open_reranker(saved) if rerank else (None, "")
+            features = None
+            if reranker is not None:
+                features = offline_store(saved.folder, saved.config.rank) if point_in_time else \
+                    open_online_store(saved.folder, saved.config.rank, saved.model_id)
+        except BaseException:
+            _close(index)
+            raise
         return cls(saved, index, reranker, features, note)
 
     def close(self) -> None:
-        if self.features is not None and hasattr(self.features, "close"):
-            self.features.close()
+        """Release the index's connection and the online store's."""
+        _close(self.features)
+        _close(self.index)
 
     @property
     def now(self) -> float:
@@ -67,7 +72,7 @@ class Server:
         `at` [n] are the requests' times (a live or a held-out request: the towers read its hour, weekday and
         the time since the user's last event; the ranker reads features as of then). Without it the requests
         are a batch for visits at an unknown time: the towers get no time features, the ranker reads
-        features as of the latest event."""
+        features as of the latest event (its hour and weekday features are then that event's)."""
         hist, cfg = self.saved.history, self.saved.config
         state = self._prepared
         known = self.knows(users)
@@ -111,6 +116,11 @@ class _Prepared:
     last_seen: np.ndarray                     # [users + 1] their latest positive event's time
     popular: pd.Series                        # indexed items by count, most popular first
     queries: Callable[[np.ndarray, dict], np.ndarray]
+
+
+def _close(resource) -> None:
+    if resource is not None and hasattr(resource, "close"):
+        resource.close()
 
 
 def open_reranker(saved: SavedModel) -> tuple[Reranker | None, str]:

@@ -1,6 +1,10 @@
 """The protocol's test requests answered by the serving path itself (`serving.Server`, as `recommend` and
 the service answer them): each held-out event is a request at its own time, its list is the top 20 that
-would be served, and the metrics are those of the lists. A target outside the list is a miss."""
+would be served, and the metrics are those of the lists. A target outside the list is a miss.
+
+Like a batch `recommend`, a served request carries its time but not the log's own context columns (device,
+page, ...): the served path does not take them yet, so on logs with such columns the served rows see less
+than the towers were trained with."""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,7 +55,8 @@ class SavedModel:
 
 def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Config, report: TrainReport,
                fingerprint: dict, metrics: dict | None = None) -> Path:
-    """Write the model folder atomically (a crash leaves the previous folder, or none)."""
+    """Write the model's files into `out_dir`, each replaced whole and model.json last (a crash leaves no
+    model.json of a half-written model); other files in the folder (a training checkpoint) stay."""
     out_dir = Path(out_dir)
     meta = {
         "format": FORMAT, "twotower_version": __version__, "config": cfg.model_dump(),
@@ -62,8 +65,9 @@ def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Co
         "context_specs": [s.to_dict() for s in data.context_specs] if cfg.model.context_features else [],
         "similarity": cfg.model.similarity, "training": asdict(report), "data": fingerprint, "metrics": metrics or {},
     }
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".model.", dir=out_dir) as staging:
+        tmp = Path(staging)
         torch.save(model.state_dict(), tmp / "weights.pt")
         meta["model_id"] = hashlib.sha256((tmp / "weights.pt").read_bytes()).hexdigest()[:16]
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=float))
@@ -76,6 +80,8 @@ def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Co
         with torch.no_grad():
             vectors = model.index_vectors(torch.arange(data.n_items + 1)).numpy()
         np.save(tmp / "item_vectors.npy", vectors.astype(np.float32))
+        for name in sorted(ARTIFACT_FILES, key=lambda n: n == "model.json"):
+            os.replace(tmp / name, out_dir / name)
     return out_dir
 
 
