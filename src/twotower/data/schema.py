@@ -84,10 +84,10 @@ def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
     return validate_table(df, id_column, path) if id_column is not None else df
 
 
-def require_file(path: Path) -> None:
+def require_file(path: Path, fix: str = "check the path") -> None:
     """A clear error unless `path` is a regular file (a folder or a device is named as such)."""
     if not path.exists():
-        raise InputError(str(path), "file not found", "check the path")
+        raise InputError(str(path), "file not found", fix)
     if path.is_dir():
         raise InputError(str(path), "is a folder", "give the path of a file inside it")
     if not path.is_file():
@@ -157,8 +157,9 @@ def parse_timestamps(col: pd.Series, path: Path, unit: str = "auto") -> pd.Serie
 
     Numbers are seconds unless `unit` says otherwise; with "auto", a column whose median is too large for
     seconds is read in the first of ms, us, ns that brings it into range (a warning says so)."""
-    if col.isna().any() or (col.astype("string").str.strip() == "").any():
-        i = col.index[col.isna() | (col.astype("string").str.strip() == "")][0]
+    empty = _blank(col)
+    if empty.any():
+        i = col.index[empty][0]
         raise InputError(str(path), f"timestamp is empty at {_where(path, i)}",
                          "give every event a unix time in seconds or an ISO 8601 date-time")
     if pd.api.types.is_datetime64_any_dtype(col):
@@ -245,7 +246,7 @@ def _timestamp_scale(numbers: pd.Series, unit: str, path: Path) -> float:
 
 def action_weights(col: pd.Series, config: DataConfig, path: Path) -> pd.Series:
     """Map action names (or numbers) to label weights; an unknown name is an error listing the known ones."""
-    empty = col.isna() | (col.astype("string").str.strip() == "")
+    empty = _blank(col)
     if empty.any():
         i = col.index[empty][0]
         raise InputError(str(path), f"action is empty at {_where(path, i)}",
@@ -275,12 +276,17 @@ def action_weights(col: pd.Series, config: DataConfig, path: Path) -> pd.Series:
 def _ids(col: pd.Series, name: str, path: Path) -> pd.Series:
     """Ids as exact strings. Text files are read verbatim; typed columns (Parquet, frames) print as their
     values, a whole float as the integer it holds (Parquet 7.0 is id 7, 1e20 is 100000000000000000000)."""
-    bad = col.isna() | (col.astype("string").str.strip() == "")
+    bad = _blank(col)
     if bad.any():
         raise InputError(str(path), f"{name} is empty at {_where(path, col.index[bad][0])}", f"give every row a {name}")
     if pd.api.types.is_float_dtype(col):      # a whole float is spelled as the integer it holds: 7.0 is id 7
         return col.map(lambda x: str(int(x)) if float(x).is_integer() else str(x)).astype(str)
     return col.astype(str)
+
+
+def _blank(col: pd.Series) -> pd.Series:
+    """True where a cell is missing, empty or only whitespace."""
+    return col.isna() | (col.astype("string").str.strip() == "")
 
 
 def _require_columns(df: pd.DataFrame, needed, path: Path) -> None:
@@ -303,12 +309,12 @@ def read_id_list(path: Path, column: str) -> list[str]:
     path = Path(path)
     if table_format(path):
         return read_table(path, id_column=column)[column].tolist()
-    if not path.is_file():
-        raise InputError(str(path), "file not found", f"pass a file of {column}s, one per line or as a table")
+    require_file(path, f"pass a file of {column}s, one per line or as a table")
     try:
         lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError as exc:
-        raise InputError(str(path), f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8") from exc
+        raise InputError(str(path), f"is not UTF-8 text (line {first_non_utf8_line(path)})",
+                         "save the file as UTF-8") from exc
     ids = [line.removesuffix("\r") for line in lines]
     ids = [i for i in ids if i.strip()]
     if ids and ids[0] == column:
