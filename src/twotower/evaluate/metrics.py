@@ -65,7 +65,11 @@ def ndcg_at(ranks: np.ndarray, k: int = 10) -> np.ndarray:
 
 def paired_interval(a: np.ndarray, b: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean of a - b over the same requests, with a 95% paired-bootstrap interval (requests resampled)."""
-    gain = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return mean_interval(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64), draws, seed)
+
+
+def mean_interval(values: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, 2.5% and 97.5% quantiles of the bootstrap means) of per-request values."""
     rng = np.random.default_rng(seed)
-    means = np.array([gain[rng.integers(0, len(gain), len(gain))].mean() for _ in range(draws)])
-    return float(gain.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+    means = np.array([values[rng.integers(0, len(values), len(values))].mean() for _ in range(draws)])
+    return float(values.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))

@@ -97,19 +97,25 @@ def ndcg10(scorer: Scorer, ev: EvalSet) -> float:
 
 def split_for_protocol(data: Dataset, exclude_seen: bool = True) -> tuple[EvalSet, EvalSet]:
     """(validation set over the history before it, test set over the history before it)."""
-    before_test, test = holdout_last(data, min_history=2)
-    before_val, val = holdout_last(before_test, min_history=1)
+    (before_val, val), (before_test, test) = _holdouts(data)
     return EvalSet.make(before_val, val, exclude_seen), EvalSet.make(before_test, test, exclude_seen)
+
+
+def _holdouts(data: Dataset) -> tuple[tuple[Dataset, Targets], tuple[Dataset, Targets]]:
+    """((history, validation targets), (history, test targets)): each user's last positive is the test, the
+    one before it the validation."""
+    before_test, test = holdout_last(data, min_history=2)
+    return holdout_last(before_test, min_history=1), (before_test, test)
 
 
 def protocol_split(data: Dataset, exclude_seen: bool = True,
                    log: Callable[[str], None] = print) -> tuple[EvalSet, EvalSet]:
     """The protocol's (validation, test) sets, checked: a clear error when there is nothing to rank."""
-    val, test = split_for_protocol(data, exclude_seen)
-    every_val, every_test = split_for_protocol(data, exclude_seen=False)
-    repeats = len(every_test.targets) - len(test.targets)
+    (before_val, every_val), (before_test, every_test) = _holdouts(data)
+    val, test = EvalSet.make(before_val, every_val, exclude_seen), EvalSet.make(before_test, every_test, exclude_seen)
+    repeats = len(every_test) - len(test.targets)
     if len(test.targets) == 0 or len(val.targets) == 0:
-        if len(every_test.targets) and len(every_val.targets):
+        if len(every_test) and len(every_val):
             raise InputError("events", "every held-out event repeats an item its user already had, and seen items "
                              "are excluded from recommendations, so there is nothing to rank",
                              "for a log of repeat purchases set recommend.exclude_seen = false in the config")

@@ -19,7 +19,7 @@ from ..config import RankConfig
 from ..data.dataset import Dataset
 from ..data.split import holdout_last
 from ..errors import InputError
-from ..evaluate.metrics import top_k
+from ..evaluate.metrics import mean_interval, top_k
 from ..evaluate.protocol import EvalSet, Scorer, masked_scores
 from ..features.definitions import FeatureDefinitions, FeatureSource
 from ..features.offline import OfflineStore
@@ -193,9 +193,7 @@ def paired_gain(rows: pd.DataFrame, order_by: str, baseline: str, n_targets: int
     a, b = _ndcg10(_target_positions(rows, order_by)), _ndcg10(_target_positions(rows, baseline))
     gain = np.zeros(n_targets)            # requests whose target is not a candidate gain nothing either way
     gain[:len(a)] = a.to_numpy() - b.reindex(a.index).to_numpy()
-    rng = np.random.default_rng(seed)
-    means = np.array([gain[rng.integers(0, n_targets, n_targets)].mean() for _ in range(draws)])
-    return float(gain.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+    return mean_interval(gain, draws, seed)
 
 
 @dataclass
