@@ -1,4 +1,4 @@
-"""Batch recommendations from a saved model into a file: the serving path for every user, as of now."""
+"""Batch recommendations from a saved model into a file: the serving path for every user, as a batch."""
 
 from __future__ import annotations
 

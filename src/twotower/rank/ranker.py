@@ -108,15 +108,15 @@ class LambdaRanker:
 def ndcg_at_10(rows: pd.DataFrame, order_by: str, label: str = "grade", group: str = "request") -> float:
     """Mean NDCG@10 of the lists when each is ordered by `order_by` (descending), with LightGBM's gains
     (2^grade - 1): the figure LambdaRank's early stopping reports, for any other order."""
-    ranked = rows.sort_values([group, order_by], ascending=[True, False], kind="stable")
-    pos = ranked.groupby(group).cumcount().to_numpy()
-    gain = (2.0 ** ranked[label].to_numpy(np.float64) - 1) / np.log2(pos + 2) * (pos < 10)
-    dcg = pd.Series(gain).groupby(ranked[group].to_numpy()).sum()
-    ideal = ranked.sort_values([group, label], ascending=[True, False], kind="stable")
-    ipos = ideal.groupby(group).cumcount().to_numpy()
-    igain = (2.0 ** ideal[label].to_numpy(np.float64) - 1) / np.log2(ipos + 2) * (ipos < 10)
-    idcg = pd.Series(igain).groupby(ideal[group].to_numpy()).sum()
-    return float((dcg / idcg.reindex(dcg.index)).fillna(0).mean())
+    def dcg(by: str) -> pd.Series:
+        """Each list's DCG@10 when ordered by `by`."""
+        ranked = rows.sort_values([group, by], ascending=[True, False], kind="stable")
+        pos = ranked.groupby(group).cumcount().to_numpy()
+        gain = (2.0 ** ranked[label].to_numpy(np.float64) - 1) / np.log2(pos + 2) * (pos < 10)
+        return pd.Series(gain).groupby(ranked[group].to_numpy()).sum()
+
+    found = dcg(order_by)
+    return float((found / dcg(label).reindex(found.index)).fillna(0).mean())
 
 
 def lightgbm_params(settings, objective: str, **extra) -> dict:
