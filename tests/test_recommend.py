@@ -8,16 +8,12 @@ import pandas as pd
 import pytest
 
 from tests.conftest import tiny_config
-from twotower.data.dataset import request_context
 from twotower.errors import InputError
-from twotower.features.materialize import FEATURES_DIR, SQLITE_FILE, materialize, offline_store, open_online_store
-from twotower.index.model_index import open_model_index
+from twotower.features.materialize import FEATURES_DIR, SQLITE_FILE, materialize
 from twotower.model.artifact import load_model
-from twotower.model.recommender import tower_queries
 from twotower.pipeline import dataset_from_frames, train_and_save
-from twotower.rank.reranker import Reranker
 from twotower.recommend import recommend
-from twotower.serving import rank_candidates
+from twotower.serving import Server
 
 CFG = tiny_config(rank={"candidates": 40, "slice_events": 3})
 
@@ -30,26 +26,40 @@ def model(small_ml, tmp_path_factory):
     return out, result.ranker.reranker
 
 
-def retrieved(folder, users=np.arange(1, 21)):
-    saved = load_model(folder)
-    hist = saved.history
-    found = open_model_index(saved).search(tower_queries(saved.model, hist)(users, request_context(
-        hist.context_specs, np.full(len(users), float(hist.events["timestamp"].max())))), 40)
-    return saved, found
-
-
 def test_served_rows_are_the_offline_rows_for_the_same_time(model):
-    folder, trained = model
-    saved, found = retrieved(folder)
-    at = np.full(20, float(saved.history.events["timestamp"].max()) + 1.0)
-    reranker = Reranker.load(folder)
-    online = open_online_store(folder, saved.config.rank, saved.model_id)
-    served = rank_candidates(reranker, online, saved.history, np.arange(1, 21), found, 10, at)
-    offline = rank_candidates(trained, offline_store(folder, saved.config.rank), saved.history,
-                              np.arange(1, 21), found, 10, at)
-    np.testing.assert_array_equal(served.ids, offline.ids)
-    np.testing.assert_allclose(served.scores, offline.scores, rtol=1e-9)
-    assert not (served.ids == found.ids[:, :10]).all(), "the ranker reorders some list (a test that can fail)"
+    folder, _ = model
+    users = np.arange(1, 21)
+    at = np.full(20, float(load_model(folder).history.events["timestamp"].max()) + 1.0)
+    lists = {}
+    for name, kwargs in {"online": {}, "offline": {"point_in_time": True}, "retrieval": {"rerank": False}}.items():
+        server = Server.open(folder, **kwargs)
+        try:
+            lists[name] = server.top_k(users, 10, at=at)
+        finally:
+            server.close()
+    np.testing.assert_array_equal(lists["online"].ids, lists["offline"].ids)
+    np.testing.assert_allclose(lists["online"].scores, lists["offline"].scores, rtol=1e-9)
+    assert not (lists["online"].ids == lists["retrieval"].ids).all(), "the ranker reorders some list (can fail)"
+
+
+def test_candidate_sources_bring_items_the_towers_did_not(model):
+    """The ranker's sources (co-visitation, EASE, trending) add candidates beyond the towers' top N: with
+    N = k, some served item is not in the towers' own list."""
+    folder, reranker = model
+    assert [s.name for s in reranker.sources] == ["covisit", "ease", "trending"]
+    users = np.arange(1, 21)
+    lists = {}
+    for rerank in (True, False):
+        server = Server.open(folder, rerank=rerank)
+        try:
+            cfg = server.saved.config
+            server.saved.config = cfg.model_copy(update={"rank": cfg.rank.model_copy(update={"candidates": 10})})
+            lists[rerank] = server.top_k(users, 10)
+        finally:
+            server.close()
+    outside = [set(lists[True].hits(r)) - set(lists[False].hits(r)) for r in range(len(users))]
+    assert any(outside), "every served item came from the towers"
+    assert all(len(lists[True].hits(r)) == 10 for r in range(len(users)))
 
 
 def test_recommend_ranks_and_needs_a_materialized_store(model, tmp_path):

@@ -132,6 +132,15 @@ class RankConfig(_Section):
     impression_window_s: float = Field(300.0, ge=0, description="no-click events (impressions) of the user this "
                                        "many seconds before a chosen item join its list as negatives")
     covisit_window: int = Field(5, ge=1, description="items this many events apart count as co-visited")
+    sources: list[Literal["covisit", "ease", "trending"]] = Field(
+        default_factory=lambda: ["covisit", "ease", "trending"],
+        description="candidate sources beside the towers, fused by the ranker (ease becomes iALS above "
+                    "ease_max_items)")
+    source_candidates: int = Field(50, ge=1, le=10_000, description="each source's top N joins the candidates")
+    ease_max_items: int = Field(20_000, ge=0, description="EASE (a dense item x item inverse) up to this many "
+                                "items, iALS above")
+    trending_share: float = Field(0.02, gt=0, le=1, description="trending counts the latest share of positive "
+                                  "events before a request")
     windows_days: list[float] = Field(default_factory=lambda: [1.0, 7.0, 30.0], min_length=1,
                                       description="item popularity windows; the trend is shortest/longest")
     online_store: Literal["sqlite", "redis"] = "sqlite"

@@ -183,14 +183,19 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
                                show_progress, ranker=True, log=log)
         trained = time.perf_counter() - t0
         settings = f"epoch={built.report.best_epoch}"
-        orders = [(True, "TwoTower (ranked)"), (False, "TwoTower (retrieval)")] if built.ranker else \
-            [(False, "TwoTower (retrieval)")]
-        for rerank, name in orders:
+        reranker = built.ranker.reranker if built.ranker else None
+        orders = [(True, None, "TwoTower (ranked)"), (False, None, "TwoTower (retrieval)")] if reranker else \
+            [(False, None, "TwoTower (retrieval)")]
+        orders += [(True, f"{s.name}_score", f"source: {s.name}") for s in (reranker.sources if reranker else [])]
+        for rerank, order, name in orders:
             t1 = time.perf_counter()
-            metrics, served[name] = served_metrics(built.out, split[1], rerank)
-            rows.append({"model": name, **metrics, "seconds": trained + time.perf_counter() - t1,
-                         "settings": settings + (f", trees={built.ranker.reranker.ranker.report['best_iteration']}"
-                                                 if rerank else "")})
+            metrics, served[name] = served_metrics(built.out, split[1], rerank, order=order)
+            detail = settings
+            if rerank and order is None:
+                detail += (f", trees={reranker.ranker.report['best_iteration']}" if reranker.serve_order == "ranker"
+                           else f", serves {reranker.serve_order} (beat the trees on validation)")
+            rows.append({"model": name, **metrics, "seconds": (trained if order is None else 0.0)
+                         + time.perf_counter() - t1, "settings": detail if order is None else "same candidates"})
             log(f"  {name:<22} NDCG@10 {metrics['NDCG@10']:.4f}  HR@10 {metrics['HR@10']:.4f}  (served)")
         model = load_model(built.out)
     if baselines:

@@ -6,7 +6,7 @@ figures of what is served."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -24,7 +24,9 @@ from .index.base import SearchResult, VectorIndex
 from .index.model_index import open_model_index
 from .model.artifact import SavedModel, load_model
 from .model.recommender import tower_queries
+from .rank.covisit import recent_items
 from .rank.reranker import RANKER_DIR, Reranker, context_columns, ranking_rows
+from .rank.sources import PROFILE_LENGTH, add_source_candidates, source_scores
 
 
 @dataclass
@@ -39,13 +41,18 @@ class Server:
     note: str = ""
 
     @classmethod
-    def open(cls, model_dir: str | Path, rerank: bool = True, point_in_time: bool = False) -> "Server":
+    def open(cls, model_dir: str | Path, rerank: bool = True, point_in_time: bool = False,
+             order: str | None = None) -> "Server":
         """Open a model folder. The ranker reads the online store, or with `point_in_time` the offline store
-        (features as of each request's own time, for evaluating past requests)."""
+        (features as of each request's own time, for evaluating past requests). `order` replaces the order
+        the model serves its candidates in (a source's score column: that source alone, over the same
+        candidates), for measuring each source."""
         saved = load_model(model_dir)
         index = open_model_index(saved)
         try:
             reranker, note = open_reranker(saved) if rerank else (None, "")
+            if reranker is not None and order is not None:
+                reranker = replace(reranker, serve_order=order)
             features = None
             if reranker is not None:
                 features = offline_store(saved.folder, saved.config.rank) if point_in_time else \
@@ -88,10 +95,16 @@ class Server:
             exclude = [set(hist.items.decode(state.seen[c].indices)) for c in u] if cfg.recommend.exclude_seen \
                 else None
             n = max(k, cfg.rank.candidates) if self.reranker else k
-            found = self.index.search(state.queries(u, ctx), n, exclude=exclude)
+            queries = state.queries(u, ctx)
+            found = self.index.search(queries, n, exclude=exclude)
             if self.reranker is not None:
                 as_of = asked if at is not None else np.full(len(u), self.now + 1.0)
-                found = rank_candidates(self.reranker, self.features, hist, u, found, k, as_of)
+                allowed = np.broadcast_to(state.indexed, (len(u), len(state.indexed))).copy()
+                if cfg.recommend.exclude_seen:
+                    allowed[state.seen[u].nonzero()] = False
+                beside = Beside(allowed, lambda local, item: state.tower_score(queries[local], item),
+                                state.temperature)
+                found = rank_candidates(self.reranker, self.features, hist, u, found, k, as_of, beside)
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
 
@@ -103,8 +116,13 @@ class Server:
     def _prepared(self) -> "_Prepared":
         hist = self.saved.history
         seen = seen_matrix(hist)
+        indexed = set(self.index.ids())
+        in_index = np.zeros(hist.n_items + 1, bool)
+        in_index[1:] = pd.Index(hist.items.ids.astype(str)).isin(list(indexed))
         return _Prepared(seen, np.diff(seen.indptr) > 0, last_positive_times(hist),
-                         popular_items(seen, hist.items.ids, set(self.index.ids())), tower_queries(self.saved.model, hist))
+                         popular_items(seen, hist.items.ids, indexed), tower_queries(self.saved.model, hist),
+                         in_index, tower_pair_scores(self.saved),
+                         float(self.saved.model.similarity.log_temperature.exp()))
 
 
 @dataclass
@@ -116,6 +134,36 @@ class _Prepared:
     last_seen: np.ndarray                     # [users + 1] their latest positive event's time
     popular: pd.Series                        # indexed items by count, most popular first
     queries: Callable[[np.ndarray, dict], np.ndarray]
+    indexed: np.ndarray                       # [items + 1] True for item codes in the index
+    tower_score: Callable[[np.ndarray, np.ndarray], np.ndarray]   # (queries [r, d], item codes [r]) -> [r]
+    temperature: float
+
+
+@dataclass
+class Beside:
+    """What the ranker needs beside the towers' hits: the items each request may get ([m, items + 1] bool:
+    not seen, in the index) for its other candidate sources, the towers' score of any (request row, item
+    code) pair, and the temperature that puts index scores on the towers' scale."""
+
+    allowed: np.ndarray
+    tower_score: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    temperature: float = 1.0
+
+
+def tower_pair_scores(saved: SavedModel) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """(index-ready queries [r, d], item codes [r]) -> [r] the towers' score, on the scale of the score the
+    ranker learned from (the similarity over the temperature, as `TwoTowerModel.score` gives it)."""
+    _, vectors = saved.item_vectors()
+    vectors = np.vstack([np.zeros((1, vectors.shape[1]), vectors.dtype), vectors])
+    similarity = saved.model.similarity
+    temperature = float(similarity.log_temperature.exp())
+
+    def score(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+        e = vectors[items]
+        s = -((queries - e) ** 2).sum(1) if similarity.kind == "euclidean" else (queries * e).sum(1)
+        return s / temperature
+
+    return score
 
 
 def _close(resource) -> None:
@@ -136,18 +184,28 @@ def open_reranker(saved: SavedModel) -> tuple[Reranker | None, str]:
 
 
 def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, users: np.ndarray,
-                    found: SearchResult, k: int, at: np.ndarray) -> SearchResult:
-    """Order each request's retrieved candidates by the ranker, with features as of its time `at[i]`; keep
-    the top k."""
+                    found: SearchResult, k: int, at: np.ndarray, beside: Beside) -> SearchResult:
+    """Order each request's candidates (the towers' `found`, and each of the ranker's sources' top N) by the
+    ranker, with features as of its time `at[i]`; keep the top k."""
     m, n = found.ids.shape
-    request = np.repeat(np.arange(m), n)
-    rows = pd.DataFrame({"request": request, "user": users[request], "item_id": found.ids.ravel(),
-                         "retrieval_score": found.scores.ravel(), "retrieval_rank": np.tile(np.arange(1, n + 1), m)})
+    local = np.repeat(np.arange(m), n)
+    rows = pd.DataFrame({"local": local, "item_id": found.ids.ravel(), "retrieval_rank": np.tile(np.arange(1, n + 1), m),
+                         "retrieval_score": found.scores.ravel() / beside.temperature})
     rows = rows[rows["item_id"].notna() & np.isfinite(rows["retrieval_score"])]
-    request = rows["request"].to_numpy()
-    rows = rows.assign(item_id=rows["item_id"].astype(str), item=hist.items.encode(rows["item_id"].astype(str)),
-                       user_id=hist.users.decode(rows["user"]).astype(str), timestamp=at[request],
-                       **context_columns(request_context(hist.context_specs, at), request))
+    rows = rows.assign(item_id=rows["item_id"].astype(str), item=hist.items.encode(rows["item_id"].astype(str)))
+    if reranker.sources:
+        profiles = recent_items(hist.events, users, at, PROFILE_LENGTH)
+        rows = add_source_candidates(rows, source_scores(reranker.sources, profiles, at, beside.allowed),
+                                     reranker.source_candidates)
+        new = rows["retrieval_score"].isna().to_numpy()
+        local_new, item_new = rows["local"].to_numpy()[new].astype(np.int64), rows["item"].to_numpy()[new].astype(np.int64)
+        rows.loc[new, "retrieval_score"] = beside.tower_score(local_new, item_new)
+        rows.loc[new, "retrieval_rank"] = n + 1
+        rows.loc[new, "item_id"] = hist.items.decode(item_new).astype(str)
+    request = rows["local"].to_numpy(np.int64)
+    rows = rows.drop(columns="local").assign(
+        request=request, user=users[request], user_id=hist.users.decode(users[request]).astype(str),
+        timestamp=at[request], **context_columns(request_context(hist.context_specs, at), request))
     rows = ranking_rows(rows, features, reranker, hist)
     rows = rows.assign(score=reranker.score(rows)).sort_values(["request", "score"], ascending=[True, False],
                                                                kind="stable")

@@ -17,14 +17,15 @@ from .metrics import KS, list_ranks, summarize
 from .protocol import EvalSet
 
 
-def served_metrics(model_dir: str | Path, test: EvalSet, rerank: bool = True,
-                   batch: int = 512) -> tuple[dict[str, float], np.ndarray]:
+def served_metrics(model_dir: str | Path, test: EvalSet, rerank: bool = True, batch: int = 512,
+                   order: str | None = None) -> tuple[dict[str, float], np.ndarray]:
     """(HR/NDCG/MRR at 5/10/20 and coverage@10, [n] each target's 0-based place in its list or inf) of what
     the model in `model_dir` (trained on `test.history`) serves to each test request at the request's time,
-    features read as of then (the offline store)."""
+    features read as of then (the offline store). `order` serves the candidates in another order than the
+    model's (see `Server.open`)."""
     t = test.targets
     vocab = test.history.items
-    server = Server.open(model_dir, rerank=rerank, point_in_time=True)
+    server = Server.open(model_dir, rerank=rerank, point_in_time=True, order=order)
     ranks, tops = [], []
     try:
         for lo in range(0, len(t), batch):

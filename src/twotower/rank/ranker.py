@@ -40,9 +40,11 @@ class LambdaRanker:
     report: dict = field(default_factory=dict)
 
     def fit(self, rows: pd.DataFrame, label: str = "grade", group: str = "request",
-            sample_weight: np.ndarray | None = None, valid_fraction: float = 0.2) -> "LambdaRanker":
+            sample_weight: np.ndarray | None = None, valid_fraction: float = 0.2,
+            compare: list[str] = ()) -> "LambdaRanker":
         """Train on candidate rows (sorted by `group`); requests without a relevant candidate teach nothing
-        and are dropped; a fraction of requests is held out for early stopping."""
+        and are dropped; a fraction of requests is held out for early stopping. The report gives NDCG@10 on
+        those requests for the trees and for ordering by each `compare` column (and the base) alone."""
         import lightgbm as lgb
 
         missing = [c for c in self.features + [label, group] if c not in rows.columns]
@@ -75,6 +77,8 @@ class LambdaRanker:
                        "valid_ndcg@10": float(self.model.best_score["valid_0"]["ndcg@10"])}
         if self.base:
             self.report["base_ndcg@10"] = ndcg_at_10(valid, self.base, label, group)
+        self.report["orders_ndcg@10"] = {c: ndcg_at_10(valid, c, label, group)
+                                         for c in dict.fromkeys([*compare, *([self.base] if self.base else [])])}
         return self
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Everything the second stage needs at request time, in one object saved with the model: the ranker, the
-co-visitation table, and how candidate rows get their features (the same code for training and serving)."""
+co-visitation table, the candidate sources beside the towers, the order that is served, and how candidate
+rows get their features (the same code for training and serving)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,18 @@ from ..features.definitions import FeatureDefinitions, FeatureSource
 from .affinity import affinity_names, category_affinity
 from .covisit import NAMES as COVISIT, CoVisitation, recent_items
 from .ranker import LambdaRanker
+from .sources import ALSSource, CoVisitSource, EaseSource, ItemSource, TrendingSource
 
 RETRIEVAL = ["retrieval_score", "retrieval_rank", "retrieval_gap"]
 IN_LIST = ["item_count_all", "covisit_norm"]     # also given as a percentile within the request's candidates
 RANKER_DIR = "ranker"
+RANKER = "ranker"                                # serve_order when the trees order the list
+
+
+def source_columns(name: str) -> list[str]:
+    """A candidate source's ranker features: its score for the candidate and the candidate's place in its
+    list (the list's length + 1 when it is not there)."""
+    return [f"{name}_score", f"{name}_rank"]
 
 
 @dataclass
@@ -32,19 +41,28 @@ class Reranker:
     category_features: list[str] = field(default_factory=list)   # item features the user's affinity is for
     profile_length: int = 50
     context_features: list[str] = field(default_factory=list)    # the requests' own context columns
+    sources: list[ItemSource] = field(default_factory=list)      # candidate generators beside the towers
+    source_candidates: int = 50                                  # each source's top N joins the candidates
+    serve_order: str = RANKER      # what orders served lists: the trees, or a score column that beat them
 
     @property
     def feature_names(self) -> list[str]:
         in_list = [f"{c}_in_list" for c in self.definitions.window_counts + IN_LIST]
-        return (RETRIEVAL + self.definitions.names + COVISIT + affinity_names(self.category_features) + in_list
-                + self.context_features)
+        return (RETRIEVAL + [c for s in self.sources for c in source_columns(s.name)] + self.definitions.names
+                + COVISIT + affinity_names(self.category_features) + in_list + self.context_features)
 
-    def refreshed(self, events: pd.DataFrame, n_items: int) -> "Reranker":
-        """The same ranker with a co-visitation table over `events` (all a live request may know)."""
-        return replace(self, covisitation=CoVisitation.fit(events, n_items, self.covisitation.window))
+    def refreshed(self, data: Dataset) -> "Reranker":
+        """The same ranker with its co-visitation table and sources over `data` (all a live request may know);
+        EASE keeps the l2 chosen for it."""
+        covisitation = CoVisitation.fit(data.events, data.n_items, self.covisitation.window)
+        return replace(self, covisitation=covisitation,
+                       sources=[refit_source(s, data, covisitation) for s in self.sources])
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
-        return self.ranker.score(rows)
+        """The served order's score of each candidate row (higher first)."""
+        if self.serve_order == RANKER:
+            return self.ranker.score(rows)
+        return rows[self.serve_order].to_numpy(np.float64)
 
     def save(self, model_dir: Path) -> Path:
         folder = Path(model_dir) / RANKER_DIR
@@ -52,10 +70,14 @@ class Reranker:
             tmp.mkdir()
             self.ranker.save(tmp)
             self.covisitation.save(tmp / "covisit.npz")
+            for source in self.sources:
+                if hasattr(source, "save"):
+                    source.save(tmp)
             (tmp / "reranker.json").write_text(json.dumps(
                 {"recent_length": self.recent_length, "windows_days": list(self.definitions.windows_days),
                  "category_features": self.category_features, "profile_length": self.profile_length,
-                 "context_features": self.context_features}))
+                 "context_features": self.context_features, "sources": [s.name for s in self.sources],
+                 "source_candidates": self.source_candidates, "serve_order": self.serve_order}))
         return folder
 
     @classmethod
@@ -70,9 +92,37 @@ class Reranker:
     @classmethod
     def _read(cls, folder: Path) -> "Reranker":
         meta = json.loads((folder / "reranker.json").read_text())
-        return cls(LambdaRanker.load(folder), CoVisitation.load(folder / "covisit.npz"), meta["recent_length"],
+        covisitation = CoVisitation.load(folder / "covisit.npz")
+        return cls(LambdaRanker.load(folder), covisitation, meta["recent_length"],
                    FeatureDefinitions(tuple(meta["windows_days"])), meta.get("category_features", []),
-                   meta.get("profile_length", 50), meta.get("context_features", []))
+                   meta.get("profile_length", 50), meta.get("context_features", []),
+                   [load_source(name, folder, covisitation, meta["recent_length"])
+                    for name in meta.get("sources", [])],
+                   meta.get("source_candidates", 50), meta.get("serve_order", RANKER))
+
+
+def load_source(name: str, folder: Path, covisitation: CoVisitation, recent: int) -> ItemSource:
+    """A saved candidate source (co-visitation reads the reranker's own table)."""
+    if name == "covisit":
+        return CoVisitSource(covisitation, recent)
+    loaders = {"ease": EaseSource.load, "ials": ALSSource.load, "trending": TrendingSource.load}
+    if name not in loaders:
+        raise InputError(str(folder / "reranker.json"), f"unknown candidate source {name!r}",
+                         "retrain the model with this version of twotower")
+    return loaders[name](folder)
+
+
+def refit_source(source: ItemSource, data: Dataset, covisitation: CoVisitation) -> ItemSource:
+    """The same kind of source, with the same settings, over `data`."""
+    if isinstance(source, CoVisitSource):
+        return replace(source, table=covisitation)
+    if isinstance(source, EaseSource):
+        return EaseSource.fit(data, source.l2)
+    if isinstance(source, ALSSource):
+        return ALSSource.fit(data)
+    if isinstance(source, TrendingSource):
+        return TrendingSource.fit(data, window=source.window)
+    raise TypeError(f"unknown source {source!r}")
 
 
 def context_columns(context: dict[str, np.ndarray], request: np.ndarray) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ them, and asks it for candidates for each held-out event, with only the history 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from typing import Callable
@@ -24,9 +25,13 @@ from ..evaluate.protocol import EvalSet, Scorer, masked_scores
 from ..features.definitions import FeatureDefinitions, FeatureSource
 from ..features.offline import OfflineStore
 from .affinity import category_features
-from .covisit import CoVisitation
+from .covisit import CoVisitation, recent_items
 from .reranker import Reranker, context_columns, ranking_rows
-from .ranker import LambdaRanker, relevance_grades
+from .ranker import LambdaRanker, ndcg_at_10, relevance_grades
+from .sources import PROFILE_LENGTH, ItemSource, add_source_candidates, fit_sources, source_scores
+
+logger = logging.getLogger(__name__)
+
 
 class NoRankerData(InputError):
     """The log gives the ranker nothing to learn from: no later request has its chosen item among its
@@ -37,18 +42,21 @@ RetrieverFit = Callable[[Dataset, EvalSet], Callable[[Dataset], Scorer]]
 """(training history, early-stopping set) -> a trained retriever: history -> Scorer."""
 
 
-def candidates(scorer: Scorer, ev: EvalSet, n: int, shown: list[np.ndarray] | None = None) -> pd.DataFrame:
+def candidates(scorer: Scorer, ev: EvalSet, n: int, shown: list[np.ndarray] | None = None,
+               sources: list[ItemSource] = (), per_source: int = 50) -> pd.DataFrame:
     """Top-n unseen items per target request: request, user, item (codes), timestamp, retrieval score and
     rank, and the grade (the target's relevance, 0 for the others). `shown[r]`, item codes logged as shown
     to request r without a click, join its list as real negatives (with their true retrieval score and rank)
-    when retrieval did not already bring them."""
+    when retrieval did not already bring them. Each of `sources` adds its top `per_source` (retrieval rank
+    n + 1 when the towers did not bring them), and every row gets each source's score and rank."""
     t = ev.targets
     grades = relevance_grades(t.weights if t.weights is not None else np.ones(len(t)))
+    profiles = recent_items(ev.history.events, t.users, t.times, PROFILE_LENGTH) if sources else None
     frames = []
     for sl, scores in masked_scores(scorer, ev):
         top = top_k(scores, n)
         m, width = top.shape                # width < n when the catalog is smaller than n
-        requests = np.repeat(np.arange(sl.start, sl.start + m), width)
+        local = np.repeat(np.arange(m), width)
         items = top.ravel()
         ranks = np.tile(np.arange(1, width + 1), m)
         if shown is not None:
@@ -56,16 +64,20 @@ def candidates(scorer: Scorer, ev: EvalSet, n: int, shown: list[np.ndarray] | No
                      if item not in top[i] and item != t.items[sl.start + i] and np.isfinite(scores[i, item])]
             if extra:
                 rows_, cols_ = np.array(extra).T
-                requests = np.concatenate([requests, rows_ + sl.start])
+                local = np.concatenate([local, rows_])
                 items = np.concatenate([items, cols_])
                 ranks = np.concatenate([ranks, 1 + (scores[rows_] > scores[rows_, cols_][:, None]).sum(1)])
-        local = requests - sl.start
-        frames.append(pd.DataFrame({
-            "request": requests, "user": t.users[requests], "item": items, "timestamp": t.times[requests],
-            "retrieval_score": scores[local, items], "retrieval_rank": ranks,
-            "grade": np.where(items == t.items[requests], grades[requests], 0),
-            **context_columns(t.context, requests),
-        }))
+        rows = pd.DataFrame({"local": local, "item": items, "retrieval_rank": ranks})
+        if sources:
+            dense = source_scores(sources, profiles[sl], t.times[sl], np.isfinite(scores))
+            rows = add_source_candidates(rows, dense, per_source)
+        local, items = rows["local"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
+        requests = local + sl.start
+        frames.append(rows.assign(
+            request=requests, user=t.users[requests], timestamp=t.times[requests],
+            retrieval_score=scores[local, items], retrieval_rank=rows["retrieval_rank"].fillna(n + 1),
+            grade=np.where(items == t.items[requests], grades[requests], 0),
+            **context_columns(t.context, requests)).drop(columns="local"))
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[np.isfinite(rows["retrieval_score"])]       # seen items and padding are never candidates
     return rows.sort_values(["request", "retrieval_rank"], kind="stable", ignore_index=True)
@@ -144,27 +156,41 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
                            f"({exc.problem})", "lower rank.slice_events, train on a longer log, or pass "
                            "--no-ranker") from exc
     covisitation = CoVisitation.fit(base.events, data.n_items, cfg.covisit_window)
+    tune = steps[-1].targets
+    sources = fit_sources(base, cfg, covisitation, (recent_items(base.events, tune.users, tune.times,
+                                                                 PROFILE_LENGTH), tune.items), log=log)
     frames, offset = [], 0
     for step in steps:
         shown = shown_without_click(data.events, step.targets, cfg.impression_window_s)
-        rows = candidates(scorer_for(step.history), step, cfg.candidates, shown)
+        rows = candidates(scorer_for(step.history), step, cfg.candidates, shown, sources, cfg.source_candidates)
         frames.append(rows.assign(request=rows["request"] + offset))
         offset += len(step.targets)
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[rows.groupby("request")["grade"].transform("max") > 0]   # lists without the target teach nothing
     if rows.empty:
-        raise NoRankerData("events", f"no later request has its chosen item among its {cfg.candidates} "
-                           "candidates", "raise rank.candidates, train on a longer log, or pass --no-ranker")
+        raise NoRankerData("events", f"no later request has its chosen item among its candidates",
+                           "raise rank.candidates, train on a longer log, or pass --no-ranker")
     reranker = Reranker(None, covisitation, cfg.recent_items, store.definitions, category_features(data),
-                        cfg.profile_items, [c for c in rows.columns if c.startswith("context_")])   # features first
+                        cfg.profile_items, [c for c in rows.columns if c.startswith("context_")],   # features first
+                        sources, cfg.source_candidates)
     rows = ranking_rows(with_ids(rows, data), store, reranker, data)
-    reranker.ranker = LambdaRanker(reranker.feature_names, base="retrieval_score").fit(rows)
+    orders = ["retrieval_score"] + [f"{s.name}_score" for s in sources]
+    base_order = max(orders, key=lambda c: ndcg_at_10(rows, c))        # the trees correct the best single order
+    reranker.ranker = LambdaRanker(reranker.feature_names, base=base_order).fit(rows, compare=orders)
     report = reranker.ranker.report
-    if report["valid_ndcg@10"] <= report["base_ndcg@10"]:
-        raise NoRankerData("events", f"the ranker's held-out NDCG@10 ({report['valid_ndcg@10']:.4f}) is no better than "
-                           f"retrieval order's ({report['base_ndcg@10']:.4f}) on the same requests",
-                           "nothing to do: the model serves retrieval order; a longer log may teach a ranker")
-    return reranker.refreshed(data.events, data.n_items)
+    alone = report["orders_ndcg@10"]
+    log("ranker: held-out NDCG@10 " + ", ".join(f"{c.removesuffix('_score')} {v:.4f}" for c, v in alone.items())
+        + f", fused {report['valid_ndcg@10']:.4f}")
+    best = max(alone, key=alone.get)
+    if report["valid_ndcg@10"] <= alone[best]:
+        if best == "retrieval_score":
+            raise NoRankerData("events", f"the ranker's held-out NDCG@10 ({report['valid_ndcg@10']:.4f}) is no "
+                               f"better than retrieval order's ({alone[best]:.4f}) on the same requests",
+                               "nothing to do: the model serves retrieval order; a longer log may teach a ranker")
+        logger.warning("the ranker's held-out NDCG@10 (%.4f) is no better than the %s source alone (%.4f): the "
+                       "model serves that source's order", report["valid_ndcg@10"], best, alone[best])
+        reranker.serve_order = best
+    return reranker.refreshed(data)
 
 
 def _target_positions(rows: pd.DataFrame, order_by: str) -> pd.Series:
@@ -211,10 +237,10 @@ def evaluate_two_stage(data: Dataset, val: EvalSet, test: EvalSet, fit_retriever
         store = OfflineStore(tmp, FeatureDefinitions(tuple(cfg.windows_days)))
         store.write_events(event_log(data))
         scorer_for = fit_retriever(val.history, val)
-        reranker = train_reranker(val.history, fit_retriever, cfg, store, log).refreshed(
-            test.history.events, data.n_items)
-        rows = ranking_rows(with_ids(candidates(scorer_for(test.history), test, cfg.candidates), data), store,
-                            reranker, data)
+        reranker = train_reranker(val.history, fit_retriever, cfg, store, log).refreshed(test.history)
+        found = candidates(scorer_for(test.history), test, cfg.candidates, sources=reranker.sources,
+                           per_source=reranker.source_candidates)
+        rows = ranking_rows(with_ids(found, data), store, reranker, data)
     rows = rows.assign(ranker_score=reranker.score(rows))
     n_targets = len(test.targets)
     gain, low, high = paired_gain(rows, "ranker_score", "retrieval_score", n_targets)

@@ -1,0 +1,278 @@
+"""Candidate sources beside the towers. Industry retrieval merges several generators; each of these scores the
+whole catalog for a request from what its user had before the request's time:
+
+- `covisit`: co-visitation with the user's latest items ("people who had these next had that");
+- `ease`: EASE (Steck 2019), a closed-form item-to-item model, where the catalog is small enough for its dense
+  inverse; `ials` (from `implicit`, the user's factors solved from their items) above that size;
+- `trending`: the items most chosen in the latest positive events before the request.
+
+The ranker merges each source's top N with the towers' and reads every source's score and rank as features
+(see `rank.reranker`). Sources are fitted on the events their requests follow, never on a request's future.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..config import RankConfig
+from ..data.dataset import Dataset
+from .covisit import CoVisitation, items_matrix
+
+PROFILE_LENGTH = 200          # the latest items an item-to-item source reads per request
+EASE_KEEP = 200               # each item's strongest EASE links kept (a sparse model, the dense one is n^2)
+EASE_L2 = (10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0)
+EASE_TUNE_ITEMS = 3000        # the l2 grid is searched on the most popular items only (a dense inverse each)
+
+
+class ItemSource(Protocol):
+    """One candidate generator: each request's profile (item codes before its time, oldest first) and time
+    -> a score for every item code, [m, n_items + 1] (higher is better; 0 means no evidence)."""
+
+    name: str
+
+    def scores(self, profiles: list[np.ndarray], times: np.ndarray) -> np.ndarray:
+        ...
+
+
+@dataclass
+class CoVisitSource:
+    """Co-visitation counts with the user's `recent` latest items, normalised by both ends' popularity."""
+
+    table: CoVisitation
+    recent: int
+    name: str = "covisit"
+
+    def scores(self, profiles, times):
+        size = self.table.counts.shape[0]
+        latest = items_matrix([p[-self.recent:] for p in profiles], size)
+        return np.asarray((latest @ self.table.normalised).todense(), dtype=np.float32)
+
+
+@dataclass
+class EaseSource:
+    """EASE's item-to-item weights, sparsified to each item's `EASE_KEEP` strongest links."""
+
+    weights: sp.csr_matrix            # [n_items + 1]^2
+    l2: float
+    name: str = "ease"
+
+    @classmethod
+    def fit(cls, history: Dataset, l2: float) -> "EaseSource":
+        x = user_items(history)
+        return cls(_sparsify(_ease_weights(x, l2), EASE_KEEP), l2)
+
+    def scores(self, profiles, times):
+        latest = items_matrix([np.unique(p[-PROFILE_LENGTH:]) for p in profiles], self.weights.shape[0])
+        return np.asarray((latest @ self.weights).todense(), dtype=np.float32)
+
+    def save(self, folder: Path) -> None:
+        w = self.weights
+        np.savez_compressed(folder / "ease.npz", data=w.data, indices=w.indices, indptr=w.indptr,
+                            shape=np.array(w.shape), l2=self.l2)
+
+    @classmethod
+    def load(cls, folder: Path) -> "EaseSource":
+        z = np.load(folder / "ease.npz")
+        return cls(sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"])), float(z["l2"]))
+
+
+@dataclass
+class ALSSource:
+    """iALS item factors from `implicit`; a request's user factors are solved from its profile."""
+
+    item_factors: np.ndarray          # [n_items + 1, f]
+    regularization: float = 0.1
+    alpha: float = 10.0
+    name: str = "ials"
+
+    @classmethod
+    def fit(cls, history: Dataset, seed: int = 42) -> "ALSSource":
+        from threadpoolctl import threadpool_limits
+
+        model = _als(64, 0.1, 10.0, seed)
+        with threadpool_limits(1, "blas"):
+            model.fit(user_items(history), show_progress=False)
+        return cls(np.asarray(model.item_factors), 0.1, 10.0)
+
+    def scores(self, profiles, times):
+        model = _als(self.item_factors.shape[1], self.regularization, self.alpha)
+        model.item_factors = self.item_factors
+        latest = items_matrix([np.unique(p[-PROFILE_LENGTH:]) for p in profiles], len(self.item_factors))
+        users = model.recalculate_user(np.arange(len(profiles)), latest)
+        return (users @ self.item_factors.T).astype(np.float32)
+
+    def save(self, folder: Path) -> None:
+        np.savez_compressed(folder / "ials.npz", item_factors=self.item_factors,
+                            params=np.array([self.regularization, self.alpha]))
+
+    @classmethod
+    def load(cls, folder: Path) -> "ALSSource":
+        z = np.load(folder / "ials.npz")
+        return cls(z["item_factors"], float(z["params"][0]), float(z["params"][1]))
+
+
+@dataclass
+class TrendingSource:
+    """Counts of each item among the latest `window` positive events before the request's time."""
+
+    times: np.ndarray                 # positive events' times, ascending
+    items: np.ndarray                 # their item codes
+    size: int                         # n_items + 1
+    window: int
+    name: str = "trending"
+
+    @classmethod
+    def fit(cls, history: Dataset, share: float = 0.02, window: int | None = None) -> "TrendingSource":
+        """The window is `share` of the positive events (100 to 200,000) unless given."""
+        ev = history.events[history.events["weight"] > 0].sort_values("timestamp", kind="stable")
+        window = window or int(np.clip(share * len(ev), 100, 200_000))
+        return cls(ev["timestamp"].to_numpy(np.float64), ev["item"].to_numpy(np.int64), history.n_items + 1, window)
+
+    def scores(self, profiles, times):
+        ends = np.searchsorted(self.times, np.asarray(times, dtype=np.float64), side="left")
+        step = max(1, self.window // 20)          # requests a few events apart share one (older) count
+        ends = ends // step * step
+        out = np.zeros((len(ends), self.size), np.float32)
+        for end in np.unique(ends):
+            counts = np.bincount(self.items[max(0, end - self.window):end], minlength=self.size)
+            out[ends == end] = counts[:self.size]
+        return out
+
+    def save(self, folder: Path) -> None:
+        np.savez_compressed(folder / "trending.npz", times=self.times, items=self.items,
+                            shape=np.array([self.size, self.window]))
+
+    @classmethod
+    def load(cls, folder: Path) -> "TrendingSource":
+        z = np.load(folder / "trending.npz")
+        return cls(z["times"], z["items"], int(z["shape"][0]), int(z["shape"][1]))
+
+
+def user_items(history: Dataset) -> sp.csr_matrix:
+    """[n_users + 1, n_items + 1] binary: the items each user had (positive events)."""
+    ev = history.events[history.events["weight"] > 0]
+    x = sp.csr_matrix((np.ones(len(ev), np.float32), (ev["user"].to_numpy(), ev["item"].to_numpy())),
+                      shape=(history.n_users + 1, history.n_items + 1))
+    x.data[:] = 1.0
+    return x
+
+
+def _ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
+    gram = (x.T @ x).toarray().astype(np.float64 if x.shape[1] <= 4000 else np.float32)
+    gram[np.diag_indices_from(gram)] += l2
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    return b.astype(np.float32)
+
+
+def _sparsify(b: np.ndarray, keep: int) -> sp.csr_matrix:
+    """Each row's `keep` largest weights (the items it most predicts), the rest dropped."""
+    if b.shape[1] > keep:
+        drop = np.argpartition(-b, kth=keep, axis=1)[:, keep:]
+        np.put_along_axis(b, drop, 0.0, axis=1)
+    out = sp.csr_matrix(b)
+    out.eliminate_zeros()
+    return out
+
+
+def _als(factors: int, regularization: float, alpha: float, seed: int = 42):
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    return AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha, iterations=15,
+                                   random_state=seed)
+
+
+def choose_ease_l2(history: Dataset, profiles: list[np.ndarray], targets: np.ndarray,
+                   grid: tuple[float, ...] = EASE_L2) -> float:
+    """EASE's l2 with the best NDCG@10 for `targets` (item codes the requests chose after `profiles`), on the
+    `EASE_TUNE_ITEMS` most popular items (the targets among them): one small dense inverse per value."""
+    x = user_items(history)
+    popular = np.argsort(-np.asarray(x.sum(0)).ravel(), kind="stable")[:EASE_TUNE_ITEMS]
+    popular = popular[popular > 0]
+    position = pd.Series(np.arange(len(popular)), index=popular)
+    sub = x[:, popular]
+    keep = np.isin(targets, popular)
+    if keep.sum() == 0:
+        return grid[len(grid) // 2]
+    local = [position.reindex(p[-PROFILE_LENGTH:]).dropna().to_numpy(np.int64) for p, k in zip(profiles, keep) if k]
+    target = position[targets[keep]].to_numpy()
+    had = items_matrix(local, len(popular))
+    best, chosen = -1.0, grid[0]
+    for l2 in grid:
+        s = np.asarray((had @ _ease_weights(sub, l2)).astype(np.float64))
+        s[had.nonzero()] = -np.inf
+        rank = (s > s[np.arange(len(target)), target][:, None]).sum(1)
+        ndcg = float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())
+        if ndcg > best:
+            best, chosen = ndcg, l2
+    return chosen
+
+
+def source_scores(sources: list[ItemSource], profiles: list[np.ndarray], times: np.ndarray,
+                  allowed: np.ndarray) -> dict[str, np.ndarray]:
+    """{source name: [m, n_items + 1] scores} for a batch of requests; items a request may not get (`allowed`
+    False: seen, padding, not indexed) score -inf."""
+    out = {}
+    for source in sources:
+        s = source.scores(profiles, times)
+        width = min(s.shape[1], allowed.shape[1])
+        out[source.name] = np.where(allowed[:, :width], s[:, :width], -np.inf).astype(np.float32)
+    return out
+
+
+def add_source_candidates(rows: pd.DataFrame, dense: dict[str, np.ndarray], n: int) -> pd.DataFrame:
+    """Candidate rows (`local`: the request's row in `dense`, `item`: code) -> the same rows, then each
+    source's top n of each request not yet among them (with NaN in every other column), and for every row
+    `<source>_score` (0 where it has none) and `<source>_rank` (1..n, n + 1 outside its top n)."""
+    from ..evaluate.metrics import top_k
+
+    tops = {}
+    for name, scores in dense.items():
+        top = top_k(scores, n)
+        m, width = top.shape
+        value = np.take_along_axis(scores, top, 1).ravel()
+        ok = np.isfinite(value) & (value != 0)          # 0: the source knows nothing of the item
+        tops[name] = pd.DataFrame({"local": np.repeat(np.arange(m), width)[ok], "item": top.ravel()[ok],
+                                   f"{name}_rank": np.tile(np.arange(1, width + 1), m)[ok]})
+    if not tops:
+        return rows
+    have = pd.MultiIndex.from_frame(rows[["local", "item"]])
+    new = pd.concat([t[["local", "item"]] for t in tops.values()]).drop_duplicates()
+    new = new[~pd.MultiIndex.from_frame(new).isin(have)]
+    rows = pd.concat([rows, new], ignore_index=True)
+    local, item = rows["local"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
+    for name, top in tops.items():
+        rank = rows[["local", "item"]].merge(top, on=["local", "item"], how="left")[f"{name}_rank"]
+        scores = dense[name]
+        value = scores[local, np.where(item < scores.shape[1], item, 0)]
+        rows[f"{name}_score"] = np.where(np.isfinite(value), value, 0.0)
+        rows[f"{name}_rank"] = rank.fillna(n + 1).to_numpy(np.float64)
+    return rows
+
+
+def fit_sources(history: Dataset, cfg: RankConfig, covisitation: CoVisitation,
+                tune: tuple[list[np.ndarray], np.ndarray] | None = None, seed: int = 42,
+                log=lambda _: None) -> list[ItemSource]:
+    """The sources `cfg.sources` names, fitted on `history`; EASE's l2 is chosen on `tune` (profiles and
+    the item codes their requests chose next) when given."""
+    out: list[ItemSource] = []
+    for name in cfg.sources:
+        if name == "covisit":
+            out.append(CoVisitSource(covisitation, cfg.recent_items))
+        elif name == "ease" and history.n_items <= cfg.ease_max_items:
+            l2 = choose_ease_l2(history, *tune) if tune is not None else 200.0
+            log(f"candidate source: EASE, l2={l2:g}")
+            out.append(EaseSource.fit(history, l2))
+        elif name == "ease":
+            log(f"candidate source: iALS ({history.n_items:,} items is above rank.ease_max_items)")
+            out.append(ALSSource.fit(history, seed))
+        elif name == "trending":
+            out.append(TrendingSource.fit(history, cfg.trending_share))
+    return out
