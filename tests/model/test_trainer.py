@@ -88,3 +88,31 @@ def test_a_checkpoint_from_other_data_or_settings_is_not_resumed(data, tmp_path)
     report = train_towers(build_model(data, cfg), data, cfg.train, checkpoint_dir=tmp_path, show_progress=False,
                           resume_key="b")
     assert report.resumed_from == 0 and len(report.epochs) == 2
+
+
+def test_a_batch_cut_to_its_longest_history_gives_the_queries_of_the_full_window(data):
+    """Cutting the all-padding columns off a batch (what length-sorted batches save) changes no query."""
+    from twotower.model.examples import build_windows
+
+    cfg = tiny_config()
+    model = build_model(data, cfg)
+    model.eval()                                   # no dropout: the same function both ways
+    w = build_windows(data, cfg.model.max_history, 0)
+    lengths = (w.targets > 0).sum(1)
+    short = np.flatnonzero(lengths <= 3)[:8]
+    assert len(short) and (w.inputs[short, :-3] == 0).all(), "these windows are padding before their last 3"
+    users = torch.as_tensor(w.users[short])
+    with torch.no_grad():
+        whole = model.queries(torch.as_tensor(w.inputs[short]), users)
+        cut = model.queries(torch.as_tensor(w.inputs[short, -3:]), users)
+    torch.testing.assert_close(whole[:, -3:], cut, rtol=1e-5, atol=1e-5)
+
+
+def test_length_sorted_batches_cover_every_window_once():
+    from twotower.model.trainer import length_batches
+
+    lengths = np.random.default_rng(0).integers(1, 50, 1000)
+    order = length_batches(torch.randperm(1000, generator=torch.Generator().manual_seed(0)), lengths, 32).numpy()
+    assert sorted(order.tolist()) == list(range(1000))
+    spread = [np.ptp(lengths[order[i:i + 32]]) for i in range(0, 1000, 32)]
+    assert np.median(spread) < np.ptp(lengths) / 4, "a batch holds windows of similar length"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.features import FeatureSpec
@@ -50,9 +51,11 @@ class FeatureEncoder(nn.Module):
         out = 0
         for key, emb in self.lookups.items():
             x = get(key)
-            if x.dim() > rows.dim():  # multi-valued or text: mean over non-padding values
-                mask = (x > 0).unsqueeze(-1).float()
-                out = out + (emb(x) * mask).sum(-2) / mask.sum(-2).clamp(min=1.0)
+            if x.dim() > rows.dim():  # multi-valued or text: mean over non-padding values (one fused bag op)
+                flat = x.reshape(-1, x.shape[-1])
+                summed = F.embedding_bag(flat, emb.weight, mode="sum", padding_idx=0)
+                count = (flat > 0).sum(-1, keepdim=True).clamp(min=1)
+                out = out + (summed / count).reshape(*x.shape[:-1], -1)
             else:
                 out = out + emb(x)
         if self.numeric is not None:

@@ -100,7 +100,10 @@ class HistoryEncoder(nn.Module):
         m = mask.unsqueeze(-1).to(x.dtype)
         if self.kind == "mean":
             return self.norm(x.cumsum(1) / m.cumsum(1).clamp(min=1.0)) * m
-        pos = torch.arange(L, device=x.device)
+        # positions count from the right end (histories are right-aligned), so a batch cut to its longest
+        # history gives every item the position it has in the full window
+        longest = self.position.num_embeddings
+        pos = torch.arange(longest - L, longest, device=x.device)
         h = self.dropout((x + self.position(pos)) * m)
         causal = pos.unsqueeze(0) <= pos.unsqueeze(1)                         # [L(query), L(key)]
         # a padding position may see itself, so no row is empty (an empty row would give NaN)

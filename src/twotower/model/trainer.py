@@ -72,6 +72,7 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
         log.info("resumed training from %s after epoch %d", ckpt_path, start)
 
     n_batches = (len(windows) + cfg.batch_size - 1) // cfg.batch_size
+    lengths = (windows.targets > 0).sum(1)
     t0 = time.perf_counter() - report.seconds
     with progress_bar(show_progress) as bar:
         task = bar.add_task("training", total=cfg.epochs * n_batches, completed=start * n_batches, rate="")
@@ -79,7 +80,7 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
             if bad_epochs >= cfg.patience:
                 break
             model.train()
-            perm = torch.randperm(len(windows), generator=gen)
+            perm = length_batches(torch.randperm(len(windows), generator=gen), lengths, cfg.batch_size)
             losses, seen, t_epoch = [], 0, time.perf_counter()
             for b in range(n_batches):
                 idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size].numpy()
@@ -116,12 +117,26 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
     return report
 
 
+def length_batches(perm: torch.Tensor, lengths: np.ndarray, batch_size: int, chunk_batches: int = 32,
+                   ) -> torch.Tensor:
+    """The shuffled window order with each run of `chunk_batches` batches sorted by history length, so a
+    batch holds windows of similar length and is cut to its longest (padding is most of a short-sequence
+    log's windows); the batches stay in random order across the epoch."""
+    order = perm.numpy()
+    chunk = batch_size * chunk_batches
+    parts = [part[np.argsort(lengths[part], kind="stable")] for part in np.split(order, range(chunk, len(order), chunk))]
+    batches = np.split(np.concatenate(parts), range(batch_size, len(order), batch_size))
+    pick = np.random.default_rng(int(order[0]) if len(order) else 0).permutation(len(batches))
+    return torch.as_tensor(np.concatenate([batches[i] for i in pick]) if batches else order)
+
+
 def _batch_loss(model: TwoTowerModel, w: Windows, idx: np.ndarray, context: dict[str, torch.Tensor], full: bool,
                 estimator: FrequencyEstimator, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, int]:
-    inputs = torch.as_tensor(w.inputs[idx])
-    targets = torch.as_tensor(w.targets[idx])
-    weights = torch.as_tensor(w.weights[idx])
-    rows = torch.as_tensor(w.rows[idx])
+    first = int((w.targets[idx] > 0).any(0).argmax())      # columns before it are padding in every window
+    inputs = torch.as_tensor(w.inputs[idx, first:])
+    targets = torch.as_tensor(w.targets[idx, first:])
+    weights = torch.as_tensor(w.weights[idx, first:])
+    rows = torch.as_tensor(w.rows[idx, first:])
     users = torch.as_tensor(w.users[idx])
     ctx = {k: v[rows] for k, v in context.items()} or None
     valid = targets > 0
@@ -137,7 +152,7 @@ def _batch_loss(model: TwoTowerModel, w: Windows, idx: np.ndarray, context: dict
         estimator.update(tgt)
         cand = tgt if negatives is None else torch.cat([tgt, negatives])
         log_q = mixed_log_q(estimator.probability(cand), cfg.uniform_negatives, model.n_items)
-    explicit = torch.as_tensor(w.negatives[idx])[valid]
+    explicit = torch.as_tensor(w.negatives[idx, first:])[valid]
     loss = sampled_softmax_loss(
         q, tgt, model.item_tower(tgt), weights[valid], model.similarity,
         negatives=negatives, negative_vectors=model.item_tower(negatives) if negatives is not None else None,
