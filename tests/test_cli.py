@@ -127,7 +127,8 @@ def test_evaluate_prints_one_table(small_files, config, tmp_path):
     assert result.exit_code == 0, result.output
     assert "NDCG@10" in result.output
     table = pd.read_csv(out)
-    assert table["model"].tolist() == ["TwoTower (ranked)", "TwoTower (retrieval)"]
+    assert table["model"].tolist() == ["TwoTower (ranked)", "TwoTower (retrieval)", "source: covisit", "source: ease",
+                                       "source: trending"]
     assert ((0 <= table["NDCG@10"]) & (table["NDCG@10"] <= 1)).all()
 
 
@@ -155,7 +156,9 @@ def test_demo_runs_the_whole_job(config, tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(out), "--config", str(config), "-q"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "evaluation.csv")
-    assert table["model"].tolist() == ["TwoTower (ranked)", "TwoTower (retrieval)", "SASRec (id-only)", "Popularity", "ItemKNN", "EASE", "iALS", "BPR"]
+    assert table["model"].tolist() == ["TwoTower (ranked)", "TwoTower (retrieval)", "source: covisit", "source: ease",
+                                       "source: trending", "SASRec (id-only)", "Popularity", "ItemKNN", "EASE",
+                                       "iALS", "BPR"]
     assert table["NDCG@10 vs best baseline"].iloc[:2].str.contains(r"^[+-]\d\.\d{4} \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\] vs ").all()
     assert (out / "evaluation.png").stat().st_size > 10_000 and (out / "model" / "model.json").is_file()
     recs = pd.read_csv(out / "recs.csv")

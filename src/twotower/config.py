@@ -100,6 +100,9 @@ class TrainConfig(_Section):
     max_explicit_negatives: int = Field(16, ge=0, description="weight-0 events kept per target as negatives")
     early_stopping: bool = Field(True, description="hold out each user's last event for early stopping")
     threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    tune_seconds: float = Field(0.0, ge=0, description="seconds to spend choosing dropout, learning rate, history "
+                                "length and dimension on validation before training (0 = use the config as is)")
+    tune_epochs: int = Field(3, ge=1, description="epochs of each tuning trial")
 
 
 class IndexConfig(_Section):

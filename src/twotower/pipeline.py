@@ -7,7 +7,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,9 +27,11 @@ from .features.materialize import Materialized, materialize, offline_store
 from .model.artifact import SavedModel, load_model, model_id_of, save_model, update_meta
 from .model.recommender import TowerRecommender, id_only, tower_scorer
 from .model.trainer import TrainReport
+from .model.tuning import choose_settings
 from .rank.reranker import Reranker
 from .report import METRIC_COLUMNS, PAIRED_COLUMN
 from .rank.two_stage import NoRankerData, event_log, train_reranker
+from .timing import Stopwatch
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class TrainOutcome:
     n_events: int
     index: IndexBuild
     ranker: "RankerBuild | None" = None
+    stages: dict[str, float] = field(default_factory=dict)     # seconds per stage, in order
 
 
 @dataclass
@@ -90,23 +93,35 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
     the full history, so recommendations use every event; build its index; then, unless `ranker` is off
     (or `rank.enabled` is false), train the ranker and materialize its online feature store."""
     out = Path(out)
+    watch = Stopwatch()
+    tuning = None
+    if cfg.train.tune_seconds > 0 and cfg.train.early_stopping:
+        with watch.stage("tuning"):
+            cfg, tuning = choose_settings(*early_stopping_split(data, cfg), cfg, cfg.train.tune_seconds,
+                                          cfg.train.tune_epochs)
+        log(f"tuning: {len(tuning.trials)} trials in {tuning.seconds:.0f}s, chosen "
+            f"{tuning.chosen or 'the configured settings'}")
     key = hashlib.sha256(json.dumps([cfg.model_dump(), data_fingerprint], sort_keys=True).encode()).hexdigest()
     with model_build(out) as build:
         recommender = TowerRecommender(cfg, checkpoint_dir=build, show_progress=show_progress, resume_key=key)
-        if cfg.train.early_stopping:
-            recommender.fit(*early_stopping_split(data, cfg))
-        else:
-            recommender.fit(data, None)
+        with watch.stage("towers"):
+            if cfg.train.early_stopping:
+                recommender.fit(*early_stopping_split(data, cfg))
+            else:
+                recommender.fit(data, None)
         report = recommender.report
         save_model(build, recommender.model, data, cfg, report, data_fingerprint,
                    {"val_ndcg@10": report.best_score} if cfg.train.early_stopping else {})
-        index = build_model_index(build, cfg.index, show_progress=show_progress)
-        built = second_stage(build, data, cfg, ranker, show_progress, log)
+        with watch.stage("vector index"):
+            index = build_model_index(build, cfg.index, show_progress=show_progress)
+        built = second_stage(build, data, cfg, ranker, show_progress, log, watch)
+        update_meta(build, stages_s={k: round(v, 1) for k, v in watch.seconds.items()},
+                    tuning=asdict(tuning) if tuning else None)
     index.folder = out / index.folder.name
     if built is not None:
         built.store.where = built.store.where.replace(str(build), str(out))
     return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()), index,
-                        built)
+                        built, watch.seconds)
 
 
 def early_stopping_split(data: Dataset, cfg: Config) -> tuple[Dataset, EvalSet | None]:
@@ -123,14 +138,14 @@ def early_stopping_split(data: Dataset, cfg: Config) -> tuple[Dataset, EvalSet |
 
 
 def second_stage(model_dir: Path, data: Dataset, cfg: Config, wanted: bool, show_progress: bool,
-                 log: Callable[[str], None]) -> "RankerBuild | None":
+                 log: Callable[[str], None], watch: Stopwatch | None = None) -> "RankerBuild | None":
     """The ranker when it is wanted and the log can teach one; model.json records which, and why not."""
     if not (wanted and cfg.rank.enabled):
         update_meta(model_dir, ranker={"trained": False, "reason": "trained without a ranker (--no-ranker or "
                                        "rank.enabled = false)"})
         return None
     try:
-        built = train_and_save_reranker(model_dir, data, cfg, show_progress, log)
+        built = train_and_save_reranker(model_dir, data, cfg, show_progress, log, watch)
     except NoRankerData as exc:
         logger.warning("no ranker: %s; recommendations are served in retrieval order", exc.problem)
         update_meta(model_dir, ranker={"trained": False, "reason": exc.problem})
@@ -140,21 +155,25 @@ def second_stage(model_dir: Path, data: Dataset, cfg: Config, wanted: bool, show
 
 
 def train_and_save_reranker(out: Path, data: Dataset, cfg: Config, show_progress: bool = True,
-                            log: Callable[[str], None] = lambda _: None) -> RankerBuild:
+                            log: Callable[[str], None] = lambda _: None,
+                            watch: Stopwatch | None = None) -> RankerBuild:
     """The second stage of a model folder: the offline store (every event), the ranker trained on a later
     slice than its own towers' data (see rank.two_stage), and the online store loaded from the offline one."""
     t0 = time.perf_counter()
-    store = offline_store(out, cfg.rank)
-    store.write_events(event_log(data))
+    watch = watch or Stopwatch()
+    with watch.stage("offline feature store"):
+        store = offline_store(out, cfg.rank)
+        store.write_events(event_log(data))
 
     def fit_retriever(history: Dataset, early_stopping: EvalSet):
         towers = TowerRecommender(cfg, name="ranker's retriever", show_progress=show_progress)
         towers.fit(history, early_stopping)
         return lambda h: tower_scorer(towers.model, h)
 
-    reranker = train_reranker(data, fit_retriever, cfg.rank, store, log, cfg.recommend.exclude_seen)
+    reranker = train_reranker(data, fit_retriever, cfg.rank, store, log, cfg.recommend.exclude_seen, watch)
     reranker.save(out)
-    online = materialize(out, cfg.rank, model_id_of(out), show_progress)
+    with watch.stage("online feature store"):
+        online = materialize(out, cfg.rank, model_id_of(out), show_progress)
     return RankerBuild(reranker, online, time.perf_counter() - t0)
 
 

@@ -28,6 +28,7 @@ from .affinity import category_features
 from .covisit import CoVisitation, recent_items
 from .reranker import Reranker, context_columns, ranking_rows
 from .ranker import LambdaRanker, ndcg_at_10, relevance_grades
+from ..timing import Stopwatch
 from .sources import PROFILE_LENGTH, ItemSource, add_source_candidates, fit_sources, source_scores
 
 logger = logging.getLogger(__name__)
@@ -138,9 +139,12 @@ def slice_requests(history: Dataset, per_user: int, max_requests: int | None = N
 
 
 def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, store: FeatureSource,
-                   log: Callable[[str], None] = lambda _: None, exclude_seen: bool = True) -> Reranker:
+                   log: Callable[[str], None] = lambda _: None, exclude_seen: bool = True,
+                   watch: Stopwatch | None = None) -> Reranker:
     """Train the ranker on a later slice than its retriever's training data (see the module docstring).
-    The returned reranker's co-visitation table covers `data` in full, as serving needs."""
+    The returned reranker's co-visitation table and sources cover `data` in full, as serving needs.
+    `watch` gets the seconds of each step."""
+    watch = watch or Stopwatch()
     base, steps = slice_requests(data, cfg.slice_events, cfg.max_requests, exclude_seen=exclude_seen)
     if not steps:
         raise NoRankerData("events", "no user has a later positive event the ranker could learn from (two "
@@ -150,21 +154,24 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
     log(f"ranker: retriever trained on {int((base.events['weight'] > 0).sum()):,} events; candidates for "
         f"{sum(len(s.targets) for s in steps):,} later requests")
     try:
-        scorer_for = fit_retriever(base, steps[-1])       # early-stopped on the oldest held-out step
+        with watch.stage("ranker: its retriever's towers"):
+            scorer_for = fit_retriever(base, steps[-1])       # early-stopped on the oldest held-out step
     except InputError as exc:
         raise NoRankerData("events", f"the ranker's retriever cannot learn from the events before its slice "
                            f"({exc.problem})", "lower rank.slice_events, train on a longer log, or pass "
                            "--no-ranker") from exc
-    covisitation = CoVisitation.fit(base.events, data.n_items, cfg.covisit_window)
-    tune = steps[-1].targets
-    sources = fit_sources(base, cfg, covisitation, (recent_items(base.events, tune.users, tune.times,
-                                                                 PROFILE_LENGTH), tune.items), log=log)
+    with watch.stage("ranker: candidate sources"):
+        covisitation = CoVisitation.fit(base.events, data.n_items, cfg.covisit_window)
+        tune = steps[-1].targets
+        sources = fit_sources(base, cfg, covisitation, (recent_items(base.events, tune.users, tune.times,
+                                                                     PROFILE_LENGTH), tune.items), log=log)
     frames, offset = [], 0
-    for step in steps:
-        shown = shown_without_click(data.events, step.targets, cfg.impression_window_s)
-        rows = candidates(scorer_for(step.history), step, cfg.candidates, shown, sources, cfg.source_candidates)
-        frames.append(rows.assign(request=rows["request"] + offset))
-        offset += len(step.targets)
+    with watch.stage("ranker: candidates"):
+        for step in steps:
+            shown = shown_without_click(data.events, step.targets, cfg.impression_window_s)
+            rows = candidates(scorer_for(step.history), step, cfg.candidates, shown, sources, cfg.source_candidates)
+            frames.append(rows.assign(request=rows["request"] + offset))
+            offset += len(step.targets)
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[rows.groupby("request")["grade"].transform("max") > 0]   # lists without the target teach nothing
     if rows.empty:
@@ -173,10 +180,12 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
     reranker = Reranker(None, covisitation, cfg.recent_items, store.definitions, category_features(data),
                         cfg.profile_items, [c for c in rows.columns if c.startswith("context_")],   # features first
                         sources, cfg.source_candidates)
-    rows = ranking_rows(with_ids(rows, data), store, reranker, data)
+    with watch.stage("ranker: features"):
+        rows = ranking_rows(with_ids(rows, data), store, reranker, data)
     orders = ["retrieval_score"] + [f"{s.name}_score" for s in sources]
-    base_order = max(orders, key=lambda c: ndcg_at_10(rows, c))        # the trees correct the best single order
-    reranker.ranker = LambdaRanker(reranker.feature_names, base=base_order).fit(rows, compare=orders)
+    with watch.stage("ranker: trees"):
+        base_order = max(orders, key=lambda c: ndcg_at_10(rows, c))    # the trees correct the best single order
+        reranker.ranker = LambdaRanker(reranker.feature_names, base=base_order).fit(rows, compare=orders)
     report = reranker.ranker.report
     alone = report["orders_ndcg@10"]
     log("ranker: held-out NDCG@10 " + ", ".join(f"{c.removesuffix('_score')} {v:.4f}" for c, v in alone.items())
@@ -190,7 +199,8 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
         logger.warning("the ranker's held-out NDCG@10 (%.4f) is no better than the %s source alone (%.4f): the "
                        "model serves that source's order", report["valid_ndcg@10"], best, alone[best])
         reranker.serve_order = best
-    return reranker.refreshed(data)
+    with watch.stage("ranker: sources over every event"):
+        return reranker.refreshed(data)
 
 
 def _target_positions(rows: pd.DataFrame, order_by: str) -> pd.Series:
