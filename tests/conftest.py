@@ -141,7 +141,8 @@ slice_events = 3
 def synthetic_log(users: int = 40, items: int = 30, per_user: int = 10, repeat_share: float = 0.0,
                   seed: int = 0) -> pd.DataFrame:
     """A small log with string ids, clicks and purchases; `repeat_share` of each user's events re-buy an item
-    they already had (groceries, music)."""
+    they already had (groceries, music). Most new items follow the user's previous one in a fixed order (a
+    pattern a model can learn); the rest are random."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -151,7 +152,12 @@ def synthetic_log(users: int = 40, items: int = 30, per_user: int = 10, repeat_s
         t = 1_700_000_000 + int(rng.integers(0, 10_000))
         for _ in range(per_user):
             t += int(rng.integers(60, 3600))
-            item = int(rng.choice(had)) if had and rng.random() < repeat_share else int(rng.integers(items))
+            if had and rng.random() < repeat_share:
+                item = int(rng.choice(had))
+            elif had and rng.random() < 0.6:
+                item = (had[-1] + 1) % items
+            else:
+                item = int(rng.integers(items))
             had.append(item)
             rows.append({"user_id": f"u{u:03d}", "item_id": f"i{item:03d}", "timestamp": t,
                          "action": "purchase" if rng.random() < 0.3 else "click"})

@@ -53,7 +53,7 @@ def test_a_failure_in_a_later_stage_leaves_the_previous_model_whole(model_copy, 
     def broken(*args, **kwargs):
         raise InputError("ranker", "broke on purpose", "none")
 
-    monkeypatch.setattr(pipeline, "train_and_save_reranker", broken)
+    monkeypatch.setattr(pipeline, "save_ranker", broken)
     result = train(events, model_copy, config)
     assert result.exit_code == 2 and "broke on purpose" in result.output
     assert {p.name: p.stat().st_mtime_ns for p in model_copy.rglob("*") if p.is_file()} == before

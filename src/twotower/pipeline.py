@@ -34,6 +34,7 @@ from .rank.two_stage import NoRankerData, event_log, train_reranker
 from .timing import Stopwatch
 
 logger = logging.getLogger(__name__)
+FINE_TUNE_PATIENCE = 3
 
 
 def load_inputs(events: str | Path, items: str | Path | None, users: str | Path | None, cfg: Config) -> Dataset:
@@ -89,9 +90,11 @@ class RankerBuild:
 def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint: dict,
                    show_progress: bool = True, ranker: bool = True,
                    log: Callable[[str], None] = lambda _: None) -> TrainOutcome:
-    """Train the towers (early-stopped on each user's last event unless disabled) and save the model with
-    the full history, so recommendations use every event; build its index; then, unless `ranker` is off
-    (or `rank.enabled` is false), train the ranker and materialize its online feature store."""
+    """Train and save a model folder: unless `ranker` is off (or `rank.enabled` is false) the ranker first,
+    on a later slice than its own towers; then the model's towers (early-stopped on each user's last event
+    unless disabled), started from the ranker's towers and fine-tuned on every event, so the two share most
+    of their training; the model is saved with the full history, so recommendations use every event; then
+    its index, and the ranker with its online feature store."""
     out = Path(out)
     watch = Stopwatch()
     tuning = None
@@ -103,20 +106,27 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
             f"{tuning.chosen or 'the configured settings'}")
     key = hashlib.sha256(json.dumps([cfg.model_dump(), data_fingerprint], sort_keys=True).encode()).hexdigest()
     with model_build(out) as build:
-        recommender = TowerRecommender(cfg, checkpoint_dir=build, show_progress=show_progress, resume_key=key)
-        with watch.stage("towers"):
+        learned = learn_ranker(build, data, cfg, ranker, show_progress, log, watch)
+        towers_cfg = cfg
+        if learned.retriever is not None:        # fine-tuning a trained model settles in a few epochs
+            towers_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+                update={"patience": min(cfg.train.patience, FINE_TUNE_PATIENCE)})})
+        recommender = TowerRecommender(towers_cfg, checkpoint_dir=build, show_progress=show_progress,
+                                       resume_key=key)
+        with watch.stage("towers" if learned.retriever is None else "towers (fine-tuned from the ranker's)"):
             if cfg.train.early_stopping:
-                recommender.fit(*early_stopping_split(data, cfg))
+                recommender.fit(*early_stopping_split(data, cfg), warm_start=learned.retriever)
             else:
-                recommender.fit(data, None)
+                recommender.fit(data, None, warm_start=learned.retriever)
         report = recommender.report
         save_model(build, recommender.model, data, cfg, report, data_fingerprint,
                    {"val_ndcg@10": report.best_score} if cfg.train.early_stopping else {})
         with watch.stage("vector index"):
             index = build_model_index(build, cfg.index, show_progress=show_progress)
-        built = second_stage(build, data, cfg, ranker, show_progress, log, watch)
+        built = save_ranker(build, learned, cfg, show_progress, watch)
         update_meta(build, stages_s={k: round(v, 1) for k, v in watch.seconds.items()},
-                    tuning=asdict(tuning) if tuning else None)
+                    tuning=asdict(tuning) if tuning else None,
+                    towers_warm_start=learned.retriever is not None)
     index.folder = out / index.folder.name
     if built is not None:
         built.store.where = built.store.where.replace(str(build), str(out))
@@ -137,44 +147,65 @@ def early_stopping_split(data: Dataset, cfg: Config) -> tuple[Dataset, EvalSet |
     return before, validation if len(validation.targets) else None
 
 
-def second_stage(model_dir: Path, data: Dataset, cfg: Config, wanted: bool, show_progress: bool,
-                 log: Callable[[str], None], watch: Stopwatch | None = None) -> "RankerBuild | None":
-    """The ranker when it is wanted and the log can teach one; model.json records which, and why not."""
+@dataclass
+class LearnedRanker:
+    """The second stage before the model's towers exist: the ranker (None, with the reason, when the log
+    cannot teach one) and the weights of the towers that produced its candidates."""
+
+    reranker: Reranker | None
+    reason: str = ""
+    retriever: dict | None = None
+    seconds: float = 0.0
+
+
+def learn_ranker(model_dir: Path, data: Dataset, cfg: Config, wanted: bool, show_progress: bool,
+                 log: Callable[[str], None], watch: Stopwatch | None = None) -> LearnedRanker:
+    """The offline store (every event) in `model_dir`, and the ranker trained on a later slice than its own
+    towers' data (see rank.two_stage), when it is wanted and the log can teach one."""
     if not (wanted and cfg.rank.enabled):
-        update_meta(model_dir, ranker={"trained": False, "reason": "trained without a ranker (--no-ranker or "
-                                       "rank.enabled = false)"})
-        return None
-    try:
-        built = train_and_save_reranker(model_dir, data, cfg, show_progress, log, watch)
-    except NoRankerData as exc:
-        logger.warning("no ranker: %s; recommendations are served in retrieval order", exc.problem)
-        update_meta(model_dir, ranker={"trained": False, "reason": exc.problem})
-        return None
-    update_meta(model_dir, ranker={"trained": True})
-    return built
-
-
-def train_and_save_reranker(out: Path, data: Dataset, cfg: Config, show_progress: bool = True,
-                            log: Callable[[str], None] = lambda _: None,
-                            watch: Stopwatch | None = None) -> RankerBuild:
-    """The second stage of a model folder: the offline store (every event), the ranker trained on a later
-    slice than its own towers' data (see rank.two_stage), and the online store loaded from the offline one."""
+        return LearnedRanker(None, "trained without a ranker (--no-ranker or rank.enabled = false)")
     t0 = time.perf_counter()
     watch = watch or Stopwatch()
     with watch.stage("offline feature store"):
-        store = offline_store(out, cfg.rank)
+        store = offline_store(model_dir, cfg.rank)
         store.write_events(event_log(data))
+    retriever: dict = {}
 
     def fit_retriever(history: Dataset, early_stopping: EvalSet):
         towers = TowerRecommender(cfg, name="ranker's retriever", show_progress=show_progress)
         towers.fit(history, early_stopping)
+        retriever["state"] = towers.model.state_dict()
         return lambda h: tower_scorer(towers.model, h)
 
-    reranker = train_reranker(data, fit_retriever, cfg.rank, store, log, cfg.recommend.exclude_seen, watch)
-    reranker.save(out)
-    with watch.stage("online feature store"):
-        online = materialize(out, cfg.rank, model_id_of(out), show_progress)
-    return RankerBuild(reranker, online, time.perf_counter() - t0)
+    try:
+        reranker = train_reranker(data, fit_retriever, cfg.rank, store, log, cfg.recommend.exclude_seen, watch)
+    except NoRankerData as exc:
+        logger.warning("no ranker: %s; recommendations are served in retrieval order", exc.problem)
+        return LearnedRanker(None, exc.problem, retriever.get("state"), time.perf_counter() - t0)
+    return LearnedRanker(reranker, "", retriever.get("state"), time.perf_counter() - t0)
+
+
+def save_ranker(model_dir: Path, learned: LearnedRanker, cfg: Config, show_progress: bool,
+                watch: Stopwatch | None = None) -> "RankerBuild | None":
+    """Save the learned ranker and materialize its online store from the offline one (after the model's
+    towers are saved: the store is keyed by their id); model.json records whether there is a ranker, and
+    why not."""
+    if learned.reranker is None:
+        update_meta(model_dir, ranker={"trained": False, "reason": learned.reason})
+        return None
+    t0 = time.perf_counter()
+    learned.reranker.save(model_dir)
+    with (watch or Stopwatch()).stage("online feature store"):
+        online = materialize(model_dir, cfg.rank, model_id_of(model_dir), show_progress)
+    update_meta(model_dir, ranker={"trained": True})
+    return RankerBuild(learned.reranker, online, learned.seconds + time.perf_counter() - t0)
+
+
+def second_stage(model_dir: Path, data: Dataset, cfg: Config, wanted: bool, show_progress: bool,
+                 log: Callable[[str], None]) -> "RankerBuild | None":
+    """The ranker of a model folder whose towers are saved already (learn, then save)."""
+    return save_ranker(model_dir, learn_ranker(model_dir, data, cfg, wanted, show_progress, log), cfg,
+                       show_progress)
 
 
 @dataclass

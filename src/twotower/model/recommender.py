@@ -62,8 +62,12 @@ class TowerRecommender:
         self.model: TwoTowerModel | None = None
         self.report: TrainReport | None = None
 
-    def fit(self, train: Dataset, validation: EvalSet | None) -> dict:
+    def fit(self, train: Dataset, validation: EvalSet | None, warm_start: dict | None = None) -> dict:
+        """Train (from `warm_start`, the weights of towers trained on older events of the same log, when
+        given) with early stopping on `validation`."""
         self.model = build_model(train, self.cfg)
+        if warm_start is not None:
+            self.model.load_state_dict(warm_start)
         validate = (lambda m: ndcg10(tower_scorer(m, validation.history), validation)) if validation else None
         self.report = train_towers(self.model, train, self.cfg.train, validate, self.checkpoint_dir,
                                    self.show_progress, self.resume_key)

@@ -42,9 +42,15 @@ class Similarity(nn.Module):
         s = qp @ ep.transpose(-1, -2)
         if self.kind == "euclidean":
             s = 2 * s - (qp * qp).sum(-1, keepdim=True) - (ep * ep).sum(-1).unsqueeze(-2)
+        return self._over_temperature(s)
+
+    def _over_temperature(self, s: torch.Tensor) -> torch.Tensor:
+        """s / temperature; a fixed temperature of 1 skips a pass over what can be a [batch, catalog] matrix."""
+        if not self.log_temperature.requires_grad and float(self.log_temperature) == 0.0:
+            return s
         return s / self.log_temperature.exp()
 
     def pairs(self, q: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         qp, ep = self.prepare_query(q), self.prepare_item(e)
         s = -((qp - ep) ** 2).sum(-1) if self.kind == "euclidean" else (qp * ep).sum(-1)
-        return s / self.log_temperature.exp()
+        return self._over_temperature(s)
