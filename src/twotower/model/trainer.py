@@ -73,6 +73,7 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
 
     n_batches = (len(windows) + cfg.batch_size - 1) // cfg.batch_size
     lengths = (windows.targets > 0).sum(1)
+    per_batch = max(float(lengths.sum()) / n_batches, 1.0)      # examples in an average batch
     t0 = time.perf_counter() - report.seconds
     with progress_bar(show_progress) as bar:
         task = bar.add_task("training", total=cfg.epochs * n_batches, completed=start * n_batches, rate="")
@@ -86,7 +87,8 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
                 idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size].numpy()
                 loss, n = _batch_loss(model, windows, idx, context, full, estimator, cfg, gen)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # a batch counts by its examples: batches of short windows (length-sorted) weigh less
+                (loss * (n / per_batch)).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
                 losses.append(loss.item())
