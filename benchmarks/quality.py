@@ -1,9 +1,11 @@
 """Quality benchmark: the evaluation protocol (leave-one-out by time, full ranking, seen items excluded) on
-MovieLens-100K and MovieLens-1M, two-tower model against tuned baselines, one table per dataset.
+MovieLens-100K, MovieLens-1M and Amazon Toys, the served two-tower model against tuned baselines, one table
+per dataset.
 
-    .venv/bin/python benchmarks/quality.py [--datasets ml-100k ml-1m] [--config C.toml] [--out benchmarks/results]
+    .venv/bin/python benchmarks/quality.py [--datasets ml-100k ml-1m toys] [--config C.toml] [--out benchmarks/results]
 
-ML-1M in ../shared/data has no timestamps: its file order is the clock (see the data README).
+ML-1M in ../shared/data has no timestamps: its file order is the clock (see the data README). Toys (the
+S3-Rec files) has none either: position in each user's line is the clock.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from rich.console import Console
 
 from twotower.config import load_config
 from twotower.data.movielens import load_ml100k, load_ml1m, locate
+from twotower.data.s3rec import load_toys, locate_toys
 from twotower.pipeline import dataset_from_frames, evaluate
 from twotower.report import plot_metrics, print_metrics, save_metrics
 
-LOADERS = {"ml-100k": load_ml100k, "ml-1m": load_ml1m}
+LOADERS = {"ml-100k": load_ml100k, "ml-1m": load_ml1m, "toys": load_toys}
 
 
 def main() -> None:
@@ -40,7 +43,7 @@ def main() -> None:
                   f"torch {torch.__version__} threads {torch.get_num_threads()}")
     for name in args.datasets:
         t0 = time.perf_counter()
-        folder = locate(name)
+        folder = locate_toys() if name == "toys" else locate(name)
         data = dataset_from_frames(*LOADERS[name](folder), cfg, source=str(folder))
         console.print(f"[bold]{name}[/bold]: {len(data.events):,} events, {data.n_users:,} users, {data.n_items:,} items")
         evaluation = evaluate(data, cfg, baselines=True, log=console.print, show_progress=not args.quiet)
