@@ -128,6 +128,8 @@ class RankConfig(_Section):
     candidates: int = Field(200, ge=2, le=10_000, description="retrieved candidates the ranker orders (N)")
     slice_events: int = Field(10, ge=1, description="each user's latest positives the ranker learns from; its "
                               "candidates come from towers trained on the events before them")
+    slice_share: float = Field(0.3, gt=0, le=1, description="at most this share of a user's positives (at least "
+                               "one) joins the slice: on short histories the ranker's towers keep most events")
     max_requests: int = Field(50_000, ge=100, description="slice requests the ranker learns from at most "
                               "(a uniform sample above it): rows = requests x candidates")
     recent_items: int = Field(5, ge=1, description="the user's latest items compared with each candidate")

@@ -4,6 +4,7 @@ learns from, and the table."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from tests.conftest import tiny_config
 from twotower.evaluate.protocol import masked_scores, split_for_protocol
@@ -81,3 +82,13 @@ def test_impressions_without_a_click_are_found_in_the_window_before_the_choice()
     got = shown_without_click(events, targets, window_s=60)
     assert [g.tolist() for g in got] == [[6, 7], [], []]
     assert shown_without_click(events, targets, window_s=1000)[0].tolist() == [5, 6, 7]
+
+
+def test_a_user_gives_the_slice_at_most_its_share_of_positives(small_ml):
+    data = dataset_from_frames(*small_ml, tiny_config())
+    positives = data.events[data.events["weight"] > 0].groupby("user").size()
+    _, steps = slice_requests(data, 10, share=0.3)
+    held = pd.Series(np.concatenate([s.targets.users for s in steps])).value_counts()
+    cap = np.minimum(10, np.maximum(1, np.floor(0.3 * positives)))
+    assert (held <= cap.reindex(held.index)).all()
+    assert (held == cap.reindex(held.index)).any(), "the cap is reached (a test that can fail)"

@@ -29,11 +29,12 @@ class Targets:
         return len(self.users)
 
 
-def holdout_last(data: Dataset, min_history: int = 1) -> tuple[Dataset, Targets]:
+def holdout_last(data: Dataset, min_history: int = 1, only: np.ndarray | None = None) -> tuple[Dataset, Targets]:
     """Split off each user's last positive event (ties broken by file order).
 
     Returns the events strictly before it (the history the model may see) and the held-out targets.
-    Users with fewer than `min_history` earlier positive events keep all their events and get no target.
+    Users with fewer than `min_history` earlier positive events, or False in `only` ([n_users + 1] bool),
+    keep all their events and get no target.
     """
     ev = data.events
     pos = ev["weight"].to_numpy() > 0
@@ -43,6 +44,8 @@ def holdout_last(data: Dataset, min_history: int = 1) -> tuple[Dataset, Targets]
     np.maximum.at(last, users[pos], row[pos])
     n_pos = np.bincount(users[pos], minlength=data.n_users + 1)
     has_target = (last >= 0) & (n_pos > min_history)
+    if only is not None:
+        has_target &= only
     target_rows = np.sort(last[has_target])
     keep = ~has_target[users] | (row < last[users])
     targets = Targets(

@@ -117,14 +117,16 @@ def event_log(data: Dataset) -> pd.DataFrame:
 
 
 def slice_requests(history: Dataset, per_user: int, max_requests: int | None = None, seed: int = 0,
-                   exclude_seen: bool = True) -> tuple[Dataset, list[EvalSet]]:
-    """Hold out each user's last `per_user` positives one step at a time, keeping at least two per user for
-    the retriever to learn from: (the events before all of them, one EvalSet per step, newest first, each
-    over the history just before its targets). Above `max_requests` targets in all, a uniform sample of them
-    is kept (the history still loses them all)."""
+                   exclude_seen: bool = True, share: float = 1.0) -> tuple[Dataset, list[EvalSet]]:
+    """Hold out each user's last `per_user` positives (at most `share` of theirs, at least one) one step at
+    a time, keeping at least two per user for the retriever to learn from: (the events before all of them,
+    one EvalSet per step, newest first, each over the history just before its targets). Above
+    `max_requests` targets in all, a uniform sample of them is kept (the history still loses them all)."""
+    positives = np.bincount(history.events.loc[history.events["weight"] > 0, "user"], minlength=history.n_users + 1)
+    cap = np.minimum(per_user, np.maximum(1, np.floor(share * positives)))
     steps, h = [], history
-    for _ in range(per_user):
-        h, targets = holdout_last(h, min_history=2)
+    for step in range(per_user):
+        h, targets = holdout_last(h, min_history=2, only=cap > step)
         if len(targets) == 0:
             break
         steps.append(EvalSet.make(h, targets, exclude_seen))
@@ -145,7 +147,8 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
     The returned reranker's co-visitation table and sources cover `data` in full, as serving needs.
     `watch` gets the seconds of each step."""
     watch = watch or Stopwatch()
-    base, steps = slice_requests(data, cfg.slice_events, cfg.max_requests, exclude_seen=exclude_seen)
+    base, steps = slice_requests(data, cfg.slice_events, cfg.max_requests, exclude_seen=exclude_seen,
+                                 share=cfg.slice_share)
     if not steps:
         raise NoRankerData("events", "no user has a later positive event the ranker could learn from (two "
                            "positives, or with exclude_seen a positive that is not a repeat)",
