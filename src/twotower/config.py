@@ -91,7 +91,7 @@ class TrainConfig(_Section):
     batch_size: int = Field(128, ge=1)
     lr: float = Field(4e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(8, ge=1, description="epochs without a better validation NDCG@10 before stopping")
+    patience: int = Field(5, ge=1, description="epochs without a better validation NDCG@10 before stopping")
     seed: int = 42
     full_softmax_max_items: int = Field(20_000, ge=0, description="use the full softmax up to this catalog size")
     uniform_negatives: int = Field(512, ge=0, description="uniformly sampled catalog negatives per batch")

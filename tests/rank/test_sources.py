@@ -72,3 +72,13 @@ def test_ease_l2_is_chosen_from_the_grid_on_later_choices():
     profiles = [g["item"].to_numpy()[:-1] for _, g in ev.groupby("user")]
     targets = np.array([g["item"].to_numpy()[-1] for _, g in ev.groupby("user")])
     assert choose_ease_l2(data, profiles, targets) in EASE_L2
+
+
+def test_sparse_ease_keeps_each_items_strongest_links():
+    from twotower.rank.sources import _sparsify
+
+    b = np.random.default_rng(0).normal(size=(50, 40)).astype(np.float32)
+    kept = _sparsify(b.copy(), keep=5, rows=7).toarray()
+    for row, full in zip(kept, b):
+        assert set(np.flatnonzero(row)) == set(np.argsort(-full)[:5])
+        np.testing.assert_array_equal(row[row != 0], full[row != 0])

@@ -58,6 +58,15 @@ class EvalSet:
         return cls(history, targets.subset(fresh), seen)
 
 
+    def sample(self, n: int, seed: int = 0) -> "EvalSet":
+        """At most `n` of the targets, a uniform sample (all of them when there are fewer)."""
+        if len(self.targets) <= n:
+            return self
+        keep = np.zeros(len(self.targets), bool)
+        keep[np.random.default_rng(seed).choice(len(self.targets), n, replace=False)] = True
+        return EvalSet(self.history, self.targets.subset(keep), self.seen)
+
+
 def seen_matrix(data: Dataset) -> sp.csr_matrix:
     """[n_users + 1, n_items + 1] 1 where the user has a positive event with the item."""
     ev = data.events[data.events["weight"] > 0]

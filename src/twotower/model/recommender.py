@@ -15,6 +15,9 @@ from .trainer import TrainReport, train_towers
 from .twotower import TwoTowerModel
 
 
+EARLY_STOPPING_REQUESTS = 5000     # scored after every epoch: a sample is as good a stopping signal, and cheaper
+
+
 def build_model(data: Dataset, cfg: Config) -> TwoTowerModel:
     torch.manual_seed(cfg.train.seed)
     return TwoTowerModel(data.n_users, data.n_items, cfg.model, data.item_specs, data.item_features,
@@ -68,6 +71,8 @@ class TowerRecommender:
         self.model = build_model(train, self.cfg)
         if warm_start is not None:
             self.model.load_state_dict(warm_start)
+        if validation is not None:
+            validation = validation.sample(EARLY_STOPPING_REQUESTS, self.cfg.train.seed)
         validate = (lambda m: ndcg10(tower_scorer(m, validation.history), validation)) if validation else None
         self.report = train_towers(self.model, train, self.cfg.train, validate, self.checkpoint_dir,
                                    self.show_progress, self.resume_key)

@@ -164,21 +164,39 @@ def user_items(history: Dataset) -> sp.csr_matrix:
 
 
 def _ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
+    """EASE's closed form, B = I - P diag(1/diag(P)) with P = (X'X + l2 I)^-1, by Cholesky (the Gram
+    matrix is symmetric positive definite): half the work of a general inverse, in place."""
+    from scipy.linalg import lapack
+
     gram = (x.T @ x).toarray().astype(np.float64 if x.shape[1] <= 4000 else np.float32)
     gram[np.diag_indices_from(gram)] += l2
-    p = np.linalg.inv(gram)
-    b = -p / np.diag(p)
+    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (gram,))
+    factor, info = potrf(gram, lower=False, overwrite_a=True, clean=False)
+    if info == 0:
+        p, info = potri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE's Gram matrix is not positive definite (lapack info {info})")
+    p = np.triu(p) + np.triu(p, 1).T             # potri fills the upper triangle only
+    b = p / -np.diag(p)
     np.fill_diagonal(b, 0.0)
-    return b.astype(np.float32)
+    return b.astype(np.float32, copy=False)
 
 
-def _sparsify(b: np.ndarray, keep: int) -> sp.csr_matrix:
-    """Each row's `keep` largest weights (the items it most predicts), the rest dropped."""
-    if b.shape[1] > keep:
-        drop = np.argpartition(-b, kth=keep, axis=1)[:, keep:]
-        np.put_along_axis(b, drop, 0.0, axis=1)
-    out = sp.csr_matrix(b)
+def _sparsify(b: np.ndarray, keep: int, rows: int = 1024) -> sp.csr_matrix:
+    """Each row's `keep` largest weights (the items it most predicts), the rest dropped; a block of rows at a
+    time, so no index array of the full matrix's size is made."""
+    if b.shape[1] <= keep:
+        return sp.csr_matrix(b)
+    parts = []
+    for lo in range(0, b.shape[0], rows):
+        block = b[lo:lo + rows]
+        top = np.argpartition(-block, kth=keep, axis=1)[:, :keep]
+        values = np.take_along_axis(block, top, 1)
+        parts.append(sp.csr_matrix((values.ravel(), top.ravel(), np.arange(0, values.size + 1, keep)),
+                                   shape=block.shape))
+    out = sp.vstack(parts).tocsr()
     out.eliminate_zeros()
+    out.sort_indices()
     return out
 
 
