@@ -232,6 +232,7 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
         built = train_and_save(split[1].history, private, Path(model_dir or Path(tmp) / "model"), {},
                                show_progress, ranker=True, log=log)
         trained = time.perf_counter() - t0
+        log("time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in built.stages.items()))
         settings = f"epoch={built.report.best_epoch}"
         reranker = built.ranker.reranker if built.ranker else None
         orders = [(True, None, "TwoTower (ranked)"), (False, None, "TwoTower (retrieval)")] if reranker else \
