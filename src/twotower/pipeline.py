@@ -34,7 +34,7 @@ from .rank.two_stage import NoRankerData, event_log, train_reranker
 from .timing import Stopwatch
 
 logger = logging.getLogger(__name__)
-FINE_TUNE_PATIENCE = 3
+SHORT_PATIENCE = 3
 
 
 def load_inputs(events: str | Path, items: str | Path | None, users: str | Path | None, cfg: Config) -> Dataset:
@@ -107,12 +107,9 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
     key = hashlib.sha256(json.dumps([cfg.model_dump(), data_fingerprint], sort_keys=True).encode()).hexdigest()
     with model_build(out) as build:
         learned = learn_ranker(build, data, cfg, ranker, show_progress, log, watch)
-        towers_cfg = cfg
-        if learned.retriever is not None:        # fine-tuning a trained model settles in a few epochs
-            towers_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-                update={"patience": min(cfg.train.patience, FINE_TUNE_PATIENCE)})})
-        recommender = TowerRecommender(towers_cfg, checkpoint_dir=build, show_progress=show_progress,
-                                       resume_key=key)
+        # fine-tuning a trained model settles in a few epochs
+        recommender = TowerRecommender(cfg if learned.retriever is None else short_patience(cfg),
+                                       checkpoint_dir=build, show_progress=show_progress, resume_key=key)
         with watch.stage("towers" if learned.retriever is None else "towers (fine-tuned from the ranker's)"):
             if cfg.train.early_stopping:
                 recommender.fit(*early_stopping_split(data, cfg), warm_start=learned.retriever)
@@ -132,6 +129,13 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
         built.store.where = built.store.where.replace(str(build), str(out))
     return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()), index,
                         built, watch.seconds)
+
+
+def short_patience(cfg: Config) -> Config:
+    """The config with patience at most SHORT_PATIENCE: for the ranker's towers (the model's towers are
+    fine-tuned from them after) and for that fine-tuning."""
+    return cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"patience": min(cfg.train.patience, SHORT_PATIENCE)})})
 
 
 def early_stopping_split(data: Dataset, cfg: Config) -> tuple[Dataset, EvalSet | None]:
@@ -172,7 +176,7 @@ def learn_ranker(model_dir: Path, data: Dataset, cfg: Config, wanted: bool, show
     retriever: dict = {}
 
     def fit_retriever(history: Dataset, early_stopping: EvalSet):
-        towers = TowerRecommender(cfg, name="ranker's retriever", show_progress=show_progress)
+        towers = TowerRecommender(short_patience(cfg), name="ranker's retriever", show_progress=show_progress)
         towers.fit(history, early_stopping)
         retriever["state"] = towers.model.state_dict()
         return lambda h: tower_scorer(towers.model, h)

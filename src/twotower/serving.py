@@ -188,8 +188,8 @@ def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, 
     """Order each request's candidates (the towers' `found`, and each of the ranker's sources' top N) by the
     ranker, with features as of its time `at[i]`; keep the top k."""
     m, n = found.ids.shape
-    local = np.repeat(np.arange(m), n)
-    rows = pd.DataFrame({"local": local, "item_id": found.ids.ravel(), "retrieval_rank": np.tile(np.arange(1, n + 1), m),
+    rows = pd.DataFrame({"local": np.repeat(np.arange(m), n), "item_id": found.ids.ravel(),
+                         "retrieval_rank": np.tile(np.arange(1, n + 1), m),
                          "retrieval_score": found.scores.ravel() / beside.temperature})
     rows = rows[rows["item_id"].notna() & np.isfinite(rows["retrieval_score"])]
     rows = rows.assign(item_id=rows["item_id"].astype(str), item=hist.items.encode(rows["item_id"].astype(str)))
@@ -197,9 +197,9 @@ def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, 
         profiles = recent_items(hist.events, users, at, PROFILE_LENGTH)
         rows = add_source_candidates(rows, source_scores(reranker.sources, profiles, at, beside.allowed),
                                      reranker.source_candidates)
-        new = rows["retrieval_score"].isna().to_numpy()
-        local_new, item_new = rows["local"].to_numpy()[new].astype(np.int64), rows["item"].to_numpy()[new].astype(np.int64)
-        rows.loc[new, "retrieval_score"] = beside.tower_score(local_new, item_new)
+        new = rows["retrieval_score"].isna().to_numpy()       # a source's candidate the towers did not bring
+        item_new = rows["item"].to_numpy()[new].astype(np.int64)
+        rows.loc[new, "retrieval_score"] = beside.tower_score(rows["local"].to_numpy()[new].astype(np.int64), item_new)
         rows.loc[new, "retrieval_rank"] = n + 1
         rows.loc[new, "item_id"] = hist.items.decode(item_new).astype(str)
     request = rows["local"].to_numpy(np.int64)

@@ -126,7 +126,8 @@ def length_batches(perm: torch.Tensor, lengths: np.ndarray, batch_size: int, chu
     log's windows); the batches stay in random order across the epoch."""
     order = perm.numpy()
     chunk = batch_size * chunk_batches
-    parts = [part[np.argsort(lengths[part], kind="stable")] for part in np.split(order, range(chunk, len(order), chunk))]
+    parts = [part[np.argsort(lengths[part], kind="stable")]
+             for part in np.split(order, range(chunk, len(order), chunk))]
     batches = np.split(np.concatenate(parts), range(batch_size, len(order), batch_size))
     pick = np.random.default_rng(int(order[0]) if len(order) else 0).permutation(len(batches))
     return torch.as_tensor(np.concatenate([batches[i] for i in pick]) if batches else order)
