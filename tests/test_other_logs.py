@@ -38,7 +38,9 @@ def test_bestbuy_search_log_trains_evaluates_and_recommends(tmp_path):
     common = ["--events", str(tmp_path / "events.csv"), "--items", str(tmp_path / "items.csv"), "--config", str(tmp_path / "c.toml"), "-q"]
     result = runner.invoke(app, ["evaluate", *common, "--out", str(tmp_path / "t.csv")])
     assert result.exit_code == 0, result.output
-    assert set(pd.read_csv(tmp_path / "t.csv")["model"]) >= {"TwoTower (ranked)", "TwoTower (retrieval)", "Popularity", "EASE", "iALS"}
+    # a ranker is served only when it beats retrieval order on its held-out requests: on this sparse sample
+    # it may not, and then the table has the retrieval row alone
+    assert set(pd.read_csv(tmp_path / "t.csv")["model"]) >= {"TwoTower (retrieval)", "Popularity", "EASE", "iALS"}
     result = runner.invoke(app, ["train", *common, "--out", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["recommend", "--model", str(tmp_path / "m"), "--k", "10", "--out", str(tmp_path / "r.csv"), "-q"])
