@@ -24,11 +24,11 @@ from ..evaluate.metrics import mean_interval, top_k
 from ..evaluate.protocol import EvalSet, Scorer, masked_scores
 from ..features.definitions import FeatureDefinitions, FeatureSource
 from ..features.offline import OfflineStore
+from ..timing import Stopwatch
 from .affinity import category_features
 from .covisit import CoVisitation, recent_items
 from .reranker import Reranker, context_columns, ranking_rows
 from .ranker import LambdaRanker, ndcg_at_10, relevance_grades
-from ..timing import Stopwatch
 from .sources import PROFILE_LENGTH, ItemSource, add_source_candidates, fit_sources, source_scores
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[rows.groupby("request")["grade"].transform("max") > 0]   # lists without the target teach nothing
     if rows.empty:
-        raise NoRankerData("events", f"no later request has its chosen item among its candidates",
+        raise NoRankerData("events", "no later request has its chosen item among its candidates",
                            "raise rank.candidates, train on a longer log, or pass --no-ranker")
     reranker = Reranker(None, covisitation, cfg.recent_items, store.definitions, category_features(data),
                         cfg.profile_items, [c for c in rows.columns if c.startswith("context_")],   # features first
