@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from ..config import RankConfig
 from ..data.dataset import Dataset
+from ..evaluate.protocol import seen_matrix
 from .covisit import CoVisitation, items_matrix
 
 PROFILE_LENGTH = 200          # the latest items an item-to-item source reads per request
@@ -64,7 +65,7 @@ class EaseSource:
 
     @classmethod
     def fit(cls, history: Dataset, l2: float) -> "EaseSource":
-        x = user_items(history)
+        x = seen_matrix(history)
         return cls(_sparsify(_ease_weights(x, l2), EASE_KEEP), l2)
 
     def scores(self, profiles, times):
@@ -97,7 +98,7 @@ class ALSSource:
 
         model = _als(64, 0.1, 10.0, seed)
         with threadpool_limits(1, "blas"):
-            model.fit(user_items(history), show_progress=False)
+            model.fit(seen_matrix(history), show_progress=False)
         return cls(np.asarray(model.item_factors), 0.1, 10.0)
 
     def scores(self, profiles, times):
@@ -154,15 +155,6 @@ class TrendingSource:
         return cls(z["times"], z["items"], int(z["shape"][0]), int(z["shape"][1]))
 
 
-def user_items(history: Dataset) -> sp.csr_matrix:
-    """[n_users + 1, n_items + 1] binary: the items each user had (positive events)."""
-    ev = history.events[history.events["weight"] > 0]
-    x = sp.csr_matrix((np.ones(len(ev), np.float32), (ev["user"].to_numpy(), ev["item"].to_numpy())),
-                      shape=(history.n_users + 1, history.n_items + 1))
-    x.data[:] = 1.0
-    return x
-
-
 def _ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
     """EASE's closed form, B = I - P diag(1/diag(P)) with P = (X'X + l2 I)^-1, by Cholesky (the Gram
     matrix is symmetric positive definite): half the work of a general inverse, in place."""
@@ -211,7 +203,7 @@ def choose_ease_l2(history: Dataset, profiles: list[np.ndarray], targets: np.nda
                    grid: tuple[float, ...] = EASE_L2) -> float:
     """EASE's l2 with the best NDCG@10 for `targets` (item codes the requests chose after `profiles`), on the
     `EASE_TUNE_ITEMS` most popular items (the targets among them): one small dense inverse per value."""
-    x = user_items(history)
+    x = seen_matrix(history)
     popular = np.argsort(-np.asarray(x.sum(0)).ravel(), kind="stable")[:EASE_TUNE_ITEMS]
     popular = popular[popular > 0]
     position = pd.Series(np.arange(len(popular)), index=popular)
