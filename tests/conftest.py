@@ -36,6 +36,22 @@ def need_module(name: str):
         missing(f"the Python package {name} is not installed")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_registry(tmp_path_factory):
+    """Every test's MLflow runs and registered versions go to one private project folder, never the
+    developer's own (.twotower in the working directory)."""
+    home = tmp_path_factory.mktemp("twotower-home")
+    saved = {k: os.environ.get(k) for k in ("TWOTOWER_HOME", "MLFLOW_TRACKING_URI")}
+    os.environ["TWOTOWER_HOME"] = str(home)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def ml100k():
     """(events, items, users) of MovieLens-100K from ../shared/data or $TWOTOWER_DATA."""

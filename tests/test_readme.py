@@ -20,7 +20,7 @@ def test_readme_shows_commands():
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_matches_the_cli(command):
     words = command.split()
-    verb = words[1:3] if words[1] == "benchmark" else words[1:2]   # `benchmark` has sub-verbs
+    verb = words[1:3] if words[1] in ("benchmark", "models") else words[1:2]   # verbs with sub-verbs
     if verb == ["VERB"]:
         return
     result = CliRunner().invoke(app, [*verb, "--help"], terminal_width=200)

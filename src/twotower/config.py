@@ -165,6 +165,19 @@ class RecommendConfig(_Section):
                                "shops where buying again is the point (repeat targets then count in evaluation)")
 
 
+class RegistryConfig(_Section):
+    """Where training runs and registered versions live (MLflow)."""
+
+    track: bool = Field(True, description="log every `train` as an MLflow run (parameters, curves, metrics, the "
+                        "model's files)")
+    root: str = Field(".twotower", description="the project data folder: the embedded tracking store "
+                      "(mlflow.db), the artifact root, and serving copies of registered versions; when the "
+                      "config does not set it, $TWOTOWER_HOME does")
+    tracking_uri: str | None = Field(None, description="any MLflow tracking URI; default: $MLFLOW_TRACKING_URI, "
+                                     "else sqlite:///ROOT/mlflow.db")
+    experiment: str = Field("twotower", min_length=1)
+
+
 class Config(_Section):
     """Everything a run needs; saved with the model."""
 
@@ -174,6 +187,7 @@ class Config(_Section):
     index: IndexConfig = Field(default_factory=IndexConfig)
     rank: RankConfig = Field(default_factory=RankConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .data.dataset import Dataset, last_positive_times, request_context
+from .data.dataset import Dataset, last_positive_times, request_context, with_events
 from .errors import InputError
 from .evaluate.protocol import seen_matrix
 from .features.definitions import FeatureSource
@@ -72,15 +72,20 @@ class Server:
         """The latest event the model knows: a batch is ranked with features as of then."""
         return float(self.saved.history.events["timestamp"].max())
 
-    def top_k(self, users: np.ndarray, k: int, at: np.ndarray | None = None) -> SearchResult:
-        """[n] user codes (0 = unknown) -> their top k items (ids) and scores. Known users get retrieved (and
-        ranked) items, unseen ones under recommend.exclude_seen; others the most popular indexed items.
+    def top_k(self, users: np.ndarray, k: int, at: np.ndarray | None = None, rank: bool = True,
+              exclude_seen: bool | None = None, context: dict | None = None) -> SearchResult:
+        """[n] user codes (0 = unknown) -> their top k items (ids) and scores. Known users get retrieved (and,
+        with `rank`, ranked) items, unseen ones when `exclude_seen` (default: the config's
+        recommend.exclude_seen); others the most popular indexed items.
 
         `at` [n] are the requests' times (a live or a held-out request: the towers read its hour, weekday and
         the time since the user's last event; the ranker reads features as of then). Without it the requests
         are a batch for visits at an unknown time: the towers get no time features, the ranker reads
-        features as of the latest event (its hour and weekday features are then that event's)."""
+        features as of the latest event (its hour and weekday features are then that event's). `context`
+        gives the log's own context columns (see `request_context`)."""
         hist, cfg = self.saved.history, self.saved.config
+        exclude_seen = cfg.recommend.exclude_seen if exclude_seen is None else exclude_seen
+        reranker = self.reranker if rank else None
         state = self._prepared
         known = self.knows(users)
         items = np.tile(np.asarray(state.popular.index[:k], dtype=object), (len(users), 1))
@@ -91,22 +96,33 @@ class Server:
         if known.any():
             u = users[known]
             asked = np.asarray(at, dtype=np.float64)[known] if at is not None else np.full(len(u), np.nan)
-            ctx = request_context(hist.context_specs, asked, state.last_seen[u])
-            exclude = [set(hist.items.decode(state.seen[c].indices)) for c in u] if cfg.recommend.exclude_seen \
-                else None
-            n = max(k, cfg.rank.candidates) if self.reranker else k
+            ctx = request_context(hist.context_specs, asked, state.last_seen[u], _rows(context, known))
+            exclude = [set(hist.items.decode(state.seen[c].indices)) for c in u] if exclude_seen else None
+            n = max(k, cfg.rank.candidates) if reranker else k
             queries = state.queries(u, ctx)
             found = self.index.search(queries, n, exclude=exclude)
-            if self.reranker is not None:
+            if reranker is not None:
                 as_of = asked if at is not None else np.full(len(u), self.now + 1.0)
                 allowed = np.broadcast_to(state.indexed, (len(u), len(state.indexed))).copy()
-                if cfg.recommend.exclude_seen:
+                if exclude_seen:
                     allowed[state.seen[u].nonzero()] = False
                 beside = Beside(allowed, lambda local, item: state.tower_score(queries[local], item),
                                 state.temperature)
-                found = rank_candidates(self.reranker, self.features, hist, u, found, k, as_of, beside)
+                found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside)
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
+
+    def with_events(self, events: pd.DataFrame) -> "Server":
+        """This server with more events in the history it serves from (see `with_events`): the same index,
+        ranker and feature store; what every request reads is prepared again on first use."""
+        history = with_events(self.saved.history, events)
+        reranker = self.reranker
+        if reranker is not None:
+            positive = events[events["weight"].astype(float) > 0]
+            items = history.items.encode(positive["item_id"].to_numpy())
+            times = positive["timestamp"].to_numpy(np.float64)
+            reranker = reranker.with_events(times[items > 0], items[items > 0])
+        return replace(self, saved=replace(self.saved, history=history), reranker=reranker)
 
     def knows(self, users: np.ndarray) -> np.ndarray:
         """[n] True for user codes with a positive event in the model's history (personalised requests)."""
@@ -164,6 +180,13 @@ def tower_pair_scores(saved: SavedModel) -> Callable[[np.ndarray, np.ndarray], n
         return s / temperature
 
     return score
+
+
+def _rows(context: dict | None, chosen: np.ndarray) -> dict | None:
+    """Context values for the chosen requests: a value shared by all stays as it is, an [n] array is cut."""
+    if not context:
+        return context
+    return {k: np.asarray(v, dtype=object)[chosen] if np.ndim(v) else v for k, v in context.items()}
 
 
 def _close(resource) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
+from ..errors import InputError
 from .features import FeatureSpec, encode, fit_specs
 from .schema import context_columns
 from .time_features import has_clock, previous_positive_times, time_columns
@@ -126,16 +127,43 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
                    context_specs, context_features)
 
 
-def request_context(specs: list[FeatureSpec], times, previous=None) -> dict[str, np.ndarray]:
+def request_context(specs: list[FeatureSpec], times, previous=None, values: dict | None = None) -> dict[str, np.ndarray]:
     """Context of requests served at `times` ([n]; with [n] the user's latest positive event time, NaN when
-    unknown): the time features, other context columns unknown (missing)."""
+    unknown): the time features, and the log's own context columns from `values` (column -> one value for
+    every request, or [n]); a column not given is unknown (missing). An unknown column is an error."""
     times = np.atleast_1d(np.asarray(times, dtype=np.float64))
     previous = np.full(len(times), np.nan) if previous is None else np.asarray(previous, dtype=np.float64)
     frame = time_columns(times, previous)
-    for s in specs:
-        if s.name not in frame.columns:
-            frame[s.name] = None
+    given = dict(values or {})
+    own = [s.name for s in specs if s.name not in frame.columns]
+    unknown = sorted(set(given) - set(own))
+    if unknown:
+        raise InputError("context", f"unknown context field(s) {unknown}",
+                         f"use the context columns the model was trained with: {own or 'none'}")
+    for name in own:
+        frame[name] = given.get(name)
     return encode(frame, specs)
+
+
+def with_events(data: Dataset, events: pd.DataFrame) -> Dataset:
+    """`data` with more positive events (user_id, item_id, timestamp, weight; weight-0 ones are left out, as
+    a saved history keeps none): users not seen before get new codes (no features), and events on items the
+    model does not know are left out, since its towers cannot read them. Events stay sorted by (user, time,
+    arrival)."""
+    events = events[events["weight"].astype(float) > 0]
+    new_users = pd.unique(events.loc[~events["user_id"].astype(str).map(data.users.__contains__), "user_id"].astype(str))
+    users = IdVocab([*data.users.ids, *new_users]) if len(new_users) else data.users
+    items = data.items.encode(events["item_id"].to_numpy())
+    known = items > 0
+    first = int(data.events["order"].max()) + 1 if len(data.events) else 0
+    added = pd.DataFrame({"user": users.encode(events["user_id"].to_numpy())[known], "item": items[known],
+                          "timestamp": events["timestamp"].to_numpy(np.float64)[known],
+                          "weight": events["weight"].to_numpy(np.float32)[known],
+                          "order": first + np.arange(int(known.sum()), dtype=np.int64)})
+    ev = pd.concat([data.events, added], ignore_index=True)
+    ev = ev.iloc[np.lexsort((ev["order"].to_numpy(), ev["timestamp"].to_numpy(), ev["user"].to_numpy()))]
+    return Dataset(ev.reset_index(drop=True), users, data.items, data.item_specs, data.item_features,
+                   data.user_specs, data.user_features, data.context_specs, {})
 
 
 def last_positive_times(data: Dataset) -> np.ndarray:

@@ -21,7 +21,8 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .definitions import FeatureDefinitions
 from .offline import OfflineStore
-from .online import RedisOnlineStore, SQLiteOnlineStore
+from .event_log import LOG_FILE, EventLog
+from .online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore
 
 FEATURES_DIR = "features"
 SQLITE_FILE = "online.sqlite"
@@ -65,9 +66,23 @@ def open_online_store(model_dir: Path, cfg: RankConfig, model_id: str):
                          f"rebuild it: twotower materialize --model {model_dir}") from exc
 
 
+def event_log(model_dir: Path) -> EventLog:
+    """The model's log of events ingested after training (created empty when there is none)."""
+    return EventLog(Path(model_dir) / FEATURES_DIR / LOG_FILE)
+
+
+def catch_up(online: OnlineStore, log: EventLog) -> int:
+    """Apply the logged events the online store has not applied yet (after a crash between the two, or a
+    rebuild from the offline store); returns how many."""
+    missing = log.since(online.applied())
+    if len(missing):
+        online.ingest(missing, position=int(missing["seq"].max()))
+    return len(missing)
+
+
 def materialize(model_dir: Path, cfg: RankConfig, model_id: str, show_progress: bool = True) -> Materialized:
-    """Rebuild the online store (`cfg.online_store`) from every event in the offline store, and record where
-    it is, so serving opens the same one."""
+    """Rebuild the online store (`cfg.online_store`) from every event in the offline store and the events
+    ingested since training, and record where it is, so serving opens the same one."""
     t0 = time.perf_counter()
     store = offline_store(model_dir, cfg)
     if not store.events_path.is_file():
@@ -77,14 +92,14 @@ def materialize(model_dir: Path, cfg: RankConfig, model_id: str, show_progress: 
     if cfg.online_store == "redis":
         online = RedisOnlineStore(cfg.redis_url, store.definitions, prefix=redis_prefix(model_id))
         online.clear()
-        _load(online, events, show_progress)
+        _load(online, events, show_progress, model_dir)
         online.close()
         where = f"{cfg.redis_url} (keys {redis_prefix(model_id)}:*)"
     else:
         target = Path(model_dir) / FEATURES_DIR / SQLITE_FILE
         with atomic_path(target) as tmp:
             online = SQLiteOnlineStore(tmp, store.definitions)
-            _load(online, events, show_progress)
+            _load(online, events, show_progress, model_dir)
             online.close()
         where = str(target)
     with atomic_path(Path(model_dir) / FEATURES_DIR / RECORD) as tmp:
@@ -92,10 +107,16 @@ def materialize(model_dir: Path, cfg: RankConfig, model_id: str, show_progress: 
     return Materialized(cfg.online_store, where, int((events["weight"] > 0).sum()), time.perf_counter() - t0)
 
 
-def _load(online, events: pd.DataFrame, show_progress: bool) -> None:
+def _load(online: OnlineStore, events: pd.DataFrame, show_progress: bool, model_dir: Path) -> None:
     events = events.sort_values("timestamp", kind="stable")
     with progress_bar(show_progress) as bar:
         task = bar.add_task("materializing", total=len(events), rate="")
         for lo in range(0, len(events), BATCH):
             online.ingest(events.iloc[lo:lo + BATCH])
             bar.update(task, advance=min(BATCH, len(events) - lo))
+    if (Path(model_dir) / FEATURES_DIR / LOG_FILE).is_file():
+        log = event_log(model_dir)
+        try:
+            catch_up(online, log)
+        finally:
+            log.close()

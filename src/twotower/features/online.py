@@ -10,13 +10,15 @@ into features.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .definitions import DAY, FeatureDefinitions
+from .definitions import DAY, FeatureDefinitions, FeatureSource
 from .offline import EVENT_COLUMNS, REQUEST_COLUMNS, _require
 
 SCHEMA = """
@@ -27,7 +29,24 @@ CREATE TABLE IF NOT EXISTS user_totals (user_id TEXT PRIMARY KEY, n INTEGER NOT 
                                         last_ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS pair_totals (user_id TEXT NOT NULL, item_id TEXT NOT NULL, n INTEGER NOT NULL,
                                         PRIMARY KEY (user_id, item_id));
+CREATE TABLE IF NOT EXISTS applied (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL);
 """
+
+
+class OnlineStore(FeatureSource, Protocol):
+    """Where serving reads the latest feature values and new events are applied: SQLite or Redis."""
+
+    def ingest(self, events: pd.DataFrame, position: int | None = None) -> int:
+        """Apply events (user_id, item_id, timestamp, weight) in one transaction; returns the events used."""
+
+    def applied(self) -> int:
+        """The event-log position of the last applied batch (0: none)."""
+
+    def clear(self) -> None:
+        """Forget every value (before a full reload)."""
+
+    def close(self) -> None:
+        """Release the connection."""
 
 
 def _request_keys(requests: pd.DataFrame) -> list[tuple[str, str, float]]:
@@ -50,27 +69,39 @@ def _raw_row(definitions: FeatureDefinitions, user: str, item: str, t: float, wi
 
 
 class SQLiteOnlineStore:
-    """Latest values in one SQLite file; safe to read from several processes while one writes."""
+    """Latest values in one SQLite file; safe to read from several processes while one writes, and to share
+    between threads (one statement at a time)."""
 
     def __init__(self, path: str | Path, definitions: FeatureDefinitions | None = None):
         self.path = Path(path)
         self.definitions = definitions or FeatureDefinitions()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(SCHEMA)
 
-    def ingest(self, events: pd.DataFrame) -> int:
+    def applied(self) -> int:
+        """The last event-log position (`EventLog`) this store has applied (0: none)."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM applied").fetchone()
+        return int(row[0]) if row else 0
+
+    def ingest(self, events: pd.DataFrame, position: int | None = None) -> int:
         """Add events (user_id, item_id, timestamp, weight); weight-0 events change nothing. One transaction:
-        when this returns the batch is durable, and a failure leaves the store as it was. Returns events used."""
+        when this returns the batch is durable, and a failure leaves the store as it was. `position` is the
+        event log's position of the batch's last event, recorded in the same transaction. Returns events used."""
         _require(events, EVENT_COLUMNS, "events")
         ev = events[events["weight"].astype(float) > 0]
         rows = list(zip(ev["user_id"].astype(str), ev["item_id"].astype(str), ev["timestamp"].astype(float),
                         ev["weight"].astype(float)))
-        if not rows:
-            return 0
-        horizon = max(r[2] for r in rows) - max(self.definitions.windows_days) * DAY
-        with self._db:
+        with self._lock, self._db:
+            if position is not None:
+                self._db.execute("INSERT INTO applied VALUES (1, ?) ON CONFLICT (one) DO UPDATE SET seq = "
+                                 "excluded.seq", (position,))
+            if not rows:
+                return 0
+            horizon = max(r[2] for r in rows) - max(self.definitions.windows_days) * DAY
             self._db.executemany("INSERT INTO item_recent VALUES (?, ?)", [(i, t) for _, i, t, _ in rows])
             self._db.executemany(
                 "INSERT INTO item_totals VALUES (?, 1, ?) ON CONFLICT (item_id) DO UPDATE "
@@ -87,6 +118,10 @@ class SQLiteOnlineStore:
 
     def features(self, requests: pd.DataFrame) -> pd.DataFrame:
         """Feature rows for requests (user_id, item_id, timestamp) made now, i.e. after every ingested event."""
+        with self._lock:
+            return self._features(requests)
+
+    def _features(self, requests: pd.DataFrame) -> pd.DataFrame:
         db, defs = self._db, self.definitions
         items, users = {}, {}          # a batch (e.g. 200 candidates per user) repeats items and users: ask once
 
@@ -110,8 +145,15 @@ class SQLiteOnlineStore:
             rows.append(_raw_row(defs, user, item, t, *items[item, t], *users[user], pair[0] if pair else None))
         return defs.derive(pd.DataFrame(rows))
 
+    def clear(self) -> None:
+        """Delete every value (before a full reload)."""
+        with self._lock, self._db:
+            for table in ("item_recent", "item_totals", "user_totals", "pair_totals", "applied"):
+                self._db.execute(f"DELETE FROM {table}")
+
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 class RedisOnlineStore:
@@ -137,14 +179,21 @@ class RedisOnlineStore:
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    def ingest(self, events: pd.DataFrame) -> int:
-        """Add events; checked before anything is sent, then applied in one transaction."""
+    def applied(self) -> int:
+        """The last event-log position (`EventLog`) this store has applied (0: none)."""
+        return int(self._r.get(self._key("applied")) or 0)
+
+    def ingest(self, events: pd.DataFrame, position: int | None = None) -> int:
+        """Add events; checked before anything is sent, then applied in one transaction (with `position`, the
+        event log's position of the batch's last event)."""
         _require(events, EVENT_COLUMNS, "events")
         ev = events[events["weight"].astype(float) > 0]
         times, weights = ev["timestamp"].astype(float).to_numpy(), ev["weight"].astype(float).to_numpy()
         if not (np.isfinite(times).all() and np.isfinite(weights).all()):
             raise InputError("events", "a timestamp or weight is not a finite number", "fix or drop those rows")
         if ev.empty:
+            if position is not None:
+                self._r.set(self._key("applied"), position)
             return 0
         users, items = ev["user_id"].astype(str).tolist(), ev["item_id"].astype(str).tolist()
         first_seq = self._r.incrby(self._key("seq"), len(ev)) - len(ev)
@@ -161,6 +210,8 @@ class RedisOnlineStore:
                 tx.hincrby(k("pair_n"), f"{u}\x1f{i}", 1)
             for i in set(items):
                 tx.zremrangebyscore(k("recent", i), "-inf", f"({horizon}")
+            if position is not None:
+                tx.set(k("applied"), position)
             tx.execute()
         return len(ev)
 

@@ -38,7 +38,8 @@ def _per_user(model: TwoTowerModel, history: Dataset, step, width: int, batch: i
         for lo in range(0, len(users), batch):
             u = users[lo:lo + batch]
             ctx = {k: torch.as_tensor(v[lo:lo + batch]) for k, v in context.items()} or None
-            out.append(step(torch.as_tensor(histories[u]), torch.as_tensor(u), ctx, items).numpy())
+            known = np.where(u <= model.n_users, u, 0)      # users who arrived after training: no id, no features
+            out.append(step(torch.as_tensor(histories[u]), torch.as_tensor(known), ctx, items).numpy())
         return np.concatenate(out)
 
     return run

@@ -32,6 +32,7 @@ class LambdaRanker:
 
     features: list[str]
     base: str | None = None          # a column whose value starts every score (the retrieval score)
+    base_scale: float = 1.0          # the base is multiplied by this: unit spread over the training rows
     n_estimators: int = 400          # small trees: a few hundred relevant requests is a common size
     learning_rate: float = 0.05
     num_leaves: int = 7
@@ -64,11 +65,16 @@ class LambdaRanker:
         params = lightgbm_params(self, "lambdarank", metric="ndcg", eval_at=[10], num_threads=os.cpu_count() or 1,
                                  force_row_wise=True)
         train, valid = rows[~is_valid], rows[is_valid]
+        if self.base:
+            # LambdaRank's pair gradients saturate on a widely spread base (tower logits span tens): the hessians
+            # vanish and the first trees' Newton steps overshoot. Unit spread keeps the order and the steps sane.
+            spread = float(np.nanstd(train[self.base].to_numpy(np.float64)))
+            self.base_scale = 1.0 / spread if np.isfinite(spread) and spread > 0 else 1.0
 
         def dataset(part, mask, reference=None):
             return lgb.Dataset(part[self.features], part[label], group=_sizes(part[group]), reference=reference,
                                weight=weights[mask] if weights is not None else None,
-                               init_score=part[self.base].to_numpy(np.float64) if self.base else None)
+                               init_score=self._base_score(part) if self.base else None)
 
         train_set = dataset(train, ~is_valid)
         valid_set = dataset(valid, is_valid, train_set)
@@ -87,7 +93,10 @@ class LambdaRanker:
         if self.model is None:
             raise InputError("ranker", "not trained", "call fit first")
         score = self.model.predict(rows[self.features], num_iteration=self.model.best_iteration or None)
-        return score + rows[self.base].to_numpy(np.float64) if self.base else score
+        return score + self._base_score(rows) if self.base else score
+
+    def _base_score(self, rows: pd.DataFrame) -> np.ndarray:
+        return rows[self.base].to_numpy(np.float64) * self.base_scale
 
     def save(self, folder: Path) -> None:
         """ranker.txt (LightGBM's own format, best iteration only) and ranker.json (columns, base, report)."""
@@ -95,14 +104,16 @@ class LambdaRanker:
             raise InputError("ranker", "not trained", "call fit first")
         self.model.save_model(str(folder / "ranker.txt"), num_iteration=self.model.best_iteration or None)
         (folder / "ranker.json").write_text(json.dumps({"features": self.features, "base": self.base,
-                                                        "report": self.report}, indent=2))
+                                                        "base_scale": self.base_scale, "report": self.report},
+                                                       indent=2))
 
     @classmethod
     def load(cls, folder: Path) -> "LambdaRanker":
         import lightgbm as lgb
 
         meta = json.loads((folder / "ranker.json").read_text())
-        ranker = cls(meta["features"], base=meta["base"], report=meta["report"])
+        ranker = cls(meta["features"], base=meta["base"], base_scale=meta.get("base_scale", 1.0),
+                     report=meta["report"])
         ranker.model = lgb.Booster(model_file=str(folder / "ranker.txt"))
         return ranker
 

@@ -58,6 +58,13 @@ class Reranker:
         return replace(self, covisitation=covisitation,
                        sources=[refit_source(s, data, covisitation) for s in self.sources])
 
+    def with_events(self, times: np.ndarray, items: np.ndarray) -> "Reranker":
+        """The same ranker after new positive events (times, item codes) arrived: trending counts them at
+        once; the item-to-item tables (co-visitation, EASE, iALS) stay as trained until the next training,
+        while each user's profile they read already holds the events."""
+        return replace(self, sources=[s.with_events(times, items) if isinstance(s, TrendingSource) else s
+                                      for s in self.sources])
+
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         """The served order's score of each candidate row (higher first)."""
         if self.serve_order == RANKER:

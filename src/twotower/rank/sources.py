@@ -12,7 +12,7 @@ The ranker merges each source's top N with the towers' and reads every source's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -144,6 +144,12 @@ class TrendingSource:
             counts = np.bincount(self.items[max(0, end - self.window):end], minlength=self.size)
             out[ends == end] = counts[:self.size]
         return out
+
+    def with_events(self, times: np.ndarray, items: np.ndarray) -> "TrendingSource":
+        """The same window over the stored events and these new positive ones (item codes)."""
+        times = np.concatenate([self.times, np.asarray(times, dtype=np.float64)])
+        order = np.argsort(times, kind="stable")
+        return replace(self, times=times[order], items=np.concatenate([self.items, np.asarray(items, np.int64)])[order])
 
     def save(self, folder: Path) -> None:
         np.savez_compressed(folder / "trending.npz", times=self.times, items=self.items,

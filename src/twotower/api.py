@@ -1,0 +1,330 @@
+"""The public Python API: `train` a model, `load` one, and ask the `Model` (one loaded version) for
+recommendations and similar items, or give it new events. The CLI's `recommend` and the service go through
+the same object, so there is one serving path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Config, RegistryConfig, load_config
+from .data.schema import validate_events
+from .errors import InputError
+from .features.event_log import LOG_FILE, EventLog
+from .features.materialize import FEATURES_DIR, catch_up, event_log
+from .serving import Server
+
+Table = str | Path | pd.DataFrame
+
+
+class Model:
+    """One trained model version, opened for answering: towers, vector index, ranker and online store.
+
+    Reads (`recommend`, `similar`) may run from several threads at once. `ingest` appends durably, then swaps
+    in a history that holds the new events in one step: a request sees the state before or after, never half.
+    Close it (or use it in a `with` block) to release the index, the stores and their files."""
+
+    def __init__(self, folder: str | Path, rank: bool = True):
+        """Open a model folder; with `rank=False` its ranker and online store stay closed (retrieval order)."""
+        self.folder = Path(folder)
+        self._server = Server.open(self.folder, rerank=rank)
+        self._write = threading.Lock()
+        self._log: EventLog | None = None
+        try:
+            if (self.folder / FEATURES_DIR / LOG_FILE).is_file():
+                self._log = event_log(self.folder)
+                if self._server.features is not None:
+                    catch_up(self._server.features, self._log)
+                logged = self._log.since(0)
+                if len(logged):
+                    self._server = self._server.with_events(logged)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- what the version is -------------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        """The id of this version's weights (an index or a registry entry names it)."""
+        return self._server.saved.model_id
+
+    @property
+    def config(self) -> Config:
+        return self._server.saved.config
+
+    @property
+    def ranked(self) -> bool:
+        """True when `recommend(rank=True)` orders candidates with a ranker (else: retrieval order)."""
+        return self._server.reranker is not None
+
+    @property
+    def note(self) -> str:
+        """Why the model serves in retrieval order, when it does."""
+        return self._server.note
+
+    def __repr__(self) -> str:
+        return f"twotower.Model({str(self.folder)!r}, id={self.model_id}, ranked={self.ranked})"
+
+    # --- answers -------------------------------------------------------------------------------------------
+    def recommend(self, user_ids, k: int = 10, context: dict | None = None, at=None, exclude_seen: bool = True,
+                  rank: bool = True, batch: int = 256) -> pd.DataFrame:
+        """`user_id, item_id, rank, score`: each user's top `k` items, retrieved from the index and (with
+        `rank`) ordered by the ranker; users the model does not know get the most popular items.
+
+        `at`: the request time (unix seconds, a date-time string, or one per user); without it the visit is at
+        an unknown time, as `twotower recommend` serves a batch. `context`: values of the log's context
+        columns ({column: value or [one per user]})."""
+        server = self._server                 # one state for the whole call, whatever `ingest` does meanwhile
+        ids = _id_list(user_ids, "user_ids")
+        k = _positive(k, "k")
+        k = min(k, max(len(server.index.ids()), 1))
+        times = _times(at, len(ids))
+        codes = server.saved.history.users.encode(ids)
+        frames = []
+        for lo in range(0, len(ids), batch):
+            sl = slice(lo, lo + batch)
+            top = server.top_k(codes[sl], k, at=None if times is None else times[sl], rank=rank,
+                               exclude_seen=exclude_seen, context=_slice_context(context, sl, len(ids)))
+            frames.append(pd.DataFrame({
+                "user_id": np.repeat(np.asarray(ids[sl], dtype=object), k), "item_id": top.ids.ravel(),
+                "rank": np.tile(np.arange(1, k + 1), len(top.ids)), "score": top.scores.ravel()}))
+        recs = pd.concat(frames, ignore_index=True) if frames else \
+            pd.DataFrame({"user_id": [], "item_id": [], "rank": [], "score": []})
+        recs = recs[recs["item_id"].notna() & np.isfinite(recs["score"].astype(float))]
+        return recs.astype({"user_id": object, "item_id": object, "rank": np.int64, "score": np.float64}) \
+            .reset_index(drop=True)
+
+    def user_ids(self) -> list[str]:
+        """Every user the model knows (trained on, or arrived through `ingest`)."""
+        return [str(u) for u in self._server.saved.history.users.ids]
+
+    def knows(self, user_ids) -> np.ndarray:
+        """[n] True for users with history (personalised answers); others get the most popular items."""
+        server = self._server
+        return server.knows(server.saved.history.users.encode(_id_list(user_ids, "user_ids")))
+
+    def similar(self, item_ids, k: int = 10) -> pd.DataFrame:
+        """`item_id, similar_id, rank, score`: the `k` nearest items to each item in the towers' space (the
+        index's similarity between item vectors). An item not in the index is an error naming it."""
+        server = self._server
+        ids = _id_list(item_ids, "item_ids")
+        k = _positive(k, "k")
+        try:
+            vectors = server.index.vectors(ids)
+        except KeyError as exc:
+            raise InputError("item_ids", exc.args[0], "ask for items the model's index holds") from exc
+        found = server.index.search(vectors, k, exclude=[{i} for i in ids])
+        frame = pd.DataFrame({"item_id": np.repeat(np.asarray(ids, dtype=object), k),
+                              "similar_id": found.ids.ravel(), "rank": np.tile(np.arange(1, k + 1), len(ids)),
+                              "score": found.scores.ravel()})
+        frame = frame[frame["similar_id"].notna() & np.isfinite(frame["score"].astype(float))]
+        return frame.astype({"rank": np.int64, "score": np.float64}).reset_index(drop=True)
+
+    # --- new events ----------------------------------------------------------------------------------------
+    def ingest(self, events: Table) -> int:
+        """Add events (user_id, item_id, timestamp or none for now, action; optional event_id): validated
+        as training input is, stored durably (an event_id already stored is skipped), then reflected in the
+        user's history, the item counts and trending for the next `recommend`. Returns the events stored."""
+        frame = _events_frame(events)
+        if "timestamp" not in frame.columns:
+            frame = frame.assign(timestamp=time.time())
+        checked = validate_events(frame, self.config.data, Path("events"))
+        with self._write:
+            if self._log is None:
+                self._log = event_log(self.folder)
+            stored = self._log.append(checked)
+            if len(stored):
+                if self._server.features is not None:
+                    self._server.features.ingest(stored, position=int(stored["seq"].max()))
+                self._server = self._server.with_events(stored)
+        return len(stored)
+
+    def update_catalog(self, items: str | Path | None = None, remove: str | Path | None = None,
+                       show_progress: bool = False):
+        """Add or refresh items from an items table (new ones embedded from their features) and take listed
+        items out: recorded in the model folder, applied to its index in place, then swapped in whole
+        (copy and swap: a search in flight finishes on the index it started with). Returns the `IndexBuild`."""
+        from .index.model_index import open_model_index, update_model_index
+        from .registry.manifest import MANIFEST
+
+        if (self.folder / MANIFEST).is_file():
+            raise InputError(str(self.folder), "is a registered version, which is never edited",
+                             "change the catalog in the training folder (or retrain), then register a new version")
+        with self._write:
+            build = update_model_index(self.folder, Path(items) if items else None,
+                                       Path(remove) if remove else None, show_progress=show_progress)
+            server = self._server
+            self._server = replace(server, index=open_model_index(server.saved))
+        return build
+
+    def history(self, user_id: str) -> pd.DataFrame:
+        """`item_id, timestamp, weight` of the user's positive events as the model knows them now (training
+        log and ingested events), newest first."""
+        hist = self._server.saved.history
+        code = hist.users.encode([str(user_id)])[0]
+        ev = hist.events[hist.events["user"] == code] if code else hist.events.iloc[:0]
+        ev = ev.sort_values(["timestamp", "order"], ascending=False, kind="stable")
+        return pd.DataFrame({"item_id": hist.items.decode(ev["item"].to_numpy()).astype(object) if len(ev) else [],
+                             "timestamp": ev["timestamp"].to_numpy(np.float64),
+                             "weight": ev["weight"].to_numpy(np.float64)})
+
+    # --- lifetime ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the index's and the stores' connections and files."""
+        if getattr(self, "_server", None) is not None:
+            self._server.close()
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load(where: str | Path, rank: bool = True, registry: RegistryConfig | None = None) -> Model:
+    """Open a model folder written by `twotower train` (or `twotower.train`), or a registered version:
+    models:/NAME/VERSION or models:/NAME@ALIAS (checked against its manifest first)."""
+    return Model(model_folder(where, registry), rank=rank)
+
+
+def model_folder(where: str | Path, registry: RegistryConfig | None = None) -> Path:
+    """A model folder, or for a registry URI the verified serving copy of that version."""
+    if str(where).startswith("models:"):
+        from .registry.mlflow_registry import Registry
+
+        return Registry(registry).serving_copy(str(where))
+    return Path(where)
+
+
+def record_training(outcome, cfg: Config, register: str | None = None) -> tuple[str | None, str | None]:
+    """Log a finished training as an MLflow run (unless `registry.track` is off) and, with `register`,
+    make it a new version of that registered model. Returns (run id, version)."""
+    if not (cfg.registry.track or register):
+        return None, None
+    from .model.artifact import update_meta
+    from .registry.mlflow_registry import Registry, check_name
+
+    if register:
+        check_name(register)
+    registry = Registry(cfg.registry)
+    metrics = {"val_ndcg@10": outcome.report.best_score if outcome.report.best_score > -1 else None,
+               "best_epoch": outcome.report.best_epoch, "events": outcome.n_events, "users": outcome.n_users,
+               "items": outcome.n_items, **{f"seconds.{k}": v for k, v in outcome.stages.items()}}
+    if outcome.index.recall is not None:
+        metrics[f"index_recall@{outcome.index.recall.k}"] = outcome.index.recall.recall
+    if outcome.ranker is not None:
+        report = outcome.ranker.reranker.ranker.report
+        metrics["ranker_valid_ndcg@10"] = report.get("valid_ndcg@10")
+        metrics.update({f"order_ndcg@10.{k.removesuffix('_score')}": v
+                        for k, v in report.get("orders_ndcg@10", {}).items()})
+    run_id = registry.log_training(outcome.out, cfg, outcome.report.epochs, metrics)
+    version = registry.register(register, run_id) if register else None
+    update_meta(outcome.out, mlflow={"run_id": run_id, "tracking_uri": registry.tracking_uri,
+                                     "registered": {"name": register, "version": version} if register else None})
+    return run_id, version
+
+
+def train(events: Table, items: Table | None = None, users: Table | None = None,
+          config: Config | str | Path | dict | None = None, out: str | Path | None = None,
+          ranker: bool = True, show_progress: bool = False, register: str | None = None) -> Model:
+    """Train towers, index and ranker as `twotower train` does, save the model in `out` (default:
+    runs/model-<time>), log the run to MLflow (and with `register`, add it as a new version of that registered
+    model), and open it. Tables are paths (CSV/Parquet) or pandas DataFrames."""
+    from .pipeline import dataset_from_frames, fingerprint, load_inputs, train_and_save
+    from .registry.mlflow_registry import check_name
+
+    if register:
+        check_name(register)
+    cfg = config if isinstance(config, Config) else \
+        _config_from_dict(config) if isinstance(config, dict) else load_config(config)
+    out = Path(out) if out is not None else Path("runs") / f"model-{datetime.now():%Y%m%d-%H%M%S}"
+    frames = [isinstance(t, pd.DataFrame) for t in (events, items, users)]
+    if any(frames):
+        def frame(t, what):
+            return t if t is None or isinstance(t, pd.DataFrame) else _read(t, what)
+        data = dataset_from_frames(frame(events, "events"), frame(items, "items"), frame(users, "users"), cfg)
+        prints = {"frames": True}
+    else:
+        data = load_inputs(events, items, users, cfg)
+        prints = fingerprint(events, items, users)
+    outcome = train_and_save(data, cfg, out, prints, show_progress=show_progress, ranker=ranker, log=lambda _: None)
+    record_training(outcome, cfg, register)
+    return Model(out)
+
+
+def _config_from_dict(values: dict) -> Config:
+    from .config import config_from_dict
+
+    return config_from_dict(values, source="config")
+
+
+def _read(path, what: str) -> pd.DataFrame:
+    from .data.schema import read_table
+
+    return read_table(path, id_column=None if what == "events" else f"{what[:-1]}_id")
+
+
+def _events_frame(events: Table) -> pd.DataFrame:
+    if isinstance(events, pd.DataFrame):
+        return events.copy()
+    if isinstance(events, (list, tuple)) or isinstance(events, dict):
+        return pd.DataFrame(events if not isinstance(events, dict) else [events])
+    return _read(events, "events")
+
+
+def _id_list(ids, name: str) -> list[str]:
+    """One id or a list of them, as exact strings."""
+    if isinstance(ids, (str, bytes)) or np.isscalar(ids):
+        ids = [ids]
+    out = [str(i) for i in ids]
+    if not out:
+        raise InputError(name, "is empty", "give at least one id")
+    return out
+
+
+def _positive(k, name: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(name, f"must be a positive whole number, got {k!r}", f"pass {name}=10, for example")
+    return int(k)
+
+
+def _times(at, n: int) -> np.ndarray | None:
+    """`at` as [n] unix seconds: one time for all, or one per request; numbers or date-time strings."""
+    if at is None:
+        return None
+    values = np.broadcast_to(np.asarray(at, dtype=object), (n,)) if np.ndim(at) == 0 else np.asarray(at, dtype=object)
+    if len(values) != n:
+        raise InputError("at", f"gives {len(values)} times for {n} users", "give one time, or one per user")
+    try:
+        seconds = np.array([float(v) if isinstance(v, (int, float, np.number)) else
+                            pd.Timestamp(v).tz_localize("UTC").timestamp() if pd.Timestamp(v).tzinfo is None else
+                            pd.Timestamp(v).timestamp() for v in values], dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise InputError("at", f"is not a time ({exc})", "give unix seconds or an ISO date-time") from exc
+    if not np.isfinite(seconds).all():
+        raise InputError("at", "holds a missing or infinite time", "give unix seconds or an ISO date-time")
+    return seconds
+
+
+def _slice_context(context: dict | None, sl: slice, n: int) -> dict | None:
+    """The context of one batch: a value shared by every user stays, one per user is cut to the batch."""
+    if not context:
+        return context
+    out = {}
+    for key, value in context.items():
+        if np.ndim(value) == 0:
+            out[key] = value
+        elif len(value) != n:
+            raise InputError(f"context.{key}", f"gives {len(value)} values for {n} users",
+                             "give one value, or one per user")
+        else:
+            out[key] = np.asarray(value, dtype=object)[sl]
+    return out

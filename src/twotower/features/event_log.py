@@ -1,0 +1,81 @@
+"""The log of events ingested after training: appended durably before they are acknowledged, read back when a
+model opens (its history and online store then hold them again), idempotent on the caller's `event_id`.
+
+SQLite in WAL mode with `synchronous=FULL`: when `append` returns, the events are on disk. Each event gets a
+position (`seq`); an online store records the last position it applied, so events acknowledged but not yet
+applied when a process died are applied on the next open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import InputError
+
+LOG_FILE = "ingested.sqlite"
+COLUMNS = ("seq", "event_id", "user_id", "item_id", "timestamp", "weight")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE,
+                                   user_id TEXT NOT NULL, item_id TEXT NOT NULL, timestamp REAL NOT NULL,
+                                   weight REAL NOT NULL);
+"""
+
+
+class EventLog:
+    """Append-only, durable, safe to share between threads (one writer at a time)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise InputError(str(self.path), f"the ingested-event log is damaged ({exc})",
+                             "restore it from a copy, or move it away to start the log anew") from exc
+
+    def append(self, events: pd.DataFrame) -> pd.DataFrame:
+        """Store validated events (user_id, item_id, timestamp, weight, optional event_id) in one transaction;
+        returns those newly stored with their `seq` (an `event_id` already in the log, or twice in the batch,
+        is stored once)."""
+        ids = events["event_id"] if "event_id" in events.columns else pd.Series(None, index=events.index)
+        rows = [(None if pd.isna(e) else str(e), str(u), str(i), float(t), float(w)) for e, u, i, t, w in
+                zip(ids, events["user_id"], events["item_id"], events["timestamp"], events["weight"])]
+        stored = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    cur = self._db.execute("INSERT OR IGNORE INTO events (event_id, user_id, item_id, timestamp, "
+                                           "weight) VALUES (?, ?, ?, ?, ?)", row)
+                    if cur.rowcount:
+                        stored.append((cur.lastrowid, *row))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return _frame(stored)
+
+    def since(self, seq: int = 0) -> pd.DataFrame:
+        """Every stored event after position `seq`, in the order they were stored."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE seq > ? ORDER BY seq",
+                                    (seq,)).fetchall()
+        return _frame(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _frame(rows: list[tuple]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    return frame.astype({"seq": "int64", "timestamp": "float64", "weight": "float64",
+                         "user_id": object, "item_id": object, "event_id": object})

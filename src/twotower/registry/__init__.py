@@ -1,0 +1,1 @@
+"""The model registry: MLflow runs, registered versions, aliases, manifests."""
