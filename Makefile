@@ -14,7 +14,7 @@ $(BIN)/twotower: pyproject.toml
 	touch $(BIN)/twotower
 
 demo: setup
-	$(BIN)/twotower demo
+	TWOTOWER_DATA=$${TWOTOWER_DATA:-../shared/data} $(BIN)/twotower demo
 
 test: setup
 	$(BIN)/python -m pytest -q

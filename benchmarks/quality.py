@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# development data beside the checkout, unless $TWOTOWER_DATA points elsewhere
+os.environ.setdefault("TWOTOWER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 import torch
 from rich.console import Console

@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# development data beside the checkout, unless $TWOTOWER_DATA points elsewhere
+os.environ.setdefault("TWOTOWER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # the checkout: benchmarks.lib
 
-import pandas as pd
-from rich.console import Console
+import pandas as pd  # noqa: E402
+from rich.console import Console  # noqa: E402
 
+from benchmarks.lib.two_stage_eval import evaluate_two_stage  # noqa: E402
 from twotower.config import load_config
 from twotower.data.movielens import load_ml100k, load_ml1m, locate
 from twotower.evaluate.protocol import split_for_protocol
-from twotower.model.recommender import TowerRecommender, tower_scorer
+from twotower.evaluate.towers import TowerRecommender
+from twotower.model.recommender import tower_scorer
 from twotower.pipeline import dataset_from_frames
-from twotower.rank.two_stage import evaluate_two_stage
 from twotower.report import frame_table, print_table, save_metrics
 
 LOADERS = {"ml-100k": load_ml100k, "ml-1m": load_ml1m}

@@ -9,6 +9,8 @@ import time
 
 os.environ.setdefault("TWOTOWER_QUIET", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# the development data beside the checkout; the product itself reads only what $TWOTOWER_DATA points at
+os.environ.setdefault("TWOTOWER_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 from pathlib import Path
 

@@ -83,7 +83,7 @@ class Model:
         server = self._server                 # one state for the whole call, whatever `ingest` does meanwhile
         ids = _id_list(user_ids, "user_ids")
         k = _positive(k, "k")
-        k = min(k, max(len(server.index.ids()), 1))
+        k = min(k, max(len(server.index), 1))
         times = _times(at, len(ids))
         codes = server.saved.history.users.encode(ids)
         frames = []
@@ -150,7 +150,7 @@ class Model:
         """Add or refresh items from an items table (new ones embedded from their features) and take listed
         items out: recorded in the model folder, applied to its index in place, then swapped in whole
         (copy and swap: a search in flight finishes on the index it started with). Returns the `IndexBuild`."""
-        from .index.model_index import open_model_index, update_model_index
+        from .catalog import open_model_index, update_model_index
         from .registry.manifest import MANIFEST
 
         if (self.folder / MANIFEST).is_file():

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .catalog import ADDED_ITEMS, INDEX_DIR, PGDATA_DIR, REMOVED_ITEMS
 from .errors import InputError
 from .features.materialize import FEATURES_DIR
-from .index.model_index import ADDED_ITEMS, INDEX_DIR, PGDATA_DIR, REMOVED_ITEMS
 from .model.artifact import ARTIFACT_FILES
 from .model.trainer import CHECKPOINT
 from .rank.reranker import RANKER_DIR

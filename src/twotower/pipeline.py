@@ -13,6 +13,7 @@ from typing import Callable
 
 import pandas as pd
 
+from .catalog import IndexBuild, build_model_index
 from .config import Config
 from .data.dataset import Dataset, build_dataset
 from .data.schema import read_events, read_table, validate_events, validate_table
@@ -22,19 +23,19 @@ from .evaluate.metrics import ndcg_at, paired_interval
 from .evaluate.protocol import EvalSet, protocol_rows, protocol_split
 from .evaluate.served import served_metrics
 from .folder import check_model_folder, model_build
-from .index.model_index import IndexBuild, build_model_index
 from .features.materialize import Materialized, materialize, offline_store
 from .model.artifact import SavedModel, load_model, model_id_of, save_model, update_meta
-from .model.recommender import TowerRecommender, id_only, tower_scorer
+from .evaluate.towers import TowerRecommender, id_only
+from .model.recommender import tower_scorer
 from .model.trainer import TrainReport
-from .model.tuning import choose_settings
+from .tuning import choose_settings
 from .rank.reranker import Reranker
 from .report import METRIC_COLUMNS, PAIRED_COLUMN
 from .rank.two_stage import NoRankerData, event_log, train_reranker
 from .timing import Stopwatch
 
 logger = logging.getLogger(__name__)
-SHORT_PATIENCE = 3
+SHORT_PATIENCE = 2
 
 
 def load_inputs(events: str | Path, items: str | Path | None, users: str | Path | None, cfg: Config) -> Dataset:

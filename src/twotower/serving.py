@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .data.dataset import Dataset, last_positive_times, request_context, with_events
+from .catalog import open_model_index
+from .data.dataset import Dataset, last_positive_times, request_context, seen_matrix, with_events
 from .errors import InputError
-from .evaluate.protocol import seen_matrix
 from .features.definitions import FeatureSource
 from .features.materialize import offline_store, open_online_store
 from .index.base import SearchResult, VectorIndex
-from .index.model_index import open_model_index
 from .model.artifact import SavedModel, load_model
 from .model.recommender import tower_queries
 from .rank.covisit import recent_items

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from tests.features.test_offline import random_log
+from twotower.errors import InputError
 from twotower.features.offline import OfflineStore
 from twotower.features.online import RedisOnlineStore
 
@@ -37,7 +40,7 @@ def test_a_failed_batch_changes_nothing(online_store):
     before = online.features(request)
     bad = pd.DataFrame({"user_id": ["1", "1"], "item_id": ["2", "2"], "timestamp": [5.0, np.nan],
                         "weight": [1.0, 1.0]})            # the second row breaks NOT NULL mid-transaction
-    with pytest.raises(Exception):
+    with pytest.raises((sqlite3.IntegrityError, InputError), match="NOT NULL|not a finite number"):
         online.ingest(bad)
     pd.testing.assert_frame_equal(online.features(request), before)
 

@@ -8,7 +8,7 @@ import pytest
 
 from twotower.errors import InputError
 from twotower.index.base import IndexSpec, exact_top_k, recall_at_k
-from twotower.index.benchmark import synthetic
+from benchmarks.lib.index_bench import synthetic
 from twotower.index.faiss_index import FaissIndex, choose_layout
 
 

@@ -11,10 +11,11 @@ import pytest
 from tests.conftest import need_module
 
 pgserver = need_module("pgserver")
+psycopg = need_module("psycopg")
 
 from twotower.errors import InputError  # noqa: E402
 from twotower.index.base import IndexSpec, recall_at_k  # noqa: E402
-from twotower.index.benchmark import synthetic  # noqa: E402
+from benchmarks.lib.index_bench import synthetic  # noqa: E402
 from twotower.index.faiss_index import FaissIndex, choose_layout  # noqa: E402
 from twotower.index.pgvector_index import PgVectorIndex, embedded_dsn, stop_embedded  # noqa: E402
 
@@ -79,7 +80,7 @@ def test_a_failed_upsert_changes_nothing(server, vectors):
     pg = PgVectorIndex(IndexSpec("dot", 16), server[1], "items_tx")
     pg.build(vectors.ids[:100], vectors.items[:100])
     before = pg.vectors(["i1"])
-    with pytest.raises(Exception):
+    with pytest.raises(psycopg.DataError, match="NUL"):
         pg.upsert(["i1", "bad\x00id"], vectors.items[200:202])   # NUL is not allowed in PostgreSQL text
     np.testing.assert_array_equal(pg.vectors(["i1"]), before)
     assert len(pg) == 100

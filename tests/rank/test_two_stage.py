@@ -3,15 +3,20 @@ learns from, and the table."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from tests.conftest import tiny_config
 from twotower.evaluate.protocol import masked_scores, split_for_protocol
-from twotower.model.recommender import TowerRecommender, tower_scorer
+from twotower.evaluate.towers import TowerRecommender
+from twotower.model.recommender import tower_scorer
 from twotower.pipeline import dataset_from_frames
 from twotower.data.split import Targets
-from twotower.rank.two_stage import candidates, evaluate_two_stage, shown_without_click, slice_requests
+from benchmarks.lib.two_stage_eval import evaluate_two_stage
+from twotower.rank.two_stage import candidates, shown_without_click, slice_requests
 
 
 def fit_retriever(cfg):
@@ -70,7 +75,12 @@ def test_two_stage_table_on_real_data(small_ml):
     report = result.reranker.ranker.report
     per_source = result.reranker.source_candidates * len(result.reranker.sources)
     assert report["requests"] > 0 and 50 * report["requests"] < report["rows"] <= (50 + per_source) * report["requests"]
-    assert table.loc["ranked (LambdaRank)", "gain"].startswith(("+", "-"))
+    gain, low, high = map(float, re.fullmatch(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]",
+                                              table.loc["ranked (LambdaRank)", "gain"]).groups())
+    assert low <= gain <= high
+    # the gain is ranked minus retrieval NDCG@10 over the same requests (rounded to 4 places in the table)
+    assert gain == pytest.approx(table.loc["ranked (LambdaRank)", "NDCG@10"] - table.loc["retrieval (two towers)",
+                                                                                         "NDCG@10"], abs=2e-4)
 
 
 def test_impressions_without_a_click_are_found_in_the_window_before_the_choice():

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..config import Config
 from ..errors import InputError
@@ -164,6 +165,15 @@ def with_events(data: Dataset, events: pd.DataFrame) -> Dataset:
     ev = ev.iloc[np.lexsort((ev["order"].to_numpy(), ev["timestamp"].to_numpy(), ev["user"].to_numpy()))]
     return Dataset(ev.reset_index(drop=True), users, data.items, data.item_specs, data.item_features,
                    data.user_specs, data.user_features, data.context_specs, {})
+
+
+def seen_matrix(data: Dataset) -> sp.csr_matrix:
+    """[n_users + 1, n_items + 1] 1 where the user has a positive event with the item."""
+    ev = data.events[data.events["weight"] > 0]
+    m = sp.csr_matrix((np.ones(len(ev), np.float32), (ev["user"].to_numpy(), ev["item"].to_numpy())),
+                      shape=(data.n_users + 1, data.n_items + 1))
+    m.data[:] = 1.0
+    return m
 
 
 def last_positive_times(data: Dataset) -> np.ndarray:

@@ -44,13 +44,10 @@ SOURCES = {
 
 
 def search_roots() -> list[Path]:
-    """Folders searched for data, in order: $TWOTOWER_DATA, ../shared/data beside the working directory
-    or the source checkout, and the download cache."""
+    """Folders searched for data, in order: $TWOTOWER_DATA (the user's pointer), then the download cache."""
     roots = []
     if os.environ.get("TWOTOWER_DATA"):
         roots.append(Path(os.environ["TWOTOWER_DATA"]))
-    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        roots += [base / "../shared/data", base / "shared/data"]
     roots.append(cache_dir())
     return roots
 

@@ -46,7 +46,7 @@ def load_toys(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, None]:
 
 
 def locate_toys() -> Path:
-    """The folder holding the Toys files ($TWOTOWER_DATA or ../shared/data); never downloaded."""
+    """The folder holding the Toys files ($TWOTOWER_DATA or the download cache); never downloaded."""
     for root in search_roots():
         if (root / TOYS / "Toys_and_Games.txt").is_file():
             return (root / TOYS).resolve()

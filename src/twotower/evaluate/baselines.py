@@ -11,8 +11,8 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
-from ..data.dataset import Dataset
-from .protocol import EvalSet, Scorer, ndcg10, seen_matrix
+from ..data.dataset import Dataset, seen_matrix
+from .protocol import EvalSet, Scorer, ndcg10
 
 
 class GridBaseline(ABC):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data.dataset import Dataset
+from ..data.dataset import Dataset, seen_matrix
 from ..data.split import Targets, holdout_last
 from ..errors import InputError
 from .metrics import mask_seen, score_batch_size, summarize, target_ranks, top_k
@@ -65,15 +65,6 @@ class EvalSet:
         keep = np.zeros(len(self.targets), bool)
         keep[np.random.default_rng(seed).choice(len(self.targets), n, replace=False)] = True
         return EvalSet(self.history, self.targets.subset(keep), self.seen)
-
-
-def seen_matrix(data: Dataset) -> sp.csr_matrix:
-    """[n_users + 1, n_items + 1] 1 where the user has a positive event with the item."""
-    ev = data.events[data.events["weight"] > 0]
-    m = sp.csr_matrix((np.ones(len(ev), np.float32), (ev["user"].to_numpy(), ev["item"].to_numpy())),
-                      shape=(data.n_users + 1, data.n_items + 1))
-    m.data[:] = 1.0
-    return m
 
 
 def masked_scores(scorer: Scorer, ev: EvalSet, batch: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:

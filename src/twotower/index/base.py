@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -64,12 +64,17 @@ class IndexStats:
 
 @runtime_checkable
 class VectorIndex(Protocol):
-    """Item vectors searchable by query vectors. Ids are the user's item ids (strings)."""
+    """Item vectors searchable by query vectors. Ids are the user's item ids (strings). `describe()` names
+    the backend and structure as a spec string (`faiss:ivf-sq8,nlist=4000,nprobe=32`, `pgvector:hnsw,m=16`)
+    that `index.factory.make_vector_index` builds an empty index from."""
 
     spec: IndexSpec
+    backend: str
+    recall: dict                  # the last recall measurement against exact search (saved with the index)
+    search_effort: int | None     # efSearch / nprobe; None or 0 where the structure has no such knob
 
-    def build(self, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Replace the whole content with these items."""
+    def build(self, ids: Sequence[str], vectors: np.ndarray, progress: Callable[[int], None] | None = None) -> None:
+        """Replace the whole content with these items (`progress(n)` after each chunk of n)."""
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Add new items or replace the vectors of known ones; searchable as soon as this returns."""
@@ -92,7 +97,13 @@ class VectorIndex(Protocol):
         """Persist beside the model (a server backend saves where to find its table)."""
 
     def stats(self) -> IndexStats:
-        ...
+        """Backend, structure, size, parameters and the recorded recall."""
+
+    def describe(self) -> str:
+        """The spec string of this index's backend, structure and parameters."""
+
+    def close(self) -> None:
+        """Release connections (a no-op for an in-process index)."""
 
     def __len__(self) -> int:
         ...

@@ -330,6 +330,18 @@ class FaissIndex:
             return faiss.SearchParametersIVF(sel=selector, nprobe=self.layout.search_effort)
         return faiss.SearchParameters(sel=selector)
 
+    def describe(self) -> str:
+        lay = self.layout
+        if lay.kind == "flat":
+            return "faiss:flat"
+        if lay.kind == "hnsw":
+            return f"faiss:hnsw,m={lay.hnsw_m},ef_construction={lay.ef_construction},ef_search={lay.search_effort}"
+        refine = f",refine={lay.refine}" if lay.refine else ""
+        return f"faiss:{lay.kind},nlist={lay.nlist},nprobe={lay.search_effort}{refine}"
+
+    def close(self) -> None:
+        """Nothing to release: the index lives in this process."""
+
     def size_bytes(self) -> int:
         """Bytes the index takes serialized (about its memory): the structure plus full-precision copies."""
         return sum(faiss.serialize_index(i).nbytes for i in (self._index, self._exact) if i is not None)
@@ -349,7 +361,7 @@ class FaissIndex:
                 faiss.write_index(self._exact, str(tmp / "exact.index"))
             pd.DataFrame({"item_id": list(self._label_of), "label": list(self._label_of.values())}) \
                 .to_parquet(tmp / "labels.parquet")
-            meta = {"format": FORMAT, "backend": self.backend, "spec": asdict(self.spec),
+            meta = {"format": FORMAT, "backend": self.backend, "index": self.describe(), "spec": asdict(self.spec),
                     "layout": asdict(self.layout), "next_label": self._next_label,
                     "dead": sorted(self._dead), "recall": self.recall}
             (tmp / "index.json").write_text(json.dumps(meta, indent=2))

@@ -201,6 +201,10 @@ class PgVectorIndex:
         self._conn.execute("SET max_parallel_maintenance_workers = 0")
         self._conn.execute("SET max_parallel_workers_per_gather = 0")
 
+    def describe(self) -> str:
+        effort = f",ef_search={self._effort}" if self._effort is not None else ""
+        return f"pgvector:hnsw,m={self.hnsw_m},ef_construction={self.ef_construction}{effort}"
+
     # --- persistence --------------------------------------------------------------------------------
     def stats(self) -> IndexStats:
         return IndexStats(self.backend, "hnsw", len(self), self.spec.dim, self.spec.similarity,
@@ -211,7 +215,8 @@ class PgVectorIndex:
         self._write_meta()
         with atomic_path(Path(folder)) as tmp:
             tmp.mkdir()
-            meta = {"format": FORMAT, "backend": self.backend, "spec": asdict(self.spec), "table": self.table,
+            meta = {"format": FORMAT, "backend": self.backend, "index": self.describe(), "spec": asdict(self.spec),
+                    "table": self.table,
                     "dsn": None if self.embedded else self.dsn,
                     "params": self._params(), "recall": self.recall}
             (tmp / "index.json").write_text(json.dumps(meta, indent=2))

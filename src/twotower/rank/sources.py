@@ -21,8 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..config import RankConfig
-from ..data.dataset import Dataset
-from ..evaluate.protocol import seen_matrix
+from ..data.dataset import Dataset, seen_matrix
 from .covisit import CoVisitation, items_matrix
 
 PROFILE_LENGTH = 200          # the latest items an item-to-item source reads per request

@@ -1,5 +1,5 @@
-"""Retrieve, then rank: the towers' top-N candidates for each request, every feature the ranker reads, the
-ranker trained on a later time slice than the towers that produced its candidates, and the two-stage table.
+"""Retrieve, then rank: the towers' top-N candidates for each request, every feature the ranker reads, and the
+ranker trained on a later time slice than the towers that produced its candidates.
 
 The ranker must learn from candidates the towers really produce for requests they never trained on. So
 `train_reranker` holds out each user's last `slice_events` positives, trains a retriever on the events before
@@ -9,8 +9,6 @@ them, and asks it for candidates for each held-out event, with only the history 
 from __future__ import annotations
 
 import logging
-import tempfile
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -20,10 +18,9 @@ from ..config import RankConfig
 from ..data.dataset import Dataset
 from ..data.split import holdout_last
 from ..errors import InputError
-from ..evaluate.metrics import mean_interval, top_k
+from ..evaluate.metrics import top_k
 from ..evaluate.protocol import EvalSet, Scorer, masked_scores
-from ..features.definitions import FeatureDefinitions, FeatureSource
-from ..features.offline import OfflineStore
+from ..features.definitions import FeatureSource
 from ..timing import Stopwatch
 from .affinity import category_features
 from .covisit import CoVisitation, recent_items
@@ -204,62 +201,3 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
         reranker.serve_order = best
     with watch.stage("ranker: sources over every event"):
         return reranker.refreshed(data)
-
-
-def _target_positions(rows: pd.DataFrame, order_by: str) -> pd.Series:
-    """{request: 1-based position of its relevant candidate under `order_by` (descending)}."""
-    ranked = rows.sort_values(["request", order_by], ascending=[True, False], kind="stable")
-    ranked = ranked.assign(pos=ranked.groupby("request").cumcount() + 1)
-    hit = ranked[ranked["grade"] > 0]
-    return pd.Series(hit["pos"].to_numpy(), index=hit["request"].to_numpy())
-
-
-def _ndcg10(pos: pd.Series) -> pd.Series:
-    return (1.0 / np.log2(pos + 1.0)).where(pos <= 10, 0.0)
-
-
-def two_stage_metrics(rows: pd.DataFrame, order_by: str, n_targets: int) -> dict:
-    """Recall@N of the candidate lists and HR/NDCG@10 of `order_by` (descending) within them; a target
-    outside the candidates counts as a miss (full-catalog definition)."""
-    pos = _target_positions(rows, order_by)
-    return {"recall@N": len(pos) / n_targets, "HR@10": float((pos <= 10).sum()) / n_targets,
-            "NDCG@10": float(_ndcg10(pos).sum()) / n_targets}
-
-
-def paired_gain(rows: pd.DataFrame, order_by: str, baseline: str, n_targets: int, draws: int = 2000,
-                seed: int = 0) -> tuple[float, float, float]:
-    """NDCG@10 of `order_by` minus `baseline` over the same requests, with a 95% paired-bootstrap interval."""
-    a, b = _ndcg10(_target_positions(rows, order_by)), _ndcg10(_target_positions(rows, baseline))
-    gain = np.zeros(n_targets)            # requests whose target is not a candidate gain nothing either way
-    gain[:len(a)] = a.to_numpy() - b.reindex(a.index).to_numpy()
-    return mean_interval(gain, draws, seed)
-
-
-@dataclass
-class TwoStageResult:
-    table: pd.DataFrame
-    reranker: Reranker
-
-
-def evaluate_two_stage(data: Dataset, val: EvalSet, test: EvalSet, fit_retriever: RetrieverFit, cfg: RankConfig,
-                       log: Callable[[str], None] = lambda _: None) -> TwoStageResult:
-    """The protocol's retriever (trained before validation, early-stopped on it) gives each test request its
-    candidates; the ranker learns from a slice before validation; both orders of the same candidates are
-    scored in one table. Features come from an offline store over the whole log, read as of each request."""
-    with tempfile.TemporaryDirectory() as tmp:
-        store = OfflineStore(tmp, FeatureDefinitions(tuple(cfg.windows_days)))
-        store.write_events(event_log(data))
-        scorer_for = fit_retriever(val.history, val)
-        reranker = train_reranker(val.history, fit_retriever, cfg, store, log).refreshed(test.history)
-        found = candidates(scorer_for(test.history), test, cfg.candidates, sources=reranker.sources,
-                           per_source=reranker.source_candidates)
-        rows = ranking_rows(with_ids(found, data), store, reranker, data)
-    rows = rows.assign(ranker_score=reranker.score(rows))
-    n_targets = len(test.targets)
-    gain, low, high = paired_gain(rows, "ranker_score", "retrieval_score", n_targets)
-    table = pd.DataFrame([
-        {"order": "retrieval (two towers)", **two_stage_metrics(rows, "retrieval_score", n_targets), "gain": ""},
-        {"order": "ranked (LambdaRank)", **two_stage_metrics(rows, "ranker_score", n_targets),
-         "gain": f"{gain:+.4f} [{low:+.4f}, {high:+.4f}]"},
-    ])
-    return TwoStageResult(table, reranker)

@@ -87,8 +87,7 @@ class Registry:
         self.tracking_uri = self.cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
             f"sqlite:///{self.root / 'mlflow.db'}"
         self.root.mkdir(parents=True, exist_ok=True)
-        import mlflow  # noqa: F401  (after the telemetry switch)
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient      # imported here, after the telemetry switch above
 
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import tiny_config
-from twotower.model.tuning import CHANGES, choose_settings, with_changes
+from twotower.tuning import CHANGES, choose_settings, with_changes
 from twotower.pipeline import dataset_from_frames, early_stopping_split
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twotower.data.open_bandit import load_open_bandit, locate_open_bandit
+from benchmarks.lib.open_bandit_data import load_open_bandit, locate_open_bandit
 from twotower.errors import InputError
-from twotower.rank.bandit import bandit_table
+from benchmarks.lib.bandit import bandit_table
 from tests.conftest import missing
 
 

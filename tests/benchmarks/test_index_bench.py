@@ -1,10 +1,10 @@
-"""`twotower benchmark index` end to end on a small catalog: every row, a CSV, a plot and the verdict line."""
+"""`benchmarks/index.py` end to end on a small catalog: every row, a CSV, a plot and the verdict line."""
 
 import pandas as pd
 from typer.testing import CliRunner
 
-from twotower.cli import app
-from twotower.index.benchmark import synthetic
+from benchmarks.index import app
+from benchmarks.lib.index_bench import synthetic
 from tests.conftest import need_module
 
 
@@ -20,7 +20,7 @@ def test_benchmark_prints_every_row_and_saves_csv_and_plot(tmp_path):
     need_module("hnswlib")
     need_module("pgserver")
     out = tmp_path / "index"
-    result = CliRunner().invoke(app, ["benchmark", "index", "--items", "3000", "--dim", "16", "--queries", "50",
+    result = CliRunner().invoke(app, ["--items", "3000", "--dim", "16", "--queries", "50",
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     df = pd.read_csv(out.with_suffix(".csv"))

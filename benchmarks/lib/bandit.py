@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..data.open_bandit import ITEM_FEATURES, USER_FEATURES, BanditLog
+from .open_bandit_data import ITEM_FEATURES, USER_FEATURES, BanditLog
 from .click_model import ClickModel, ips_weights
 from .off_policy import OffPolicyEstimate, estimate, top_k_policy
 

@@ -1,7 +1,7 @@
 """The Open Bandit Dataset (ZOZOTOWN fashion e-commerce): logged impressions with clicks, positions and the
 logging policy's propensities, from a uniform-random policy and from Bernoulli Thompson Sampling.
 
-Read from ../shared/data/open-bandit-dataset-small or $TWOTOWER_DATA (the 10,000-row-per-file sample the
+Read from $TWOTOWER_DATA/open-bandit-dataset-small (the 10,000-row-per-file sample the
 `obp` package ships); the full logs (about 26M rows) are at research.zozo.com/data.html.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from .movielens import search_roots
+from twotower.data.movielens import search_roots
+from twotower.errors import InputError
 
 FOLDERS = ("open-bandit-dataset-small", "open_bandit_dataset", "obd")
 POLICIES = ("random", "bts")

@@ -17,18 +17,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..atomic import atomic_path
-from ..config import IndexConfig
-from ..data.dataset import request_context
-from ..data.features import encode
-from ..data.schema import read_id_list, read_table
-from ..errors import InputError, read_stored
-from ..model.artifact import SavedModel, load_model
-from ..model.recommender import tower_queries
-from ..progress import progress_bar
-from .base import IndexSpec, VectorIndex
-from .faiss_index import FaissIndex, choose_layout
-from .tuning import RecallReport, exact_truth, measure, tune
+from .atomic import atomic_path
+from .config import IndexConfig
+from .data.dataset import request_context
+from .data.features import encode
+from .data.schema import read_id_list, read_table
+from .errors import InputError, read_stored
+from .index.base import IndexSpec, VectorIndex
+from .index.faiss_index import FaissIndex, choose_layout
+from .index.tuning import RecallReport, exact_truth, measure, tune
+from .model.artifact import SavedModel, load_model
+from .model.recommender import tower_queries
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 INDEX_DIR = "index"
@@ -62,7 +62,7 @@ def make_index(spec: IndexSpec, cfg: IndexConfig, n_items: int, model_dir: Path)
     if cfg.backend == "faiss":
         return FaissIndex(spec, choose_layout(n_items, cfg.exact_max_items, cfg.faiss_kind, cfg.hnsw_m,
                                               cfg.ef_construction, cfg.search_effort))
-    from .pgvector_index import PgVectorIndex, embedded_dsn
+    from .index.pgvector_index import PgVectorIndex, embedded_dsn
 
     dsn = cfg.dsn or embedded_dsn(model_dir / PGDATA_DIR)
     index = PgVectorIndex(spec, dsn, cfg.table, cfg.hnsw_m, cfg.ef_construction, cfg.search_effort or None)
@@ -232,6 +232,6 @@ def _load_index(saved: SavedModel, folder: Path) -> VectorIndex:
     spec.require(model_spec(saved), str(meta_path))
     if meta["backend"] == "faiss":
         return FaissIndex.load(folder, meta)
-    from .pgvector_index import PgVectorIndex
+    from .index.pgvector_index import PgVectorIndex
 
     return PgVectorIndex.load(folder, meta, saved.folder / PGDATA_DIR)

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import tiny_config, need_module
+from twotower.catalog import (build_model_index, new_item_vectors, open_model_index, read_new_items,
+                              sample_queries, update_model_index)
 from twotower.cli import app
 from twotower.errors import InputError
-from twotower.index.model_index import (build_model_index, new_item_vectors, open_model_index, read_new_items,
-                                        sample_queries, update_model_index)
 from twotower.model.artifact import load_model
 from twotower.pipeline import dataset_from_frames, train_and_save
 

@@ -13,9 +13,9 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from .base import IndexSpec, recall_at_k
-from .faiss_index import FaissIndex, choose_layout
-from .tuning import exact_truth, tune
+from twotower.index.base import IndexSpec, recall_at_k
+from twotower.index.faiss_index import FaissIndex, choose_layout
+from twotower.index.tuning import exact_truth, tune
 
 K = 100
 
@@ -65,8 +65,8 @@ def synthetic(n: int, dim: int, kind: str = "structured", n_queries: int = 1000,
 
 def from_model(model_dir: Path, n_queries: int = 1000) -> VectorSet:
     """A trained model's own item vectors and its users' next-step queries."""
-    from ..model.artifact import load_model
-    from .model_index import sample_queries
+    from twotower.catalog import sample_queries
+    from twotower.model.artifact import load_model
 
     saved = load_model(model_dir)
     ids, items = saved.item_vectors()
@@ -173,7 +173,7 @@ def hnswlib_rows(vs: VectorSet, truth: np.ndarray, log, m: int = 16, ef_construc
 
 def pgvector_rows(vs: VectorSet, truth: np.ndarray, log, dsn: str | None = None) -> list[Row]:
     """pgvector at its own defaults (m 16, ef_construction 64, ef_search 40), then with ef_search raised."""
-    from .pgvector_index import PgVectorIndex, embedded_dsn, stop_embedded
+    from twotower.index.pgvector_index import PgVectorIndex, embedded_dsn, stop_embedded
 
     with tempfile.TemporaryDirectory() as tmp:
         pgdata = None if dsn else Path(tmp) / "pgdata"

@@ -12,9 +12,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from ..config import Config
-from ..data.dataset import Dataset
-from ..evaluate.protocol import EvalSet
+from .config import Config
+from .data.dataset import Dataset
+from .evaluate.protocol import EvalSet
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def choose_settings(data: Dataset, validation: EvalSet, cfg: Config, budget_s: f
                     show_progress: bool = False) -> tuple[Config, Tuning]:
     """(the config with the chosen changes, the record). Trials train on `data` for `trial_epochs` epochs
     and are scored on `validation`; a trial that would start after `budget_s` seconds is not run."""
-    from .recommender import TowerRecommender
+    from .evaluate.towers import TowerRecommender
 
     t0 = time.perf_counter()
     tuning = Tuning()

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from .ranker import lightgbm_params
+from twotower.errors import InputError
+from twotower.rank.ranker import lightgbm_params
 
 
 def ips_weights(propensity: np.ndarray, clip: float = 100.0) -> np.ndarray:

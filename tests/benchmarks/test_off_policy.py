@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from twotower.errors import InputError
-from twotower.rank.click_model import ClickModel, ips_weights
-from twotower.rank.off_policy import estimate, top_k_policy
+from benchmarks.lib.click_model import ClickModel, ips_weights
+from benchmarks.lib.off_policy import estimate, top_k_policy
 
 CTR = np.array([0.02, 0.05, 0.10, 0.20, 0.03])
 
