@@ -65,8 +65,9 @@ def main() -> None:
     from_cli = pd.read_csv(work / "cli.csv", dtype={"user_id": str, "item_id": str}, keep_default_na=False)
     with twotower.load(folder) as model:
         from_api = model.recommend(users, k=10)
-    same = (from_api[["user_id", "item_id", "rank"]].reset_index(drop=True)
-            .equals(from_cli[["user_id", "item_id", "rank"]].reset_index(drop=True)))
+    columns = ["user_id", "item_id", "rank"]
+    same = (from_api[columns].astype(str).reset_index(drop=True)
+            .equals(from_cli[columns].astype(str).reset_index(drop=True)))
     check(same and len(from_api) == 1000, f"load(folder).recommend(100 users, k=10) == twotower recommend's file "
           f"({len(from_api)} rows, ranked={model.ranked})")
 

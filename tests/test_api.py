@@ -150,3 +150,29 @@ def test_reads_and_ingest_run_side_by_side(model_dir):
             t.join()
         assert not errors, errors
         assert len(model.history("1")) >= 5
+
+
+def test_catalog_changes_swap_in_while_reads_run(model_dir, small_ml, tmp_path):
+    """FAISS cannot search and add at once: `update_catalog` changes a copy and swaps it in whole."""
+    _, items, _ = small_ml
+    new = items.head(5).assign(item_id=lambda t: "new-" + t["item_id"].astype(str))
+    new.to_csv(tmp_path / "new_items.csv", index=False)
+    errors, stop = [], threading.Event()
+    with twotower.load(model_dir) as model:
+        def read():
+            try:
+                while not stop.is_set():
+                    assert len(model.recommend([str(u) for u in range(1, 21)], k=10)) == 200
+            except Exception as exc:        # noqa: BLE001 (reported below)
+                errors.append(exc)
+
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        for t in readers:
+            t.start()
+        build = model.update_catalog(items=tmp_path / "new_items.csv")
+        stop.set()
+        for t in readers:
+            t.join()
+        assert not errors, errors
+        assert build.new_items == 5
+        assert len(model.similar(new["item_id"].tolist(), k=3)) == 15, "the new items are searchable"

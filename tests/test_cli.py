@@ -133,6 +133,13 @@ def test_evaluate_prints_one_table(small_files, config, tmp_path):
     assert ((table["NDCG@5"] <= table["NDCG@10"]) & (table["NDCG@10"] <= table["NDCG@20"])).all()
     assert (table["HR@10"] >= table["NDCG@10"]).all()
     assert table.set_index("model").loc["TwoTower (retrieval)", "NDCG@10"] > 0
+    # the table is logged to MLflow too, one metric per model and column
+    from mlflow import MlflowClient
+
+    run_id = result.output.split("MLflow run ")[1].split()[0]
+    logged = MlflowClient().get_run(run_id).data.metrics
+    ranked = table.set_index("model").loc["TwoTower (ranked)", "NDCG@10"]
+    assert abs(logged["TwoTower_ranked/NDCG_at_10"] - ranked) < 1e-5
 
 
 def test_a_log_too_short_to_learn_from_is_a_clear_error(tmp_path, config):

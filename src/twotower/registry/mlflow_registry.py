@@ -134,6 +134,28 @@ class Registry:
             raise
         return run_id
 
+    def log_evaluation(self, table, cfg: Config, source: str) -> str:
+        """One MLflow run for an evaluation table (one row per model, served rows and baselines): each model's
+        metrics under `<model>/<metric>`, the config as parameters. Returns the run id."""
+        from mlflow.entities import Metric, Param
+
+        run = self.client.create_run(self._experiment_id(), tags={"twotower.kind": "evaluation",
+                                                                  "twotower.events": source},
+                                     run_name=f"evaluate {Path(source).name}")
+        run_id = run.info.run_id
+        params = [Param(k, str(v)[:6000]) for k, v in _flat(cfg.model_dump()).items()]
+        for lo in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[lo:lo + 100])
+        now = _now_ms()
+        metrics = [Metric(_metric_key(f"{re.sub(r'[^A-Za-z0-9]+', '_', row['model']).strip('_')}/{col}"),
+                          float(row[col]), now, 0)
+                   for row in table.to_dict("records") for col in table.columns
+                   if col != "model" and isinstance(row[col], (int, float)) and row[col] == row[col]]
+        for lo in range(0, len(metrics), 500):
+            self.client.log_batch(run_id, metrics=metrics[lo:lo + 500])
+        self.client.set_terminated(run_id)
+        return run_id
+
     # --- versions ------------------------------------------------------------------------------------------
     def register(self, name: str, run_id: str) -> str:
         """A new version of `name` from a run's model artifacts; returns its number."""
