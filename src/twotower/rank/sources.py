@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from ..config import RankConfig
 from ..data.dataset import Dataset, seen_matrix
+from ..evaluate.metrics import ndcg_at, target_ranks, top_k
 from .covisit import CoVisitation, items_matrix
 
 PROFILE_LENGTH = 200          # the latest items an item-to-item source reads per request
@@ -223,8 +224,7 @@ def choose_ease_l2(history: Dataset, profiles: list[np.ndarray], targets: np.nda
     for l2 in grid:
         s = np.asarray((had @ _ease_weights(sub, l2)).astype(np.float64))
         s[had.nonzero()] = -np.inf
-        rank = (s > s[np.arange(len(target)), target][:, None]).sum(1)
-        ndcg = float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())
+        ndcg = float(ndcg_at(target_ranks(s, target)).mean())
         if ndcg > best:
             best, chosen = ndcg, l2
     return chosen
@@ -246,8 +246,6 @@ def add_source_candidates(rows: pd.DataFrame, dense: dict[str, np.ndarray], n: i
     """Candidate rows (`local`: the request's row in `dense`, `item`: code) -> the same rows, then each
     source's top n of each request not yet among them (with NaN in every other column), and for every row
     `<source>_score` (0 where it has none) and `<source>_rank` (1..n, n + 1 outside its top n)."""
-    from ..evaluate.metrics import top_k
-
     tops = {}
     for name, scores in dense.items():
         top = top_k(scores, n)
