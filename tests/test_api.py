@@ -141,15 +141,16 @@ def test_reads_and_ingest_run_side_by_side(model_dir):
             except Exception as exc:        # noqa: BLE001 (reported below)
                 errors.append(exc)
 
+        before = len(model.history("1"))
         readers = [threading.Thread(target=read) for _ in range(3)]
         for t in readers:
             t.start()
         for n in range(5):
-            model.ingest([{"user_id": "1", "item_id": str(100 + n), "action": "click", "timestamp": 1e9 + n}])
+            model.ingest([{"user_id": "1", "item_id": f"{1600 + n}", "action": "click", "timestamp": 1e9 + n}])
         for t in readers:
             t.join()
         assert not errors, errors
-        assert len(model.history("1")) >= 5
+        assert len(model.history("1")) == before + 5
 
 
 def test_catalog_changes_swap_in_while_reads_run(model_dir, small_ml, tmp_path):

@@ -26,9 +26,10 @@ Table = str | Path | pd.DataFrame
 class Model:
     """One trained model version, opened for answering: towers, vector index, ranker and online store.
 
-    Reads (`recommend`, `similar`) may run from several threads at once. `ingest` appends durably, then swaps
-    in a history that holds the new events in one step: a request sees the state before or after, never half.
-    Close it (or use it in a `with` block) to release the index, the stores and their files."""
+    Reads (`recommend`, `similar`) may run from several threads at once. `ingest` appends durably, applies
+    the events to the online store, then swaps in a history that holds them: each `recommend` call reads one
+    history and one index throughout (the online store's counts are read live). Close it (or use it in a
+    `with` block) to release the index, the stores and their files."""
 
     def __init__(self, folder: str | Path, rank: bool = True):
         """Open a model folder; with `rank=False` its ranker and online store stay closed (retrieval order)."""
@@ -36,14 +37,11 @@ class Model:
         self._server = Server.open(self.folder, rerank=rank)
         self._write = threading.Lock()
         self._log: EventLog | None = None
+        self._history_seq = 0             # the last logged event the served history holds
         try:
             if (self.folder / FEATURES_DIR / LOG_FILE).is_file():
                 self._log = event_log(self.folder)
-                if self._server.features is not None:
-                    catch_up(self._server.features, self._log)
-                logged = self._log.since(0)
-                if len(logged):
-                    self._server = self._server.with_events(logged)
+                self._apply_logged()
         except BaseException:
             self.close()
             raise
@@ -72,17 +70,19 @@ class Model:
         return f"twotower.Model({str(self.folder)!r}, id={self.model_id}, ranked={self.ranked})"
 
     # --- answers -------------------------------------------------------------------------------------------
-    def recommend(self, user_ids, k: int = 10, context: dict | None = None, at=None, exclude_seen: bool = True,
-                  rank: bool = True, batch: int = 256) -> pd.DataFrame:
+    def recommend(self, user_ids, k: int = 10, context: dict | None = None, at=None,
+                  exclude_seen: bool | None = None, rank: bool = True, batch: int = 256) -> pd.DataFrame:
         """`user_id, item_id, rank, score`: each user's top `k` items, retrieved from the index and (with
         `rank`) ordered by the ranker; users the model does not know get the most popular items.
 
         `at`: the request time (unix seconds, a date-time string, or one per user); without it the visit is at
         an unknown time, as `twotower recommend` serves a batch. `context`: values of the log's context
-        columns ({column: value or [one per user]})."""
+        columns ({column: value or [one per user]}). `exclude_seen` defaults to the config's
+        recommend.exclude_seen."""
         server = self._server                 # one state for the whole call, whatever `ingest` does meanwhile
         ids = _id_list(user_ids, "user_ids")
         k = _positive(k, "k")
+        batch = _positive(batch, "batch")
         k = min(k, max(len(server.index), 1))
         times = _times(at, len(ids))
         codes = server.saved.history.users.encode(ids)
@@ -114,7 +114,7 @@ class Model:
         index's similarity between item vectors). An item not in the index is an error naming it."""
         server = self._server
         ids = _id_list(item_ids, "item_ids")
-        k = _positive(k, "k")
+        k = min(_positive(k, "k"), max(len(server.index) - 1, 1))
         try:
             vectors = server.index.vectors(ids)
         except KeyError as exc:
@@ -138,12 +138,19 @@ class Model:
         with self._write:
             if self._log is None:
                 self._log = event_log(self.folder)
-            stored = self._log.append(checked)
-            if len(stored):
-                if self._server.features is not None:
-                    self._server.features.ingest(stored, position=int(stored["seq"].max()))
-                self._server = self._server.with_events(stored)
+            stored = self._log.append(checked)      # acknowledged from here on: applied now or on the next open
+            self._apply_logged()
         return len(stored)
+
+    def _apply_logged(self) -> None:
+        """Apply what the log holds beyond what the online store and the served history hold, so that an
+        apply that failed before (a store briefly down) is done by the next ingest or open."""
+        if self._server.features is not None:
+            catch_up(self._server.features, self._log)
+        new = self._log.since(self._history_seq)
+        if len(new):
+            self._server = self._server.with_events(new)
+            self._history_seq = int(new["seq"].max())
 
     def update_catalog(self, items: str | Path | None = None, remove: str | Path | None = None,
                        show_progress: bool = False):
@@ -272,16 +279,24 @@ def _read(path, what: str) -> pd.DataFrame:
     return read_table(path, id_column=None if what == "events" else f"{what[:-1]}_id")
 
 
-def _events_frame(events: Table) -> pd.DataFrame:
+def _events_frame(events) -> pd.DataFrame:
+    """Events as a frame: a DataFrame, a list of dicts, one dict (one event), or a CSV/Parquet path."""
     if isinstance(events, pd.DataFrame):
         return events.copy()
-    if isinstance(events, (list, tuple)) or isinstance(events, dict):
-        return pd.DataFrame(events if not isinstance(events, dict) else [events])
-    return _read(events, "events")
+    if isinstance(events, dict):
+        events = [events]
+    if isinstance(events, (list, tuple)) and all(isinstance(e, dict) for e in events):
+        return pd.DataFrame(list(events))
+    if isinstance(events, (str, Path)):
+        return _read(events, "events")
+    raise InputError("events", f"cannot read events from a {type(events).__name__}",
+                     "give a DataFrame, a list of {user_id, item_id, action, timestamp} dicts, or a file path")
 
 
 def _id_list(ids, name: str) -> list[str]:
     """One id or a list of them, as exact strings."""
+    if ids is None:
+        raise InputError(name, "is missing", "give one id or a list of ids")
     if isinstance(ids, (str, bytes)) or np.isscalar(ids):
         ids = [ids]
     out = [str(i) for i in ids]

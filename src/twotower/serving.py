@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .catalog import open_model_index
-from .data.dataset import Dataset, last_positive_times, request_context, seen_matrix, with_events
+from .data.dataset import Dataset, check_context, last_positive_times, request_context, seen_matrix, with_events
 from .errors import InputError
 from .features.definitions import FeatureSource
 from .features.materialize import offline_store, open_online_store
@@ -83,6 +83,7 @@ class Server:
         features as of the latest event (its hour and weekday features are then that event's). `context`
         gives the log's own context columns (see `request_context`)."""
         hist, cfg = self.saved.history, self.saved.config
+        check_context(hist.context_specs, context)
         exclude_seen = cfg.recommend.exclude_seen if exclude_seen is None else exclude_seen
         reranker = self.reranker if rank else None
         state = self._prepared
@@ -107,7 +108,8 @@ class Server:
                     allowed[state.seen[u].nonzero()] = False
                 beside = Beside(allowed, lambda local, item: state.tower_score(queries[local], item),
                                 state.temperature)
-                found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside)
+                found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside,
+                                        _rows(context, known))
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
 
@@ -206,9 +208,10 @@ def open_reranker(saved: SavedModel) -> tuple[Reranker | None, str]:
 
 
 def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, users: np.ndarray,
-                    found: SearchResult, k: int, at: np.ndarray, beside: Beside) -> SearchResult:
+                    found: SearchResult, k: int, at: np.ndarray, beside: Beside,
+                    context: dict | None = None) -> SearchResult:
     """Order each request's candidates (the towers' `found`, and each of the ranker's sources' top N) by the
-    ranker, with features as of its time `at[i]`; keep the top k."""
+    ranker, with features as of its time `at[i]` and the requests' own `context` values; keep the top k."""
     m, n = found.ids.shape
     rows = pd.DataFrame({"local": np.repeat(np.arange(m), n), "item_id": found.ids.ravel(),
                          "retrieval_rank": np.tile(np.arange(1, n + 1), m),
@@ -227,7 +230,7 @@ def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, 
     request = rows["local"].to_numpy(np.int64)
     rows = rows.drop(columns="local").assign(
         request=request, user=users[request], user_id=hist.users.decode(users[request]).astype(str),
-        timestamp=at[request], **context_columns(request_context(hist.context_specs, at), request))
+        timestamp=at[request], **context_columns(request_context(hist.context_specs, at, values=context), request))
     rows = ranking_rows(rows, features, reranker, hist)
     rows = rows.assign(score=reranker.score(rows)).sort_values(["request", "score"], ascending=[True, False],
                                                                kind="stable")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from twotower.rank.ranker import LambdaRanker, ndcg_at_10, relevance_grades
 
@@ -50,3 +51,17 @@ def test_the_report_sets_the_ranker_beside_retrieval_order_on_the_same_held_out_
     nothing = LambdaRanker(["noise"], base="retrieval_score").fit(candidate_rows(seed=5))
     assert nothing.report["base_ndcg@10"] == learned.report["base_ndcg@10"]     # the same held-out requests
     assert abs(nothing.report["valid_ndcg@10"] - nothing.report["base_ndcg@10"]) < 0.03
+
+
+def test_the_ranker_does_not_depend_on_the_scale_of_its_base():
+    """Tower logits can span hundreds of units: from such a base LambdaRank's pair gradients saturate and the
+    first trees overshoot, unless the base is put on a unit scale inside the ranker (and scored on it)."""
+    quality = {}
+    for scale in (1, 1000):
+        train, test = candidate_rows(seed=5), candidate_rows(seed=6)
+        train["retrieval_score"] *= scale
+        test["retrieval_score"] *= scale
+        ranker = LambdaRanker(["signal", "noise"], base="retrieval_score").fit(train)
+        quality[scale] = ndcg_at_10(test.assign(s=ranker.score(test)), "s")
+    assert quality[1000] == pytest.approx(quality[1], abs=0.02)
+    assert quality[1000] > ndcg_at_10(test, "retrieval_score") + 0.5

@@ -135,15 +135,27 @@ def request_context(specs: list[FeatureSpec], times, previous=None, values: dict
     times = np.atleast_1d(np.asarray(times, dtype=np.float64))
     previous = np.full(len(times), np.nan) if previous is None else np.asarray(previous, dtype=np.float64)
     frame = time_columns(times, previous)
-    given = dict(values or {})
-    own = [s.name for s in specs if s.name not in frame.columns]
-    unknown = sorted(set(given) - set(own))
-    if unknown:
-        raise InputError("context", f"unknown context field(s) {unknown}",
-                         f"use the context columns the model was trained with: {own or 'none'}")
-    for name in own:
+    given = check_context(specs, values)
+    for name in _own_context(specs):
         frame[name] = given.get(name)
     return encode(frame, specs)
+
+
+def _own_context(specs: list[FeatureSpec]) -> list[str]:
+    """The log's own context columns (device, page, ...), not the time features derived from the clock."""
+    derived = set(time_columns(np.zeros(1), np.zeros(1)).columns)
+    return [s.name for s in specs if s.name not in derived]
+
+
+def check_context(specs: list[FeatureSpec], values: dict | None) -> dict:
+    """`values` ({column: value}) when every column is one of the log's own context columns, else one error
+    naming the unknown ones and the known ones."""
+    given = dict(values or {})
+    unknown = sorted(set(given) - set(_own_context(specs)))
+    if unknown:
+        raise InputError("context", f"unknown context field(s) {unknown}",
+                         f"use the context columns the model was trained with: {_own_context(specs) or 'none'}")
+    return given
 
 
 def with_events(data: Dataset, events: pd.DataFrame) -> Dataset:

@@ -13,7 +13,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import atomic_path
 from ..config import Config, RegistryConfig
 from ..errors import InputError
 from .manifest import MANIFEST, verify, version_files, write_manifest
@@ -22,6 +21,7 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"      # before mlflow is ever imp
 MODEL_ARTIFACTS = "model"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")     # no dots, slashes or escapes: a name is never a path
 ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+VERSION = re.compile(r"[1-9][0-9]{0,8}")              # one spelling per version: no 01, no non-ASCII digits
 URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))")
 HISTORY_TAG = "twotower.alias_history.{alias}"        # versions an alias pointed at before, oldest first
 
@@ -56,7 +56,7 @@ def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
         raise InputError(uri, "is not a registry URI", "use models:/NAME/VERSION or models:/NAME@ALIAS")
     name, version, alias = m["name"], m["version"], m["alias"]
     check_name(name)
-    if version is not None and not version.isdigit():
+    if version is not None and not VERSION.fullmatch(version):
         raise InputError(uri, f"version {version!r} is not a number", "use models:/NAME/VERSION, e.g. models:/shop/3")
     if alias is not None:
         check_alias(alias)
@@ -236,14 +236,24 @@ class Registry:
         what = f"models:/{name}/{version}"
         source = self._local(self._version(name, version).source)
         target = self.root / "serving" / name / version
-        if target.is_dir():
-            verify(target, what)
-            return target
-        verify(source, what)
-        with atomic_path(target) as tmp:
-            shutil.copytree(source, tmp)
-            verify(tmp, what)
-            _materialize(tmp)
+        if not target.is_dir():
+            verify(source, what)
+            staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=_made(target.parent)))
+            try:
+                shutil.copytree(source, staging / "copy")
+                verify(staging / "copy", what)
+                _materialize(staging / "copy")
+                try:
+                    os.rename(staging / "copy", target)      # refused when another process got there first
+                except OSError:
+                    if not target.is_dir():
+                        raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        if (target / MANIFEST).read_bytes() != (source / MANIFEST).read_bytes():
+            raise InputError(str(target), f"is a serving copy of another {what} (the registry was reset or the "
+                             "version replaced)", "move the copy away; the next load makes a fresh one")
+        verify(target, what)
         return target
 
     # --- internals -----------------------------------------------------------------------------------------
@@ -315,8 +325,17 @@ def _materialize(folder: Path) -> None:
         materialize(folder, rank, meta["model_id"], show_progress=False)
 
 
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _copy_version(model_dir: Path, target: Path) -> None:
-    """The version's files of a model folder (no serving state, no checkpoint, no hidden files)."""
+    """The model's own files of a model folder (what `folder.MODEL_NAMES` names; no serving state, no
+    checkpoint, nothing else the user keeps there)."""
+    from ..folder import MODEL_NAMES
+    from ..model.trainer import CHECKPOINT
+
     index_meta = model_dir / "index" / "index.json"
     if index_meta.is_file() and json.loads(index_meta.read_text()).get("backend") == "pgvector" and \
             (model_dir / "pgdata").exists():
@@ -324,7 +343,7 @@ def _copy_version(model_dir: Path, target: Path) -> None:
                          "registered version cannot carry", "rebuild the index with FAISS (twotower index --backend "
                          "faiss) or on an external server (--dsn), then register")
     for rel in version_files(model_dir):
-        if rel.startswith("checkpoint"):
+        if rel.split("/")[0] not in MODEL_NAMES or rel == CHECKPOINT:
             continue
         (target / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model_dir / rel, target / rel)
