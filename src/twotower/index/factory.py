@@ -6,7 +6,7 @@
     faiss:ivf-sq8,nlist=4000,nprobe=32,refine=2
     pgvector:hnsw,m=16,ef_construction=64,ef_search=40
 
-`describe(index)` writes one, `make_vector_index` reads one back into an empty index of that backend."""
+`VectorIndex.describe()` writes one, `make_vector_index` reads one back into an empty index of that backend."""
 
 from __future__ import annotations
 
@@ -41,11 +41,6 @@ def parse_index_spec(text: str) -> tuple[str, str, dict[str, int]]:
     return backend, kind, params
 
 
-def describe(index: VectorIndex) -> str:
-    """The spec string of a built index (what `make_vector_index` would make again)."""
-    return index.describe()
-
-
 def make_vector_index(text: str, spec: IndexSpec, n_items: int = 0, dsn: str | None = None,
                       table: str = "twotower_items") -> VectorIndex:
     """An empty index from a spec string; `dsn` is the PostgreSQL server of a pgvector index."""
@@ -62,4 +57,4 @@ def make_vector_index(text: str, spec: IndexSpec, n_items: int = 0, dsn: str | N
                          params.get("ef_search"))
 
 
-__all__ = ["FaissLayout", "describe", "make_vector_index", "parse_index_spec"]
+__all__ = ["FaissLayout", "make_vector_index", "parse_index_spec"]
