@@ -18,7 +18,7 @@ from .data.schema import validate_events
 from .errors import InputError
 from .features.event_log import LOG_FILE, EventLog
 from .features.materialize import FEATURES_DIR, catch_up, event_log
-from .serving import Server
+from .serving import Server, context_rows
 
 Table = str | Path | pd.DataFrame
 
@@ -85,12 +85,13 @@ class Model:
         batch = _positive(batch, "batch")
         k = min(k, max(len(server.index), 1))
         times = _times(at, len(ids))
+        _check_context_lengths(context, len(ids))
         codes = server.saved.history.users.encode(ids)
         frames = []
         for lo in range(0, len(ids), batch):
             sl = slice(lo, lo + batch)
             top = server.top_k(codes[sl], k, at=None if times is None else times[sl], rank=rank,
-                               exclude_seen=exclude_seen, context=_slice_context(context, sl, len(ids)))
+                               exclude_seen=exclude_seen, context=context_rows(context, sl))
             frames.append(pd.DataFrame({
                 "user_id": np.repeat(np.asarray(ids[sl], dtype=object), k), "item_id": top.ids.ravel(),
                 "rank": np.tile(np.arange(1, k + 1), len(top.ids)), "score": top.scores.ravel()}))
@@ -217,10 +218,8 @@ def record_training(outcome, cfg: Config, register: str | None = None) -> tuple[
     if not (cfg.registry.track or register):
         return None, None
     from .model.artifact import update_meta
-    from .registry.mlflow_registry import Registry, check_name
+    from .registry.mlflow_registry import Registry
 
-    if register:
-        check_name(register)
     registry = Registry(cfg.registry)
     metrics = {"val_ndcg@10": outcome.report.best_score if outcome.report.best_score > -1 else None,
                "best_epoch": outcome.report.best_epoch, "events": outcome.n_events, "users": outcome.n_users,
@@ -318,10 +317,14 @@ def _times(at, n: int) -> np.ndarray | None:
     values = np.broadcast_to(np.asarray(at, dtype=object), (n,)) if np.ndim(at) == 0 else np.asarray(at, dtype=object)
     if len(values) != n:
         raise InputError("at", f"gives {len(values)} times for {n} users", "give one time, or one per user")
+    def seconds_of(v) -> float:
+        if isinstance(v, (int, float, np.number)):
+            return float(v)
+        stamp = pd.Timestamp(v)
+        return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).timestamp()
+
     try:
-        seconds = np.array([float(v) if isinstance(v, (int, float, np.number)) else
-                            pd.Timestamp(v).tz_localize("UTC").timestamp() if pd.Timestamp(v).tzinfo is None else
-                            pd.Timestamp(v).timestamp() for v in values], dtype=np.float64)
+        seconds = np.array([seconds_of(v) for v in values], dtype=np.float64)
     except (ValueError, TypeError) as exc:
         raise InputError("at", f"is not a time ({exc})", "give unix seconds or an ISO date-time") from exc
     if not np.isfinite(seconds).all():
@@ -329,17 +332,9 @@ def _times(at, n: int) -> np.ndarray | None:
     return seconds
 
 
-def _slice_context(context: dict | None, sl: slice, n: int) -> dict | None:
-    """The context of one batch: a value shared by every user stays, one per user is cut to the batch."""
-    if not context:
-        return context
-    out = {}
-    for key, value in context.items():
-        if np.ndim(value) == 0:
-            out[key] = value
-        elif len(value) != n:
+def _check_context_lengths(context: dict | None, n: int) -> None:
+    """Each context value is one for every user or one per user."""
+    for key, value in (context or {}).items():
+        if np.ndim(value) and len(value) != n:
             raise InputError(f"context.{key}", f"gives {len(value)} values for {n} users",
                              "give one value, or one per user")
-        else:
-            out[key] = np.asarray(value, dtype=object)[sl]
-    return out

@@ -49,8 +49,7 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path | Table
         with progress_bar(show_progress) as bar:
             task = bar.add_task("recommending", total=len(ids), rate="")
             for lo in range(0, len(ids), batch):
-                frames.append(model.recommend(ids[lo:lo + batch], k, rank=rerank,
-                                              exclude_seen=model.config.recommend.exclude_seen, batch=batch))
+                frames.append(model.recommend(ids[lo:lo + batch], k, rank=rerank, batch=batch))
                 bar.update(task, advance=len(ids[lo:lo + batch]))
         known = int(model.knows(ids).sum()) if ids else 0
         ranked, note = rerank and model.ranked, model.note if rerank else ""

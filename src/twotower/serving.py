@@ -96,7 +96,7 @@ class Server:
         if known.any():
             u = users[known]
             asked = np.asarray(at, dtype=np.float64)[known] if at is not None else np.full(len(u), np.nan)
-            ctx = request_context(hist.context_specs, asked, state.last_seen[u], _rows(context, known))
+            ctx = request_context(hist.context_specs, asked, state.last_seen[u], context_rows(context, known))
             exclude = [set(hist.items.decode(state.seen[c].indices)) for c in u] if exclude_seen else None
             n = max(k, cfg.rank.candidates) if reranker else k
             queries = state.queries(u, ctx)
@@ -109,7 +109,7 @@ class Server:
                 beside = Beside(allowed, lambda local, item: state.tower_score(queries[local], item),
                                 state.temperature)
                 found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside,
-                                        _rows(context, known))
+                                        context_rows(context, known))
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
 
@@ -183,8 +183,9 @@ def tower_pair_scores(saved: SavedModel) -> Callable[[np.ndarray, np.ndarray], n
     return score
 
 
-def _rows(context: dict | None, chosen: np.ndarray) -> dict | None:
-    """Context values for the chosen requests: a value shared by all stays as it is, an [n] array is cut."""
+def context_rows(context: dict | None, chosen: np.ndarray | slice) -> dict | None:
+    """Context values for the chosen requests (a mask or a slice): a value shared by all stays as it is, one
+    per request is cut."""
     if not context:
         return context
     return {k: np.asarray(v, dtype=object)[chosen] if np.ndim(v) else v for k, v in context.items()}

@@ -13,6 +13,7 @@ from ..config import Config
 from ..errors import InputError
 from .features import FeatureSpec, encode, fit_specs
 from .schema import context_columns
+from .time_features import NAMES as TIME_NAMES
 from .time_features import has_clock, previous_positive_times, time_columns
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,7 @@ def request_context(specs: list[FeatureSpec], times, previous=None, values: dict
 
 def _own_context(specs: list[FeatureSpec]) -> list[str]:
     """The log's own context columns (device, page, ...), not the time features derived from the clock."""
-    derived = set(time_columns(np.zeros(1), np.zeros(1)).columns)
-    return [s.name for s in specs if s.name not in derived]
+    return [s.name for s in specs if s.name not in TIME_NAMES]
 
 
 def check_context(specs: list[FeatureSpec], values: dict | None) -> dict:

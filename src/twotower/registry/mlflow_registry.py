@@ -106,23 +106,19 @@ class Registry:
         """One MLflow run for a trained model folder: its config as parameters, per-epoch loss and validation
         NDCG@10, final metrics, and the folder's files (with their manifest) as the run's `model` artifacts.
         Returns the run id (recorded in model.json)."""
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric
 
         model_dir = Path(model_dir)
         run = self.client.create_run(self._experiment_id(), tags={"twotower.model_dir": str(model_dir.absolute())},
                                      run_name=model_dir.name)
         run_id = run.info.run_id
         try:
-            params = [Param(k, str(v)[:6000]) for k, v in _flat(cfg.model_dump()).items()]
-            for lo in range(0, len(params), 100):
-                self.client.log_batch(run_id, params=params[lo:lo + 100])
             now = _now_ms()
             series = [Metric(key, float(e[field]), now, int(e["epoch"]))
                       for e in epochs for key, field in (("epoch.train_loss", "loss"), ("epoch.val_ndcg_at_10", "val_ndcg@10"))
                       if e.get(field) is not None]
             series += [Metric(_metric_key(k), float(v), now, 0) for k, v in metrics.items() if v is not None]
-            for lo in range(0, len(series), 500):
-                self.client.log_batch(run_id, metrics=series[lo:lo + 500])
+            self._log(run_id, cfg, series)
             with tempfile.TemporaryDirectory(prefix="twotower-version-") as staging:
                 copy = Path(staging) / MODEL_ARTIFACTS
                 _copy_version(model_dir, copy)
@@ -137,24 +133,30 @@ class Registry:
     def log_evaluation(self, table, cfg: Config, source: str) -> str:
         """One MLflow run for an evaluation table (one row per model, served rows and baselines): each model's
         metrics under `<model>/<metric>`, the config as parameters. Returns the run id."""
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric
 
         run = self.client.create_run(self._experiment_id(), tags={"twotower.kind": "evaluation",
                                                                   "twotower.events": source},
                                      run_name=f"evaluate {Path(source).name}")
         run_id = run.info.run_id
-        params = [Param(k, str(v)[:6000]) for k, v in _flat(cfg.model_dump()).items()]
-        for lo in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[lo:lo + 100])
         now = _now_ms()
         metrics = [Metric(_metric_key(f"{re.sub(r'[^A-Za-z0-9]+', '_', row['model']).strip('_')}/{col}"),
                           float(row[col]), now, 0)
                    for row in table.to_dict("records") for col in table.columns
                    if col != "model" and isinstance(row[col], (int, float)) and row[col] == row[col]]
-        for lo in range(0, len(metrics), 500):
-            self.client.log_batch(run_id, metrics=metrics[lo:lo + 500])
+        self._log(run_id, cfg, metrics)
         self.client.set_terminated(run_id)
         return run_id
+
+    def _log(self, run_id: str, cfg: Config, metrics: list) -> None:
+        """The config as the run's parameters and the metrics, in batches MLflow accepts."""
+        from mlflow.entities import Param
+
+        params = [Param(k, str(v)[:6000]) for k, v in _flat(cfg.model_dump()).items()]
+        for lo in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[lo:lo + 100])
+        for lo in range(0, len(metrics), 500):
+            self.client.log_batch(run_id, metrics=metrics[lo:lo + 500])
 
     # --- versions ------------------------------------------------------------------------------------------
     def register(self, name: str, run_id: str) -> str:
