@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -168,7 +167,7 @@ class Model:
             build = update_model_index(self.folder, Path(items) if items else None,
                                        Path(remove) if remove else None, show_progress=show_progress)
             server = self._server
-            self._server = replace(server, index=open_model_index(server.saved))
+            self._server = server.with_index(open_model_index(server.saved))
         return build
 
     def history(self, user_id: str) -> pd.DataFrame:

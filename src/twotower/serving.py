@@ -13,19 +13,20 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
+import torch
 
 from .catalog import open_model_index
-from .data.dataset import Dataset, check_context, last_positive_times, request_context, seen_matrix, with_events
+from .data.dataset import Dataset, check_context, request_context, with_events
 from .errors import InputError
 from .features.definitions import FeatureSource
 from .features.materialize import offline_store, open_online_store
 from .index.base import SearchResult, VectorIndex
 from .model.artifact import SavedModel, load_model
-from .model.recommender import tower_queries
+from .model.recommender import query_vectors
 from .rank.covisit import recent_items
 from .rank.reranker import RANKER_DIR, Reranker, context_columns, ranking_rows
 from .rank.sources import PROFILE_LENGTH, add_source_candidates, source_scores
+from .user_state import UserState
 
 
 @dataclass
@@ -38,6 +39,8 @@ class Server:
     reranker: Reranker | None
     features: FeatureSource | None
     note: str = ""
+    users: UserState | None = None            # built from the history when not given
+    catalog: "ServingCatalog | None" = None   # built from the model and index when not given
 
     @classmethod
     def open(cls, model_dir: str | Path, rerank: bool = True, point_in_time: bool = False,
@@ -86,10 +89,11 @@ class Server:
         check_context(hist.context_specs, context)
         exclude_seen = cfg.recommend.exclude_seen if exclude_seen is None else exclude_seen
         reranker = self.reranker if rank else None
-        state = self._prepared
+        state, cat = self.users, self.catalog
         known = self.knows(users)
-        items = np.tile(np.asarray(state.popular.index[:k], dtype=object), (len(users), 1))
-        scores = np.tile(state.popular.to_numpy(np.float64)[:k], (len(users), 1))
+        popular = self.popular
+        items = np.tile(np.asarray(popular.index[:k], dtype=object), (len(users), 1))
+        scores = np.tile(popular.to_numpy(np.float64)[:k], (len(users), 1))
         if items.shape[1] < k:
             items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=None)
             scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
@@ -99,15 +103,15 @@ class Server:
             ctx = request_context(hist.context_specs, asked, state.last_seen[u], context_rows(context, known))
             exclude = [set(hist.items.decode(state.seen[c].indices)) for c in u] if exclude_seen else None
             n = max(k, cfg.rank.candidates) if reranker else k
-            queries = state.queries(u, ctx)
+            queries = cat.queries(state.histories[u], u, ctx)
             found = self.index.search(queries, n, exclude=exclude)
             if reranker is not None:
                 as_of = asked if at is not None else np.full(len(u), self.now + 1.0)
-                allowed = np.broadcast_to(state.indexed, (len(u), len(state.indexed))).copy()
+                allowed = np.broadcast_to(cat.indexed, (len(u), len(cat.indexed))).copy()
                 if exclude_seen:
                     allowed[state.seen[u].nonzero()] = False
-                beside = Beside(allowed, lambda local, item: state.tower_score(queries[local], item),
-                                state.temperature)
+                beside = Beside(allowed, lambda local, item: cat.tower_score(queries[local], item),
+                                cat.temperature, state.recent)
                 found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside,
                                         context_rows(context, known))
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
@@ -115,45 +119,63 @@ class Server:
 
     def with_events(self, events: pd.DataFrame) -> "Server":
         """This server with more events in the history it serves from (see `with_events`): the same index,
-        ranker and feature store; what every request reads is prepared again on first use."""
+        ranker and feature store; what requests read about users is recomputed for the users they touch."""
         history = with_events(self.saved.history, events)
+        positive = events[events["weight"].astype(float) > 0]
         reranker = self.reranker
         if reranker is not None:
-            positive = events[events["weight"].astype(float) > 0]
             items = history.items.encode(positive["item_id"].to_numpy())
             times = positive["timestamp"].to_numpy(np.float64)
             reranker = reranker.with_events(times[items > 0], items[items > 0])
-        return replace(self, saved=replace(self.saved, history=history), reranker=reranker)
+        touched = history.users.encode(positive["user_id"].to_numpy())
+        return replace(self, saved=replace(self.saved, history=history), reranker=reranker,
+                       users=self.users.with_events(history, touched), catalog=self.catalog)
+
+    def with_index(self, index: VectorIndex) -> "Server":
+        """This server searching another index of the same model (a changed catalog)."""
+        return replace(self, index=index, catalog=None)
 
     def knows(self, users: np.ndarray) -> np.ndarray:
         """[n] True for user codes with a positive event in the model's history (personalised requests)."""
-        return self._prepared.has_history[users] & (users > 0)
+        return self.users.has_history[users] & (users > 0)
+
+    def __post_init__(self):
+        if self.users is None:
+            self.users = UserState.of(self.saved.history, self.saved.model.cfg.max_history)
+        if self.catalog is None:
+            self.catalog = ServingCatalog.of(self.saved, self.index)
 
     @cached_property
-    def _prepared(self) -> "_Prepared":
-        hist = self.saved.history
-        seen = seen_matrix(hist)
-        indexed = set(self.index.ids())
-        in_index = np.zeros(hist.n_items + 1, bool)
-        in_index[1:] = pd.Index(hist.items.ids.astype(str)).isin(list(indexed))
-        return _Prepared(seen, np.diff(seen.indptr) > 0, last_positive_times(hist),
-                         popular_items(seen, hist.items.ids, indexed), tower_queries(self.saved.model, hist),
-                         in_index, tower_pair_scores(self.saved),
-                         float(self.saved.model.similarity.log_temperature.exp()))
+    def popular(self) -> pd.Series:
+        """Indexed items by how many users had them, most popular first: what unknown users get."""
+        return self.users.popular(self.saved.history.items.ids, self.catalog.indexed)
 
 
-@dataclass
-class _Prepared:
-    """What every batch of requests reads, computed once per server."""
+@dataclass(frozen=True)
+class ServingCatalog:
+    """What requests read about the model's items, unchanged by new events: which item codes the index holds,
+    the item vectors the query tower reads, the towers' score of any (query, item) pair and the temperature."""
 
-    seen: sp.csr_matrix                       # [users + 1, items + 1] the items each user had
-    has_history: np.ndarray                   # [users + 1] a user with a positive event
-    last_seen: np.ndarray                     # [users + 1] their latest positive event's time
-    popular: pd.Series                        # indexed items by count, most popular first
-    queries: Callable[[np.ndarray, dict], np.ndarray]
     indexed: np.ndarray                       # [items + 1] True for item codes in the index
+    item_vectors: torch.Tensor                # the query tower's view of every trained item
     tower_score: Callable[[np.ndarray, np.ndarray], np.ndarray]   # (queries [r, d], item codes [r]) -> [r]
     temperature: float
+    model: object
+
+    @classmethod
+    def of(cls, saved: SavedModel, index: VectorIndex) -> "ServingCatalog":
+        hist = saved.history
+        indexed = np.zeros(hist.n_items + 1, bool)
+        indexed[1:] = pd.Index(hist.items.ids.astype(str)).isin(index.ids())
+        saved.model.eval()
+        with torch.no_grad():
+            vectors = saved.model.all_item_vectors()
+        return cls(indexed, vectors, tower_pair_scores(saved), float(saved.model.similarity.log_temperature.exp()),
+                   saved.model)
+
+    def queries(self, histories: np.ndarray, users: np.ndarray, context: dict) -> np.ndarray:
+        """[n, d] index-ready query vectors of user codes with these histories and request context."""
+        return query_vectors(self.model, histories, users, context, self.item_vectors)
 
 
 @dataclass
@@ -165,6 +187,7 @@ class Beside:
     allowed: np.ndarray
     tower_score: Callable[[np.ndarray, np.ndarray], np.ndarray]
     temperature: float = 1.0
+    recent: Callable[[np.ndarray, np.ndarray, int], list[np.ndarray]] | None = None   # (users, times, n) -> profiles
 
 
 def tower_pair_scores(saved: SavedModel) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -220,7 +243,8 @@ def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, 
     rows = rows[rows["item_id"].notna() & np.isfinite(rows["retrieval_score"])]
     rows = rows.assign(item_id=rows["item_id"].astype(str), item=hist.items.encode(rows["item_id"].astype(str)))
     if reranker.sources:
-        profiles = recent_items(hist.events, users, at, PROFILE_LENGTH)
+        profiles = beside.recent(users, at, PROFILE_LENGTH) if beside.recent else \
+            recent_items(hist.events, users, at, PROFILE_LENGTH)
         rows = add_source_candidates(rows, source_scores(reranker.sources, profiles, at, beside.allowed),
                                      reranker.source_candidates)
         new = rows["retrieval_score"].isna().to_numpy()       # a source's candidate the towers did not bring
@@ -232,7 +256,7 @@ def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, 
     rows = rows.drop(columns="local").assign(
         request=request, user=users[request], user_id=hist.users.decode(users[request]).astype(str),
         timestamp=at[request], **context_columns(request_context(hist.context_specs, at, values=context), request))
-    rows = ranking_rows(rows, features, reranker, hist)
+    rows = ranking_rows(rows, features, reranker, hist, beside.recent)
     rows = rows.assign(score=reranker.score(rows)).sort_values(["request", "score"], ascending=[True, False],
                                                                kind="stable")
     top = rows.assign(pos=rows.groupby("request").cumcount()).query("pos < @k")
@@ -241,10 +265,3 @@ def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, 
     ids[top["request"], top["pos"]] = top["item_id"].to_numpy()
     scores[top["request"], top["pos"]] = top["score"].to_numpy()
     return SearchResult(ids, scores)
-
-
-def popular_items(seen, item_ids: np.ndarray, indexed: set) -> pd.Series:
-    """Items still in the index by interaction count: {item id: count}, most popular first."""
-    counts = pd.Series(np.asarray(seen.sum(0)).ravel()[1:], index=item_ids.astype(str))
-    counts = counts[counts.index.isin(list(indexed))]
-    return counts.sort_values(ascending=False, kind="stable").astype(np.float64)

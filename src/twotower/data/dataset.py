@@ -42,6 +42,16 @@ class IdVocab:
     def __contains__(self, value) -> bool:
         return str(value) in self._index
 
+    def extended(self, new_ids) -> "IdVocab":
+        """This vocabulary with `new_ids` (not in it yet) taking the next codes; existing codes unchanged."""
+        out = IdVocab.__new__(IdVocab)
+        out.ids = np.concatenate([self.ids, np.asarray(list(new_ids), dtype=object)])
+        out._index = dict(self._index)
+        out._index.update((v, len(self.ids) + i + 1) for i, v in enumerate(new_ids))
+        if len(out._index) != len(out.ids):
+            raise ValueError("ids must be unique")
+        return out
+
 
 @dataclass
 class Dataset:
@@ -165,7 +175,7 @@ def with_events(data: Dataset, events: pd.DataFrame) -> Dataset:
     arrival)."""
     events = events[events["weight"].astype(float) > 0]
     new_users = pd.unique(events.loc[~events["user_id"].astype(str).map(data.users.__contains__), "user_id"].astype(str))
-    users = IdVocab([*data.users.ids, *new_users]) if len(new_users) else data.users
+    users = data.users.extended(new_users) if len(new_users) else data.users
     items = data.items.encode(events["item_id"].to_numpy())
     known = items > 0
     first = int(data.events["order"].max()) + 1 if len(data.events) else 0
@@ -173,9 +183,17 @@ def with_events(data: Dataset, events: pd.DataFrame) -> Dataset:
                           "timestamp": events["timestamp"].to_numpy(np.float64)[known],
                           "weight": events["weight"].to_numpy(np.float32)[known],
                           "order": first + np.arange(int(known.sum()), dtype=np.int64)})
-    ev = pd.concat([data.events, added], ignore_index=True)
-    ev = ev.iloc[np.lexsort((ev["order"].to_numpy(), ev["timestamp"].to_numpy(), ev["user"].to_numpy()))]
-    return Dataset(ev.reset_index(drop=True), users, data.items, data.item_specs, data.item_features,
+    added = added.iloc[np.lexsort((added["order"].to_numpy(), added["timestamp"].to_numpy(),
+                                   added["user"].to_numpy()))]
+    # insert the few new rows into the sorted log (their arrival is after every stored row): no full sort
+    old_users, old_times = data.events["user"].to_numpy(), data.events["timestamp"].to_numpy(np.float64)
+    lo = np.searchsorted(old_users, added["user"].to_numpy(), "left")
+    hi = np.searchsorted(old_users, added["user"].to_numpy(), "right")
+    at = np.array([a + np.searchsorted(old_times[a:b], t, "right")
+                   for a, b, t in zip(lo, hi, added["timestamp"].to_numpy())], dtype=np.int64)
+    ev = pd.DataFrame({c: np.insert(data.events[c].to_numpy(), at, added[c].to_numpy().astype(data.events[c].dtype))
+                       for c in data.events.columns if c in added.columns})
+    return Dataset(ev, users, data.items, data.item_specs, data.item_features,
                    data.user_specs, data.user_features, data.context_specs, {})
 
 

@@ -28,17 +28,28 @@ def _per_user(model: TwoTowerModel, history: Dataset, step, width: int, batch: i
     with torch.no_grad():
         items = model.all_item_vectors()
     histories = last_histories(history, np.arange(history.n_users + 1), model.cfg.max_history)
+    return lambda users, context: _in_batches(step, model.n_users, histories[users], users, context, items, width,
+                                              batch)
 
-    def run(users: np.ndarray, context: dict) -> np.ndarray:
-        out = [np.zeros((0, width), np.float32)]
+
+def query_vectors(model: TwoTowerModel, histories: np.ndarray, users: np.ndarray, context: dict,
+                  items: torch.Tensor, batch: int = 512) -> np.ndarray:
+    """[n, d] index-ready next-step queries of user codes with these [n, max_history] item histories, given
+    the item vectors the query tower reads (`model.all_item_vectors()`, computed once by the caller)."""
+    model.eval()
+    return _in_batches(model.index_queries, model.n_users, histories, users, context, items, model.cfg.dim, batch)
+
+
+def _in_batches(step, n_users: int, histories: np.ndarray, users: np.ndarray, context: dict, items,
+                width: int, batch: int) -> np.ndarray:
+    out = [np.zeros((0, width), np.float32)]
+    with torch.no_grad():
         for lo in range(0, len(users), batch):
             u = users[lo:lo + batch]
             ctx = {k: torch.as_tensor(v[lo:lo + batch]) for k, v in context.items()} or None
-            known = np.where(u <= model.n_users, u, 0)      # users who arrived after training: no id, no features
-            out.append(step(torch.as_tensor(histories[u]), torch.as_tensor(known), ctx, items).numpy())
-        return np.concatenate(out)
-
-    return run
+            known = np.where(u <= n_users, u, 0)     # users who arrived after training: no id, no features
+            out.append(step(torch.as_tensor(histories[lo:lo + batch]), torch.as_tensor(known), ctx, items).numpy())
+    return np.concatenate(out)
 
 
 def tower_queries(model: TwoTowerModel, history: Dataset, batch: int = 512):

@@ -87,7 +87,13 @@ def items_matrix(lists: list[np.ndarray], size: int) -> sp.csr_matrix:
 def recent_items(events: pd.DataFrame, users: np.ndarray, times: np.ndarray, length: int) -> list[np.ndarray]:
     """Each request's (user code, time) last `length` positive item codes strictly before that time."""
     ev = events[events["weight"] > 0].sort_values(["user", "timestamp"], kind="stable")
-    ev_users, ev_times, ev_items = ev["user"].to_numpy(), ev["timestamp"].to_numpy(np.float64), ev["item"].to_numpy()
+    return recent_sorted(ev["user"].to_numpy(), ev["timestamp"].to_numpy(np.float64), ev["item"].to_numpy(),
+                         users, times, length)
+
+
+def recent_sorted(ev_users: np.ndarray, ev_times: np.ndarray, ev_items: np.ndarray, users: np.ndarray,
+                  times: np.ndarray, length: int) -> list[np.ndarray]:
+    """`recent_items` over positive events already in (user, time) order, given as three arrays."""
     starts = np.searchsorted(ev_users, users, side="left")
     ends = np.searchsorted(ev_users, users, side="right")
     out = []

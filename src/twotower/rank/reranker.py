@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -138,10 +139,12 @@ def context_columns(context: dict[str, np.ndarray], request: np.ndarray) -> dict
     return {f"context_{k}": v[request] for k, v in context.items() if v.ndim == 1 and not k.startswith("_")}
 
 
-def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, history: Dataset) -> pd.DataFrame:
+def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, history: Dataset,
+                 recent: Callable[[np.ndarray, np.ndarray, int], list[np.ndarray]] | None = None) -> pd.DataFrame:
     """Candidate rows (request, user, item codes, user_id, item_id, timestamp, retrieval score and rank) ->
     the same rows with every feature the ranker reads. `source` is a feature store (offline or online);
-    `history` (codes and item features) gives each request's latest items, strictly before its time."""
+    `history` (codes and item features) gives each request's latest items, strictly before its time, or
+    `recent(users, times, n)` does from events already in order (a server's)."""
     missing = [c for c in ("request", "user", "item", "user_id", "item_id", "timestamp", "retrieval_score",
                            "retrieval_rank") if c not in rows.columns]
     if missing:
@@ -151,7 +154,7 @@ def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, 
     first = rows.drop_duplicates("request")
     users, times = first["user"].to_numpy(), first["timestamp"].to_numpy()
     longest = max(reranker.recent_length, reranker.profile_length)
-    profile = recent_items(history.events, users, times, longest)
+    profile = recent(users, times, longest) if recent else recent_items(history.events, users, times, longest)
     recent = [p[-reranker.recent_length:] for p in profile]
     position = pd.Series(np.arange(len(first)), index=first["request"].to_numpy())[rows["request"]].to_numpy()
     item = rows["item"].to_numpy()
