@@ -16,7 +16,7 @@ from .config import Config, RegistryConfig, load_config
 from .data.schema import validate_events
 from .errors import InputError
 from .features.event_log import LOG_FILE, EventLog
-from .features.materialize import FEATURES_DIR, catch_up, event_log
+from .features.materialize import FEATURES_DIR, catch_up
 from .serving import Server, context_rows
 
 Table = str | Path | pd.DataFrame
@@ -30,16 +30,22 @@ class Model:
     history and one index throughout (the online store's counts are read live). Close it (or use it in a
     `with` block) to release the index, the stores and their files."""
 
-    def __init__(self, folder: str | Path, rank: bool = True):
-        """Open a model folder; with `rank=False` its ranker and online store stay closed (retrieval order)."""
+    def __init__(self, folder: str | Path, rank: bool = True, events: str | Path | None = None):
+        """Open a model folder; with `rank=False` its ranker and online store stay closed (retrieval order).
+
+        `events`: the path of an event log kept outside the model (a service's, shared by the versions it
+        swaps between); the model then takes the logged events later than its training data. Without it the
+        model keeps its own log, in its folder, and takes all of it."""
         self.folder = Path(folder)
         self._server = Server.open(self.folder, rerank=rank)
         self._write = threading.Lock()
         self._log: EventLog | None = None
+        self._log_path = Path(events) if events is not None else self.folder / FEATURES_DIR / LOG_FILE
+        self._after = self._server.now if events is not None else -np.inf   # events the model trained on
         self._history_seq = 0             # the last logged event the served history holds
         try:
-            if (self.folder / FEATURES_DIR / LOG_FILE).is_file():
-                self._log = event_log(self.folder)
+            if self._log_path.is_file():
+                self._log = EventLog(self._log_path)
                 self._apply_logged()
         except BaseException:
             self.close()
@@ -126,6 +132,29 @@ class Model:
         frame = frame[frame["similar_id"].notna() & np.isfinite(frame["score"].astype(float))]
         return frame.astype({"rank": np.int64, "score": np.float64}).reset_index(drop=True)
 
+    def check(self) -> None:
+        """Raise unless the version answers: its item vectors have the configured dimension, the index holds
+        vectors of that dimension, and probe queries (a known user's recommendations, an item's neighbours)
+        return items. A service runs this before swapping a version in."""
+        server = self._server
+        dim = self.config.model.dim
+        vectors = server.saved.item_vectors()[1]
+        if vectors.shape[1] != dim:
+            raise InputError(str(self.folder), f"holds item vectors of dimension {vectors.shape[1]}, its config "
+                             f"says {dim}", "retrain the model")
+        if len(server.index) == 0:
+            raise InputError(str(self.folder), "has an empty index", "rebuild it: twotower index")
+        item = str(server.index.ids()[0])
+        if server.index.vectors([item]).shape[1] != dim:
+            raise InputError(str(self.folder), f"has an index of another dimension than its towers' {dim}",
+                             "rebuild it: twotower index")
+        users = self.user_ids()
+        if users and self.recommend(users[:1], k=5).empty:
+            raise InputError(str(self.folder), "answered a probe recommendation with no items", "retrain the model")
+        if self.similar(item, k=3).empty:
+            raise InputError(str(self.folder), "answered a probe similar-items query with no items",
+                             "rebuild its index: twotower index")
+
     # --- new events ----------------------------------------------------------------------------------------
     def ingest(self, events: Table) -> int:
         """Add events (user_id, item_id, timestamp or none for now, action; optional event_id): validated
@@ -137,20 +166,30 @@ class Model:
         checked = validate_events(frame, self.config.data, Path("events"))
         with self._write:
             if self._log is None:
-                self._log = event_log(self.folder)
+                self._log = EventLog(self._log_path)
             stored = self._log.append(checked)      # acknowledged from here on: applied now or on the next open
             self._apply_logged()
         return len(stored)
+
+    def catch_up(self) -> None:
+        """Apply events another process (or another version beside this one) appended to the log."""
+        with self._write:
+            if self._log is None and self._log_path.is_file():
+                self._log = EventLog(self._log_path)
+            if self._log is not None:
+                self._apply_logged()
 
     def _apply_logged(self) -> None:
         """Apply what the log holds beyond what the online store and the served history hold, so that an
         apply that failed before (a store briefly down) is done by the next ingest or open."""
         if self._server.features is not None:
-            catch_up(self._server.features, self._log)
+            catch_up(self._server.features, self._log, after=self._after)
         new = self._log.since(self._history_seq)
         if len(new):
-            self._server = self._server.with_events(new)
             self._history_seq = int(new["seq"].max())
+            new = new[new["timestamp"] > self._after]
+            if len(new):
+                self._server = self._server.with_events(new)
 
     def update_catalog(self, items: str | Path | None = None, remove: str | Path | None = None,
                        show_progress: bool = False):
@@ -170,16 +209,24 @@ class Model:
             self._server = server.with_index(open_model_index(server.saved))
         return build
 
-    def history(self, user_id: str) -> pd.DataFrame:
-        """`item_id, timestamp, weight` of the user's positive events as the model knows them now (training
-        log and ingested events), newest first."""
+    def history(self, user_id: str, limit: int | None = None) -> pd.DataFrame:
+        """`item_id, timestamp, weight, event_id` of the user's positive events as the model knows them now
+        (training log and ingested events; `event_id` where the event came with one), newest first."""
         hist = self._server.saved.history
         code = hist.users.encode([str(user_id)])[0]
         ev = hist.events[hist.events["user"] == code] if code else hist.events.iloc[:0]
         ev = ev.sort_values(["timestamp", "order"], ascending=False, kind="stable")
-        return pd.DataFrame({"item_id": hist.items.decode(ev["item"].to_numpy()).astype(object) if len(ev) else [],
-                             "timestamp": ev["timestamp"].to_numpy(np.float64),
-                             "weight": ev["weight"].to_numpy(np.float64)})
+        if limit is not None:
+            ev = ev.iloc[:_positive(limit, "limit")]
+        out = pd.DataFrame({"item_id": hist.items.decode(ev["item"].to_numpy()).astype(object) if len(ev) else [],
+                            "timestamp": ev["timestamp"].to_numpy(np.float64),
+                            "weight": ev["weight"].to_numpy(np.float64)})
+        logged = self._log.of_user(str(user_id)) if self._log is not None and code else None
+        if logged is None or not len(logged):
+            return out.assign(event_id=pd.Series([None] * len(out), dtype=object))
+        logged = logged.dropna(subset=["event_id"]).drop_duplicates(["item_id", "timestamp"], keep="last")
+        out = out.merge(logged[["item_id", "timestamp", "event_id"]], on=["item_id", "timestamp"], how="left")
+        return out.assign(event_id=out["event_id"].astype(object).where(out["event_id"].notna(), None))
 
     # --- lifetime ------------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -178,6 +178,23 @@ class RegistryConfig(_Section):
     experiment: str = Field("twotower", min_length=1)
 
 
+class ServeConfig(_Section):
+    """The HTTP service (`twotower serve`)."""
+
+    host: str = Field("127.0.0.1", description="address to bind; loopback unless told otherwise")
+    port: int = Field(8000, ge=0, le=65535)
+    max_k: int = Field(1000, ge=1, description="the most items one request may ask for")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies get 413")
+    max_batch_events: int = Field(10_000, ge=1, description="the most events one POST /events may carry")
+    admin_token: str | None = Field(None, description="bearer token of the admin routes; default "
+                                    "$TWOTOWER_ADMIN_TOKEN; without one they are off (404)")
+    follow_seconds: float = Field(0.0, ge=0, description="when serving models:/NAME@ALIAS, look for a new "
+                                  "version behind the alias this often (0: only on POST /admin/reload)")
+    state: str | None = Field(None, description="folder of the service's event log, shared by the versions it "
+                              "swaps between; default ROOT/service/NAME for a registered model, else the "
+                              "model folder's own log")
+
+
 class Config(_Section):
     """Everything a run needs; saved with the model."""
 
@@ -188,6 +205,7 @@ class Config(_Section):
     rank: RankConfig = Field(default_factory=RankConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -22,6 +22,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE,
                                    user_id TEXT NOT NULL, item_id TEXT NOT NULL, timestamp REAL NOT NULL,
                                    weight REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id);
 """
 
 
@@ -68,6 +69,13 @@ class EventLog:
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE seq > ? ORDER BY seq",
                                     (seq,)).fetchall()
+        return _frame(rows)
+
+    def of_user(self, user_id: str) -> pd.DataFrame:
+        """Every stored event of one user, in the order they were stored."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE user_id = ? ORDER BY seq",
+                                    (str(user_id),)).fetchall()
         return _frame(rows)
 
     def close(self) -> None:

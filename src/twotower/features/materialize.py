@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path
@@ -71,12 +72,16 @@ def event_log(model_dir: Path) -> EventLog:
     return EventLog(Path(model_dir) / FEATURES_DIR / LOG_FILE)
 
 
-def catch_up(online: OnlineStore, log: EventLog) -> int:
+def catch_up(online: OnlineStore, log: EventLog, after: float = -np.inf) -> int:
     """Apply the logged events the online store has not applied yet (after a crash between the two, or a
-    rebuild from the offline store); returns how many."""
+    rebuild from the offline store), those later than `after` (events the model trained on are counted
+    already); returns how many."""
     missing = log.since(online.applied())
-    if len(missing):
-        online.ingest(missing, position=int(missing["seq"].max()))
+    if not len(missing):
+        return 0
+    position = int(missing["seq"].max())
+    missing = missing[missing["timestamp"] > after]
+    online.ingest(missing, position=position)
     return len(missing)
 
 

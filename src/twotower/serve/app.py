@@ -1,0 +1,219 @@
+"""The HTTP routes, thin over `twotower.Model`: each read leases the version being served (a swap never changes
+a request's version halfway), events go to the durable log before they are acknowledged, and every bad
+request gets a 4xx that says what is wrong.
+
+Concurrency: one process; FastAPI runs each request in its thread pool. Reads share the version's index and
+stores (both safe for concurrent readers); writes (events, the swap's catch-up) take one lock."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import numpy as np
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .. import __version__
+from ..config import ServeConfig
+from ..errors import InputError
+from .metrics import ServiceMetrics
+from .schemas import (Event, EventsResponse, HistoryEvent, HistoryResponse, RecommendRequest, RecommendResponse,
+                      ReloadRequest, ReloadResponse, ScoredItem, SearchRequest, SimilarResponse)
+from .versions import ReloadError, ServedModels
+
+log = logging.getLogger("twotower.serve")
+
+
+def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
+    """The service over `served` (the version it answers from; closed when the app shuts down)."""
+    cfg = cfg or ServeConfig()
+    metrics = ServiceMetrics()
+    metrics.version(served.current.version)
+    token = cfg.admin_token or os.environ.get("TWOTOWER_ADMIN_TOKEN") or None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        stop = threading.Event()
+        if cfg.follow_seconds > 0 and "@" in served.current.ref:
+            threading.Thread(target=_follow_alias, args=(served, metrics, cfg.follow_seconds, stop),
+                             name="twotower-follow", daemon=True).start()
+        yield
+        stop.set()
+        served.close()
+
+    app = FastAPI(title="twotower", version=__version__, lifespan=lifespan,
+                  description="Recommendations, similar items and live events from a two-tower model version.")
+    app.add_middleware(metrics.middleware)
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+
+    @app.exception_handler(InputError)
+    async def bad_input(_request: Request, exc: InputError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.post("/recommend", response_model=RecommendResponse, summary="The user's top k items")
+    def recommend(req: RecommendRequest) -> RecommendResponse:
+        if req.k > cfg.max_k:
+            raise HTTPException(422, f"k={req.k} is over the service's limit {cfg.max_k}; ask for fewer items")
+        with served.lease() as v:
+            exclude = set(req.exclude)
+            recs = v.model.recommend([req.user_id], k=req.k + len(exclude), context=req.context or None,
+                                     at=time.time() if req.at is None else req.at, exclude_seen=req.exclude_seen,
+                                     rank=req.rank)
+            known = bool(v.model.knows([req.user_id])[0])
+        recs = recs[~recs["item_id"].isin(exclude)].head(req.k)
+        return RecommendResponse(user_id=req.user_id, personalized=known, model_version=v.version,
+                                 items=_scored(recs["item_id"], recs["score"]))
+
+    @app.get("/items/{item_id}/similar", response_model=SimilarResponse, summary="Items nearest to an item")
+    def similar(item_id: str, k: Annotated[int, Query(ge=1)] = 10) -> SimilarResponse:
+        if k > cfg.max_k:
+            raise HTTPException(422, f"k={k} is over the service's limit {cfg.max_k}; ask for fewer items")
+        with served.lease() as v:
+            try:
+                found = v.model.similar([item_id], k=k)
+            except InputError as exc:
+                raise HTTPException(404, f"item {item_id!r} is not in the model's catalog") from exc
+        return SimilarResponse(item_id=item_id, model_version=v.version,
+                               items=_scored(found["similar_id"], found["score"]))
+
+    @app.get("/users/{user_id}/history", response_model=HistoryResponse,
+             summary="The user's positive events as the service knows them now, newest first")
+    def history(user_id: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> HistoryResponse:
+        with served.lease() as v:
+            rows = v.model.history(user_id, limit=limit)
+        return HistoryResponse(user_id=user_id, model_version=v.version, events=[
+            HistoryEvent(item_id=str(i), timestamp=float(t), weight=float(w), event_id=e)
+            for i, t, w, e in zip(rows["item_id"], rows["timestamp"], rows["weight"], rows["event_id"])])
+
+    @app.post("/events", response_model=EventsResponse,
+              summary="Store events durably (acknowledged once on disk) and serve them from the next request")
+    def events(body: Annotated[Event | list[Event], Body()]) -> EventsResponse:
+        batch = body if isinstance(body, list) else [body]
+        if not batch:
+            raise HTTPException(422, "no events: send one event or a non-empty list")
+        if len(batch) > cfg.max_batch_events:
+            raise HTTPException(413, f"{len(batch)} events in one request; send at most {cfg.max_batch_events}")
+        now = time.time()
+        rows = [{**e.model_dump(exclude_none=True), "timestamp": now if e.timestamp is None else e.timestamp}
+                for e in batch]
+        stored = served.ingest(rows)
+        metrics.events.inc(stored)
+        return EventsResponse(received=len(batch), stored=stored, model_version=served.current.version)
+
+    @app.post("/search", status_code=501, summary="Personalized search (not available yet)",
+              responses={501: {"description": "search is not built yet"}})
+    def search(req: SearchRequest):
+        raise HTTPException(501, "search is not available in this version of twotower: the models have no text "
+                                 "towers yet; use /recommend or /items/{item_id}/similar")
+
+    @app.get("/healthz", summary="The process is alive")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="A model version is loaded and answering")
+    def readyz():
+        v = served.current
+        if v.retired:
+            return JSONResponse({"status": "closing"}, status_code=503)
+        return {"status": "ready", "model_version": v.version, "since": v.loaded_at}
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    def prometheus():
+        return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
+
+    if token:
+        @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(AdminToken(token))],
+                  summary="Load a version beside the current one, check it, swap it in")
+        def reload(req: ReloadRequest | None = None) -> ReloadResponse:
+            t0 = time.perf_counter()
+            try:
+                old, new = served.reload(req.model if req else None)
+            except ReloadError as exc:
+                metrics.reloads.labels("refused").inc()
+                raise HTTPException(409, f"kept {served.current.version}: {exc}") from exc
+            metrics.reloads.labels("swapped").inc()
+            metrics.version(new.version)
+            return ReloadResponse(previous=old.version, model_version=new.version,
+                                  seconds=round(time.perf_counter() - t0, 3))
+
+    return app
+
+
+BEARER = HTTPBearer(auto_error=False)
+
+
+class AdminToken:
+    """A dependency that lets a request through only with `Authorization: Bearer <token>` (constant-time)."""
+
+    def __init__(self, token: str):
+        self.token = token.encode()
+
+    def __call__(self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        given = (credentials.credentials if credentials else "").encode()
+        if not hmac.compare_digest(given, self.token):
+            raise HTTPException(401, "a valid admin bearer token is required", {"WWW-Authenticate": "Bearer"})
+
+
+def _scored(ids, scores) -> list[ScoredItem]:
+    return [ScoredItem(item_id=str(i), score=float(s), rank=r)
+            for r, (i, s) in enumerate(zip(ids, np.asarray(scores, dtype=np.float64)), start=1)]
+
+
+def _follow_alias(served: ServedModels, metrics: ServiceMetrics, every: float, stop: threading.Event) -> None:
+    """Swap to the version an alias points at whenever it moves (checked every `every` seconds)."""
+    while not stop.wait(every):
+        try:
+            if served.resolve() != served.current.version:
+                served.reload()
+                metrics.reloads.labels("swapped").inc()
+                metrics.version(served.current.version)
+        except Exception as exc:            # a registry briefly down, a bad version: keep serving, say why
+            metrics.reloads.labels("refused").inc()
+            log.warning("following %s: %s", served.current.ref, exc)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, by Content-Length or while a body streams in."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await _too_large(send, self.limit)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send, limit: int) -> None:
+    body = f'{{"detail": "the request body is over {limit} bytes; send less per request"}}'.encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

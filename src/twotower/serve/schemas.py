@@ -1,0 +1,86 @@
+"""Request and response bodies of the service. Unknown fields are refused (a typo is an error, not a silent
+default); ids are strings, exactly as the client's."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+Scalar = StrictStr | float | int | StrictBool
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(_Body):
+    user_id: StrictStr = Field(min_length=1, max_length=512)
+    k: int = Field(10, ge=1, description="how many items (at most serve.max_k)")
+    context: dict[str, Scalar] = Field(default_factory=dict, description="values of the log's context columns")
+    exclude_seen: StrictBool | None = Field(None, description="default: the model config's recommend.exclude_seen")
+    exclude: list[StrictStr] = Field(default_factory=list, max_length=10_000, description="item ids never returned")
+    at: float | StrictStr | None = Field(None, description="request time (unix seconds or ISO date-time); default now")
+    rank: StrictBool = Field(True, description="false: retrieval order, no ranker")
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+    rank: int
+
+
+class RecommendResponse(BaseModel):
+    user_id: str
+    personalized: bool = Field(description="false: the user has no history yet, the items are the most popular")
+    items: list[ScoredItem]
+    model_version: str
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    items: list[ScoredItem]
+    model_version: str
+
+
+class Event(_Body):
+    user_id: StrictStr = Field(min_length=1, max_length=512)
+    item_id: StrictStr = Field(min_length=1, max_length=512)
+    action: StrictStr | None = Field(None, description="one of the config's data.actions (click, purchase, ...)")
+    timestamp: float | StrictStr | None = Field(None, description="unix seconds or ISO date-time; default now")
+    event_id: StrictStr | None = Field(None, max_length=256, description="makes retries safe: stored once")
+
+
+class EventsResponse(BaseModel):
+    received: int
+    stored: int = Field(description="events new to the log (an event_id already stored is not stored again)")
+    model_version: str
+
+
+class HistoryEvent(BaseModel):
+    item_id: str
+    timestamp: float
+    weight: float
+    event_id: str | None
+
+
+class HistoryResponse(BaseModel):
+    user_id: str
+    events: list[HistoryEvent]
+    model_version: str
+
+
+class SearchRequest(_Body):
+    query: StrictStr = Field(min_length=1, max_length=2048)
+    user_id: StrictStr | None = None
+    k: int = Field(10, ge=1)
+    context: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class ReloadRequest(_Body):
+    model: StrictStr | None = Field(None, description="a folder or models:/NAME/VERSION or models:/NAME@ALIAS; "
+                                    "default: what is served now, looked up again (an alias may have moved)")
+
+
+class ReloadResponse(BaseModel):
+    previous: str
+    model_version: str
+    seconds: float

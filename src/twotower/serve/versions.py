@@ -1,0 +1,137 @@
+"""The model version a service answers from, and the swap to another: the new version is opened beside the old,
+checked (its files, its dimension, a probe query), brought up to date with the service's event log, then
+swapped in one assignment. A request holds the version it started with to the end (a lease); the old version
+is closed when its last request finishes. A failed load leaves the old version serving."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..api import Model, model_folder
+from ..config import RegistryConfig
+from ..errors import InputError
+
+EVENTS_FILE = "events.sqlite"
+
+
+class ReloadError(Exception):
+    """A version that could not be opened or failed its checks; the old one serves on."""
+
+
+@dataclass
+class Version:
+    model: Model
+    ref: str                 # what was asked for: a folder, or models:/NAME/VERSION / models:/NAME@ALIAS
+    version: str             # NAME/VERSION for a registered model, else the weights' model id
+    loaded_at: float = field(default_factory=time.time)
+    in_flight: int = 0
+    retired: bool = False
+
+
+class ServedModels:
+    """The version being served. `lease()` for every read, `ingest` for events, `reload` to swap."""
+
+    def __init__(self, ref: str, registry: RegistryConfig | None = None, events: str | Path | None = None,
+                 rank: bool = True):
+        self.registry = registry
+        self.events = Path(events) if events is not None else None
+        self.rank = rank
+        self._lock = threading.Lock()        # guards the lease counts and the swap
+        self._write = threading.Lock()       # one writer: ingest and the swap's catch-up
+        self._current = self._open(ref)
+
+    @property
+    def current(self) -> Version:
+        return self._current
+
+    @contextmanager
+    def lease(self):
+        """The current version, kept open until the block ends even if another is swapped in meanwhile."""
+        with self._lock:
+            held = self._current
+            held.in_flight += 1
+        try:
+            yield held
+        finally:
+            with self._lock:
+                held.in_flight -= 1
+                done = held.retired and held.in_flight == 0
+            if done:
+                held.model.close()
+
+    def ingest(self, events) -> int:
+        """Append events durably to the log and apply them to the version being served."""
+        with self._write:
+            return self._current.model.ingest(events)
+
+    def reload(self, ref: str | None = None) -> tuple[Version, Version]:
+        """Open `ref` (default: what the current version was asked as, so an alias is looked up again),
+        check it and swap it in; returns (old, new). A `ReloadError` leaves the old version serving."""
+        new = self._open(ref or self._current.ref)
+        with self._write:
+            try:
+                new.model.catch_up()               # events logged while it was opening
+            except Exception as exc:
+                new.model.close()
+                raise ReloadError(f"{new.ref}: could not apply the service's events ({exc})") from exc
+            with self._lock:
+                old, self._current = self._current, new
+                old.retired = True
+                idle = old.in_flight == 0
+        if idle:
+            old.model.close()
+        return old, new
+
+    def resolve(self, ref: str | None = None) -> str:
+        """The version `ref` (default: the current one's) names now: for following an alias."""
+        ref = ref or self._current.ref
+        if not ref.startswith("models:"):
+            return self._current.version
+        from ..registry.mlflow_registry import Registry
+
+        name, version = Registry(self.registry).resolve(ref)
+        return f"{name}/{version}"
+
+    def close(self) -> None:
+        with self._lock:
+            self._current.retired = True
+            idle = self._current.in_flight == 0
+        if idle:
+            self._current.model.close()
+
+    def _open(self, ref: str) -> Version:
+        try:
+            folder = model_folder(ref, self.registry)
+            label = self._label(ref, folder)
+            model = Model(folder, rank=self.rank, events=self.events)
+        except (InputError, OSError, ValueError, RuntimeError) as exc:
+            raise ReloadError(f"{ref}: {exc}") from exc
+        try:
+            model.check()
+        except Exception as exc:
+            model.close()
+            raise ReloadError(f"{ref}: failed its checks ({exc})") from exc
+        return Version(model, ref, label)
+
+    def _label(self, ref: str, folder: Path) -> str:
+        if ref.startswith("models:"):
+            return f"{folder.parent.name}/{folder.name}"        # ROOT/serving/NAME/VERSION
+        import json
+
+        return json.loads((folder / "model.json").read_text())["model_id"]
+
+
+def default_events_path(ref: str, registry: RegistryConfig | None, state: str | None) -> Path | None:
+    """Where the service logs events: `state` when given; for a registered model ROOT/service/NAME (shared
+    by the versions of that name it swaps between); else None (the model folder's own log)."""
+    if state:
+        return Path(state) / EVENTS_FILE
+    if ref.startswith("models:"):
+        from ..registry.mlflow_registry import home, parse_uri
+
+        return home(registry or RegistryConfig()) / "service" / parse_uri(ref)[0] / EVENTS_FILE
+    return None

@@ -1,0 +1,184 @@
+"""The HTTP service over a real (tiny) model: answers, read-your-writes, idempotent events, a 4xx for every
+bad request, metrics, and the admin swap with its token."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from twotower.config import ServeConfig
+from twotower.serve import create_app
+from twotower.serve.versions import ServedModels
+
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture()
+def folders(tiny_model, tmp_path):
+    """Two private copies of the tiny model (two 'versions') and the service's state folder."""
+    a = shutil.copytree(tiny_model[0], tmp_path / "a")
+    b = shutil.copytree(tiny_model[0], tmp_path / "b")
+    return a, b, tmp_path / "state"
+
+
+def client_for(folder, state, **serve) -> TestClient:
+    served = ServedModels(str(folder), events=state / "events.sqlite")
+    return TestClient(create_app(served, ServeConfig(**serve)))
+
+
+def test_recommend_answers_known_and_unknown_users(folders):
+    a, _, state = folders
+    with client_for(a, state) as client:
+        known = client.post("/recommend", json={"user_id": "u001", "k": 5})
+        assert known.status_code == 200, known.text
+        body = known.json()
+        assert body["personalized"] and len(body["items"]) == 5
+        assert [i["rank"] for i in body["items"]] == [1, 2, 3, 4, 5]
+        assert body["model_version"]
+        stranger = client.post("/recommend", json={"user_id": "nobody-42", "k": 3}).json()
+        assert not stranger["personalized"] and len(stranger["items"]) == 3
+        excluded = {i["item_id"] for i in body["items"][:2]}
+        again = client.post("/recommend", json={"user_id": "u001", "k": 5, "exclude": sorted(excluded)}).json()
+        assert len(again["items"]) == 5 and not excluded & {i["item_id"] for i in again["items"]}
+
+
+def test_every_posted_event_is_read_by_the_next_request(folders):
+    a, _, state = folders
+    with client_for(a, state) as client:
+        for probe in range(40):
+            top = client.post("/recommend", json={"user_id": f"u{probe % 7:03d}", "k": 1}).json()["items"][0]
+            event = {"user_id": f"u{probe % 7:03d}", "item_id": top["item_id"], "action": "purchase",
+                     "event_id": f"probe-{probe}"}
+            assert client.post("/events", json=event).json()["stored"] == 1
+            after = client.post("/recommend", json={"user_id": event["user_id"], "k": 5}).json()
+            assert top["item_id"] not in {i["item_id"] for i in after["items"]}        # seen now: excluded
+            history = client.get(f"/users/{event['user_id']}/history", params={"limit": 1}).json()["events"]
+            assert history[0]["item_id"] == top["item_id"] and history[0]["event_id"] == f"probe-{probe}"
+
+
+def test_a_user_known_only_from_events_gets_personal_items(folders):
+    a, _, state = folders
+    with client_for(a, state) as client:
+        assert not client.post("/recommend", json={"user_id": "fresh", "k": 3}).json()["personalized"]
+        client.post("/events", json=[{"user_id": "fresh", "item_id": "i003", "action": "click"},
+                                     {"user_id": "fresh", "item_id": "i004", "action": "click"}])
+        answer = client.post("/recommend", json={"user_id": "fresh", "k": 3}).json()
+        assert answer["personalized"]
+        assert not {"i003", "i004"} & {i["item_id"] for i in answer["items"]}
+
+
+def test_an_event_id_is_stored_once_across_retries(folders):
+    a, _, state = folders
+    event = {"user_id": "u002", "item_id": "i005", "action": "click", "event_id": "retry-me"}
+    with client_for(a, state) as client:
+        assert client.post("/events", json=event).json()["stored"] == 1
+        assert client.post("/events", json=[event, event]).json() | {"model_version": ""} == \
+            {"received": 2, "stored": 0, "model_version": ""}
+        ids = [e["event_id"] for e in client.get("/users/u002/history").json()["events"]]
+        assert ids.count("retry-me") == 1
+
+
+@pytest.mark.parametrize("route, body, status", [
+    ("/recommend", {"user_id": "u001", "k": 0}, 422),
+    ("/recommend", {"user_id": "u001", "k": 10**6}, 422),
+    ("/recommend", {"user_id": 17, "k": 3}, 422),                       # ids are strings
+    ("/recommend", {"user_id": "u001", "kk": 3}, 422),                   # unknown field
+    ("/recommend", {"user_id": "u001", "context": {"no_such_column": 1}}, 400),
+    ("/recommend", {"user_id": "u001", "at": "not a time"}, 400),
+    ("/recommend", {}, 422),
+    ("/events", {"user_id": "u001"}, 422),
+    ("/events", [], 422),
+    ("/events", {"user_id": "u001", "item_id": "i001", "action": "teleport"}, 400),
+    ("/events", {"user_id": "u001", "item_id": "i001", "timestamp": "yesterday-ish"}, 400),
+    ("/search", {"query": "red shoes"}, 501),
+])
+def test_bad_requests_get_a_4xx_that_says_what_is_wrong(folders, route, body, status):
+    a, _, state = folders
+    with client_for(a, state) as client:
+        answer = client.post(route, json=body)
+        assert answer.status_code == status, answer.text
+        assert answer.json()["detail"]
+
+
+def test_unknown_items_bodies_too_large_and_broken_json(folders):
+    a, _, state = folders
+    with client_for(a, state) as client:
+        assert client.get("/items/no-such-item/similar").status_code == 404
+        similar = client.get("/items/i001/similar", params={"k": 4}).json()
+        assert len(similar["items"]) == 4 and "i001" not in {i["item_id"] for i in similar["items"]}
+        big = json.dumps({"user_id": "u001", "exclude": ["x" * 100] * 20_000})
+        assert client.post("/recommend", content=big, headers={"content-type": "application/json"}).status_code == 413
+        assert client.post("/recommend", content=b"{not json", headers={"content-type": "application/json"}
+                           ).status_code == 422
+        assert client.post("/events", json=[{"user_id": "u", "item_id": "i001"}] * 11, ).status_code == 200
+    with client_for(a, state, max_batch_events=10) as client:
+        assert client.post("/events", json=[{"user_id": "u", "item_id": "i001"}] * 11).status_code == 413
+
+
+def test_health_readiness_docs_and_metrics(folders):
+    a, _, state = folders
+    with client_for(a, state) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready"
+        client.post("/recommend", json={"user_id": "u001", "k": 2})
+        client.post("/events", json={"user_id": "u001", "item_id": "i009"})
+        text = client.get("/metrics").text
+        assert 'twotower_requests_total{method="POST",route="/recommend",status="200"} 1.0' in text
+        assert "twotower_events_ingested_total 1.0" in text
+        assert f'twotower_model_info{{version="{ready["model_version"]}"}} 1.0' in text
+        assert "/recommend" in client.get("/openapi.json").json()["paths"]
+        assert client.get("/docs").status_code == 200
+
+
+def test_admin_routes_are_off_without_a_token(folders, monkeypatch):
+    monkeypatch.delenv("TWOTOWER_ADMIN_TOKEN", raising=False)
+    a, b, state = folders
+    with client_for(a, state) as client:
+        assert client.post("/admin/reload", json={"model": str(b)}).status_code == 404
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", f"Bearer {TOKEN[:-1]}X", f"Basic {TOKEN}"])
+def test_admin_refuses_a_missing_or_wrong_token_and_changes_nothing(folders, header):
+    a, b, state = folders
+    with client_for(a, state, admin_token=TOKEN) as client:
+        before = client.get("/readyz").json()
+        answer = client.post("/admin/reload", json={"model": str(b)},
+                             headers={"Authorization": header} if header else {})
+        assert answer.status_code == 401
+        assert client.get("/readyz").json() == before
+
+
+def test_reload_swaps_versions_keeps_events_and_refuses_a_broken_one(folders, tiny_model):
+    a, b, state = folders
+    (b / "item_vectors.npy").write_bytes(b"not an array")        # b is damaged first
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with client_for(a, state, admin_token=TOKEN) as client:
+        client.post("/events", json={"user_id": "u003", "item_id": "i011", "action": "purchase", "event_id": "e1"})
+        refused = client.post("/admin/reload", json={"model": str(b)}, headers=auth)
+        assert refused.status_code == 409 and "item_vectors.npy" in refused.json()["detail"]
+        assert client.post("/recommend", json={"user_id": "u003", "k": 3}).status_code == 200
+        shutil.rmtree(b)
+        shutil.copytree(tiny_model[0], b)
+        swapped = client.post("/admin/reload", json={"model": str(b)}, headers=auth)
+        assert swapped.status_code == 200, swapped.text
+        history = client.get("/users/u003/history").json()["events"]
+        assert history[0]["event_id"] == "e1"                 # the service's events follow the swap
+        assert 'twotower_reloads_total{outcome="refused"} 1.0' in client.get("/metrics").text
+
+
+def test_a_request_in_flight_keeps_its_version_through_a_swap(folders):
+    a, b, state = folders
+    served = ServedModels(str(a), events=state / "events.sqlite")
+    try:
+        with served.lease() as held:
+            served.reload(str(b))
+            assert served.current is not held and held.retired
+            assert not held.model.recommend(["u001"], k=3).empty          # still open for its request
+        with pytest.raises(Exception):
+            held.model.recommend(["u001"], k=3)                           # closed once the request ended
+    finally:
+        served.close()
