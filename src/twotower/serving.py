@@ -26,6 +26,7 @@ from .model.recommender import query_vectors
 from .rank.covisit import recent_items
 from .rank.reranker import RANKER_DIR, Reranker, context_columns, ranking_rows
 from .rank.sources import PROFILE_LENGTH, add_source_candidates, source_scores
+from .timing import Stopwatch
 from .user_state import UserState
 
 
@@ -75,7 +76,8 @@ class Server:
         return float(self.saved.history.events["timestamp"].max())
 
     def top_k(self, users: np.ndarray, k: int, at: np.ndarray | None = None, rank: bool = True,
-              exclude_seen: bool | None = None, context: dict | None = None) -> SearchResult:
+              exclude_seen: bool | None = None, context: dict | None = None,
+              watch: Stopwatch | None = None) -> SearchResult:
         """[n] user codes (0 = unknown) -> their top k items (ids) and scores. Known users get retrieved (and,
         with `rank`, ranked) items, unseen ones when `exclude_seen` (default: the config's
         recommend.exclude_seen); others the most popular indexed items.
@@ -84,7 +86,8 @@ class Server:
         the time since the user's last event; the ranker reads features as of then). Without it the requests
         are a batch for visits at an unknown time: the towers get no time features, the ranker reads
         features as of the latest event (its hour and weekday features are then that event's). `context`
-        gives the log's own context columns (see `request_context`)."""
+        gives the log's own context columns (see `request_context`). `watch` collects the seconds of each
+        stage (query tower, index, the ranker's candidates, features and trees)."""
         hist, cfg = self.saved.history, self.saved.config
         check_context(hist.context_specs, context)
         exclude_seen = cfg.recommend.exclude_seen if exclude_seen is None else exclude_seen
@@ -98,13 +101,16 @@ class Server:
             items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=None)
             scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
         if known.any():
+            watch = watch or Stopwatch()
             u = users[known]
             asked = np.asarray(at, dtype=np.float64)[known] if at is not None else np.full(len(u), np.nan)
-            ctx = request_context(hist.context_specs, asked, state.last_seen[u], context_rows(context, known))
-            exclude = [set(hist.items.decode(state.seen[c].indices)) for c in u] if exclude_seen else None
-            n = max(k, cfg.rank.candidates) if reranker else k
-            queries = cat.queries(state.histories[u], u, ctx)
-            found = self.index.search(queries, n, exclude=exclude)
+            with watch.stage("query tower"):
+                ctx = request_context(hist.context_specs, asked, state.last_seen[u], context_rows(context, known))
+                queries = cat.queries(state.histories[u], u, ctx)
+            with watch.stage("index"):
+                exclude = [set(hist.items.decode(state.seen[c].indices)) for c in u] if exclude_seen else None
+                n = max(k, cfg.rank.candidates) if reranker else k
+                found = self.index.search(queries, n, exclude=exclude)
             if reranker is not None:
                 as_of = asked if at is not None else np.full(len(u), self.now + 1.0)
                 allowed = np.broadcast_to(cat.indexed, (len(u), len(cat.indexed))).copy()
@@ -113,7 +119,7 @@ class Server:
                 beside = Beside(allowed, lambda local, item: cat.tower_score(queries[local], item),
                                 cat.temperature, state.recent)
                 found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside,
-                                        context_rows(context, known))
+                                        context_rows(context, known), watch)
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
 
@@ -233,9 +239,30 @@ def open_reranker(saved: SavedModel) -> tuple[Reranker | None, str]:
 
 def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, users: np.ndarray,
                     found: SearchResult, k: int, at: np.ndarray, beside: Beside,
-                    context: dict | None = None) -> SearchResult:
+                    context: dict | None = None, watch: Stopwatch | None = None) -> SearchResult:
     """Order each request's candidates (the towers' `found`, and each of the ranker's sources' top N) by the
     ranker, with features as of its time `at[i]` and the requests' own `context` values; keep the top k."""
+    watch = watch or Stopwatch()
+    with watch.stage("ranker: candidates"):
+        rows = _candidate_rows(reranker, hist, users, found, at, beside, context)
+    with watch.stage("ranker: features"):
+        rows = ranking_rows(rows, features, reranker, hist, beside.recent)
+    with watch.stage("ranker: trees"):
+        rows = rows.assign(score=reranker.score(rows)).sort_values(["request", "score"], ascending=[True, False],
+                                                                   kind="stable")
+    m = len(found.ids)
+    pos = rows.groupby("request").cumcount().to_numpy()
+    top = rows[pos < k]
+    ids = np.full((m, k), None, dtype=object)
+    scores = np.full((m, k), -np.inf)
+    ids[top["request"], pos[pos < k]] = top["item_id"].to_numpy()
+    scores[top["request"], pos[pos < k]] = top["score"].to_numpy()
+    return SearchResult(ids, scores)
+
+
+def _candidate_rows(reranker: Reranker, hist: Dataset, users: np.ndarray, found: SearchResult, at: np.ndarray,
+                    beside: Beside, context: dict | None) -> pd.DataFrame:
+    """One row per (request, candidate): the towers' hits and each source's top N with their scores."""
     m, n = found.ids.shape
     rows = pd.DataFrame({"local": np.repeat(np.arange(m), n), "item_id": found.ids.ravel(),
                          "retrieval_rank": np.tile(np.arange(1, n + 1), m),
@@ -256,12 +283,4 @@ def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, 
     rows = rows.drop(columns="local").assign(
         request=request, user=users[request], user_id=hist.users.decode(users[request]).astype(str),
         timestamp=at[request], **context_columns(request_context(hist.context_specs, at, values=context), request))
-    rows = ranking_rows(rows, features, reranker, hist, beside.recent)
-    rows = rows.assign(score=reranker.score(rows)).sort_values(["request", "score"], ascending=[True, False],
-                                                               kind="stable")
-    top = rows.assign(pos=rows.groupby("request").cumcount()).query("pos < @k")
-    ids = np.full((m, k), None, dtype=object)
-    scores = np.full((m, k), -np.inf)
-    ids[top["request"], top["pos"]] = top["item_id"].to_numpy()
-    scores[top["request"], top["pos"]] = top["score"].to_numpy()
-    return SearchResult(ids, scores)
+    return rows

@@ -40,17 +40,19 @@ class FeatureDefinitions:
     def derive(self, raw: pd.DataFrame) -> pd.DataFrame:
         """Raw store values + the request `timestamp` -> the features. Offline and online rows both pass
         through here, so a formula cannot differ between training and serving."""
-        t = raw["timestamp"].astype("float64")
+        t = raw["timestamp"].to_numpy(np.float64)
         short, long_ = min(self.windows_days), max(self.windows_days)
-        when = pd.to_datetime(t, unit="s", utc=True)
-        out = raw.drop(columns=["item_first_ts", "user_last_ts"]).assign(
-            item_trend=raw[f"item_count_{_tag(short)}"] * (long_ / short) / (raw[f"item_count_{_tag(long_)}"] + 1.0),
-            item_age_days=(t - raw["item_first_ts"]) / DAY,
-            user_gap_hours=(t - raw["user_last_ts"]) / 3600.0,
-            hour=when.dt.hour.astype(np.int64),
-            weekday=when.dt.day_of_week.astype(np.int64),
+        days = np.floor(t / DAY)
+        column = {c: raw[c].to_numpy() for c in raw.columns if c not in ("item_first_ts", "user_last_ts")}
+        column.update(
+            item_trend=raw[f"item_count_{_tag(short)}"].to_numpy(np.float64) * (long_ / short)
+            / (raw[f"item_count_{_tag(long_)}"].to_numpy(np.float64) + 1.0),
+            item_age_days=(t - raw["item_first_ts"].to_numpy(np.float64)) / DAY,
+            user_gap_hours=(t - raw["user_last_ts"].to_numpy(np.float64)) / 3600.0,
+            hour=((t - days * DAY) // 3600).astype(np.int64),          # UTC hour
+            weekday=((days + 3) % 7).astype(np.int64),                 # Monday 0 (1970-01-01 was a Thursday)
         )
-        return out
+        return pd.DataFrame(column, index=raw.index)
 
 
 class FeatureSource(Protocol):

@@ -58,6 +58,22 @@ def _request_keys(requests: pd.DataFrame) -> list[tuple[str, str, float]]:
                     requests["timestamp"].astype(float)))
 
 
+def _chunks(values: list, size: int = 500):
+    """Slices of at most `size` values: SQLite caps the parameters of one statement."""
+    for lo in range(0, len(values), size):
+        yield values[lo:lo + size]
+
+
+def _marks(values: list) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _columns(rows: list[tuple], width: int) -> list[np.ndarray]:
+    """Stored tuples (None: no value) -> `width` float columns with NaN for None."""
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), width) if rows else np.zeros((0, width))
+    return [table[:, j] for j in range(width)]
+
+
 def _raw_row(definitions: FeatureDefinitions, user: str, item: str, t: float, window_counts, item_n, first_ts,
              user_n, user_w, last_ts, pair_n) -> dict:
     """One request's raw values (`FeatureDefinitions.raw`); a missing total (None) is 0, a missing time NaN."""
@@ -122,28 +138,45 @@ class SQLiteOnlineStore:
             return self._features(requests)
 
     def _features(self, requests: pd.DataFrame) -> pd.DataFrame:
-        db, defs = self._db, self.definitions
-        items, users = {}, {}          # a batch (e.g. 200 candidates per user) repeats items and users: ask once
-
-        def item_values(item: str, t: float):
-            counts = [db.execute("SELECT count(*) FROM item_recent WHERE item_id = ? AND ts >= ? AND ts < ?",
-                                 (item, t - days * DAY, t)).fetchone()[0] for days in defs.windows_days]
-            totals = db.execute("SELECT n, first_ts FROM item_totals WHERE item_id = ?", (item,)).fetchone()
-            return counts, *(totals or (None, None))
-
-        def user_values(user: str):
-            return db.execute("SELECT n, w, last_ts FROM user_totals WHERE user_id = ?",
-                              (user,)).fetchone() or (None, None, None)
-
-        rows = []
-        for user, item, t in _request_keys(requests):
-            if (item, t) not in items:
-                items[item, t] = item_values(item, t)
-            if user not in users:
-                users[user] = user_values(user)
-            pair = db.execute("SELECT n FROM pair_totals WHERE user_id = ? AND item_id = ?", (user, item)).fetchone()
-            rows.append(_raw_row(defs, user, item, t, *items[item, t], *users[user], pair[0] if pair else None))
-        return defs.derive(pd.DataFrame(rows))
+        """A few set queries per batch (per request time and chunk of ids), not one per row: a request's
+        200 candidates cost one round of queries."""
+        keys = _request_keys(requests)
+        defs, widest = self.definitions, max(self.definitions.windows_days) * DAY
+        users = sorted({u for u, _, _ in keys})
+        user_rows = {r[0]: r[1:] for chunk in _chunks(users) for r in self._db.execute(
+            f"SELECT user_id, n, w, last_ts FROM user_totals WHERE user_id IN ({_marks(chunk)})", chunk)}
+        items = sorted({i for _, i, _ in keys})
+        totals = {r[0]: r[1:] for chunk in _chunks(items) for r in self._db.execute(
+            f"SELECT item_id, n, first_ts FROM item_totals WHERE item_id IN ({_marks(chunk)})", chunk)}
+        counts = {}                                   # (item, time) -> counts per window
+        windows = ", ".join(f"sum(ts >= ? - {days * DAY!r})" for days in defs.windows_days)
+        for t in sorted({t for _, _, t in keys}):
+            at_t = sorted({i for _, i, tt in keys if tt == t})
+            for chunk in _chunks(at_t):
+                for item, *c in self._db.execute(
+                        f"SELECT item_id, {windows} FROM item_recent WHERE item_id IN ({_marks(chunk)}) "
+                        "AND ts >= ? AND ts < ? GROUP BY item_id",
+                        [t] * len(defs.windows_days) + chunk + [t - widest, t]):
+                    counts[item, t] = c
+        pairs = {}
+        for user in users:
+            mine = sorted({i for u, i, _ in keys if u == user})
+            for chunk in _chunks(mine):
+                pairs.update(((user, r[0]), r[1]) for r in self._db.execute(
+                    f"SELECT item_id, n FROM pair_totals WHERE user_id = ? AND item_id IN ({_marks(chunk)})",
+                    [user, *chunk]))
+        zeros, none2, none3 = [0] * len(defs.windows_days), (None, None), (None, None, None)
+        window = np.array([counts.get((i, t), zeros) for _, i, t in keys], dtype=np.int64).reshape(len(keys), -1)
+        item_n, first_ts = _columns([totals.get(i, none2) for _, i, _ in keys], 2)
+        user_n, user_w, last_ts = _columns([user_rows.get(u, none3) for u, _, _ in keys], 3)
+        raw = pd.DataFrame({"user_id": [u for u, _, _ in keys], "item_id": [i for _, i, _ in keys],
+                            "timestamp": np.array([t for _, _, t in keys], np.float64),
+                            **{name: window[:, j] for j, name in enumerate(defs.window_counts)},
+                            "item_count_all": np.nan_to_num(item_n).astype(np.int64), "item_first_ts": first_ts,
+                            "user_events": np.nan_to_num(user_n).astype(np.int64),
+                            "user_weight": np.nan_to_num(user_w), "user_last_ts": last_ts,
+                            "user_item_events": np.array([pairs.get((u, i)) or 0 for u, i, _ in keys], np.int64)})
+        return defs.derive(raw)
 
     def clear(self) -> None:
         """Delete every value (before a full reload)."""

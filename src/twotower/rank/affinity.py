@@ -26,6 +26,23 @@ def affinity_names(features: list[str]) -> list[str]:
     return [f"affinity_{f}" for f in features]
 
 
+_ONE_HOT: dict[int, tuple[np.ndarray, sp.csr_matrix]] = {}
+
+
+def _one_hot(feature: np.ndarray, codes: np.ndarray, size: int) -> sp.csr_matrix:
+    """[size, values] 1 where the item has the value; kept per feature array (serving asks it per request)."""
+    cached = _ONE_HOT.get(id(feature))
+    if cached is not None and cached[0] is feature and cached[1].shape[0] == size:
+        return cached[1]
+    rows = np.repeat(np.arange(size), codes.shape[1])
+    one_hot = sp.csr_matrix((np.ones(codes.size), (rows, codes.ravel())), shape=(size, int(codes.max()) + 1))
+    one_hot.data[:] = 1.0
+    if len(_ONE_HOT) > 64:
+        _ONE_HOT.clear()
+    _ONE_HOT[id(feature)] = (feature, one_hot)
+    return one_hot
+
+
 def category_affinity(data: Dataset, features: list[str], profile: list[np.ndarray], request: np.ndarray,
                       item: np.ndarray) -> pd.DataFrame:
     """Per row (request index into `profile`, candidate item code): for each feature, the mean over the
@@ -38,10 +55,7 @@ def category_affinity(data: Dataset, features: list[str], profile: list[np.ndarr
     for name in features:
         codes = data.item_features[name]
         codes = codes[:, None] if codes.ndim == 1 else codes                 # [n_items + 1, values]
-        n_values = int(codes.max()) + 1
-        rows = np.repeat(np.arange(size), codes.shape[1])
-        one_hot = sp.csr_matrix((np.ones(codes.size), (rows, codes.ravel())), shape=(size, n_values))
-        one_hot.data[:] = 1.0
+        one_hot = _one_hot(data.item_features[name], codes, size)
         shares = np.asarray((recent @ one_hot).todense()) / np.maximum(lengths, 1)[:, None]   # [requests, values]
         shares[:, 0] = 0.0                                                   # value 0 = missing
         mine = codes[item]                                                   # [rows, values]

@@ -151,19 +151,42 @@ def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, 
         raise InputError("candidate rows", f"missing column(s) {missing}", "build them with rank.two_stage")
     rows = rows.reset_index(drop=True)
     store = source.features(rows[["user_id", "item_id", "timestamp"]])
-    first = rows.drop_duplicates("request")
-    users, times = first["user"].to_numpy(), first["timestamp"].to_numpy()
+    position = pd.factorize(rows["request"].to_numpy(), sort=False)[0]    # the request's place in order
+    _, firsts = np.unique(position, return_index=True)
+    users, times = rows["user"].to_numpy()[firsts], rows["timestamp"].to_numpy()[firsts]
     longest = max(reranker.recent_length, reranker.profile_length)
     profile = recent(users, times, longest) if recent else recent_items(history.events, users, times, longest)
     recent = [p[-reranker.recent_length:] for p in profile]
-    position = pd.Series(np.arange(len(first)), index=first["request"].to_numpy())[rows["request"]].to_numpy()
     item = rows["item"].to_numpy()
     covisit = reranker.covisitation.scores(recent, position, item)
     affinity = category_affinity(history, reranker.category_features,
                                  [p[-reranker.profile_length:] for p in profile], position, item)
     out = pd.concat([rows, store[reranker.definitions.names], covisit, affinity], axis=1)
-    per_request = out.groupby("request")
-    out["retrieval_gap"] = out["retrieval_score"] - per_request["retrieval_score"].transform("max")
+    score = out["retrieval_score"].to_numpy(np.float64)
+    best = np.full(len(firsts), -np.inf)
+    np.maximum.at(best, position, score)
+    columns = {"retrieval_gap": score - best[position]}
     for c in reranker.definitions.window_counts + IN_LIST:
-        out[f"{c}_in_list"] = per_request[c].rank(pct=True)
+        columns[f"{c}_in_list"] = percentile_within(position, out[c].to_numpy(np.float64))
+    return pd.concat([out, pd.DataFrame(columns, index=out.index)], axis=1)
+
+
+def percentile_within(group: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each value's rank within its group over the group's size, ties at their average rank: pandas'
+    `groupby(group).rank(pct=True)`, computed with two sorts. NaN stays NaN and is not counted."""
+    out = np.full(len(values), np.nan)
+    ok = ~np.isnan(values)
+    g, v, where = group[ok], values[ok], np.flatnonzero(ok)
+    order = np.lexsort((v, g))
+    g, v = g[order], v[order]
+    new_run = np.r_[True, (g[1:] != g[:-1]) | (v[1:] != v[:-1])]
+    run = np.cumsum(new_run) - 1
+    group_start = np.r_[True, g[1:] != g[:-1]]
+    first_of_group = np.maximum.accumulate(np.where(group_start, np.arange(len(g)), 0))
+    position = np.arange(len(g)) - first_of_group + 1                  # 1-based position within the group
+    run_first = np.flatnonzero(new_run)
+    run_last = np.r_[run_first[1:], len(g)] - 1
+    average = (position[run_first] + position[run_last]) / 2.0         # ties share their average rank
+    size = np.bincount(g, minlength=int(group.max()) + 1 if len(group) else 0)[g]
+    out[where[order]] = average[run] / size
     return out
