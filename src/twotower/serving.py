@@ -264,21 +264,24 @@ def _candidate_rows(reranker: Reranker, hist: Dataset, users: np.ndarray, found:
                     beside: Beside, context: dict | None) -> pd.DataFrame:
     """One row per (request, candidate): the towers' hits and each source's top N with their scores."""
     m, n = found.ids.shape
-    rows = pd.DataFrame({"local": np.repeat(np.arange(m), n), "item_id": found.ids.ravel(),
-                         "retrieval_rank": np.tile(np.arange(1, n + 1), m),
-                         "retrieval_score": found.scores.ravel() / beside.temperature})
-    rows = rows[rows["item_id"].notna() & np.isfinite(rows["retrieval_score"])]
-    rows = rows.assign(item_id=rows["item_id"].astype(str), item=hist.items.encode(rows["item_id"].astype(str)))
+    ids, scores = found.ids.ravel(), found.scores.ravel() / beside.temperature
+    keep = np.flatnonzero(pd.notna(ids) & np.isfinite(scores))
+    item_ids = ids[keep].astype(str).astype(object)
+    rows = pd.DataFrame({"local": keep // n, "item_id": item_ids, "retrieval_rank": keep % n + 1,
+                         "retrieval_score": scores[keep], "item": hist.items.encode(item_ids)})
     if reranker.sources:
         profiles = beside.recent(users, at, PROFILE_LENGTH) if beside.recent else \
             recent_items(hist.events, users, at, PROFILE_LENGTH)
         rows = add_source_candidates(rows, source_scores(reranker.sources, profiles, at, beside.allowed),
                                      reranker.source_candidates)
-        new = rows["retrieval_score"].isna().to_numpy()       # a source's candidate the towers did not bring
-        item_new = rows["item"].to_numpy()[new].astype(np.int64)
-        rows.loc[new, "retrieval_score"] = beside.tower_score(rows["local"].to_numpy()[new].astype(np.int64), item_new)
-        rows.loc[new, "retrieval_rank"] = n + 1
-        rows.loc[new, "item_id"] = hist.items.decode(item_new).astype(str)
+        new = np.flatnonzero(rows["retrieval_score"].isna().to_numpy())   # a source's candidate the towers missed
+        if len(new):
+            local, item = rows["local"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
+            score, rank = rows["retrieval_score"].to_numpy(np.float64).copy(), rows["retrieval_rank"].to_numpy(np.float64).copy()
+            names = rows["item_id"].to_numpy(object).copy()
+            score[new], rank[new] = beside.tower_score(local[new], item[new]), n + 1
+            names[new] = hist.items.decode(item[new]).astype(str)
+            rows = rows.assign(retrieval_score=score, retrieval_rank=rank, item_id=names)
     request = rows["local"].to_numpy(np.int64)
     rows = rows.drop(columns="local").assign(
         request=request, user=users[request], user_id=hist.users.decode(users[request]).astype(str),

@@ -246,28 +246,33 @@ def add_source_candidates(rows: pd.DataFrame, dense: dict[str, np.ndarray], n: i
     """Candidate rows (`local`: the request's row in `dense`, `item`: code) -> the same rows, then each
     source's top n of each request not yet among them (with NaN in every other column), and for every row
     `<source>_score` (0 where it has none) and `<source>_rank` (1..n, n + 1 outside its top n)."""
+    if not dense:
+        return rows
+    local, item = rows["local"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
+    base = max(max(s.shape[1] for s in dense.values()), int(item.max(initial=0)) + 1)   # key = local * base + item
     tops = {}
     for name, scores in dense.items():
         top = top_k(scores, n)
         m, width = top.shape
         value = np.take_along_axis(scores, top, 1).ravel()
         ok = np.isfinite(value) & (value != 0)          # 0: the source knows nothing of the item
-        tops[name] = pd.DataFrame({"local": np.repeat(np.arange(m), width)[ok], "item": top.ravel()[ok],
-                                   f"{name}_rank": np.tile(np.arange(1, width + 1), m)[ok]})
-    if not tops:
-        return rows
-    have = pd.MultiIndex.from_frame(rows[["local", "item"]])
-    new = pd.concat([t[["local", "item"]] for t in tops.values()]).drop_duplicates()
-    new = new[~pd.MultiIndex.from_frame(new).isin(have)]
-    rows = pd.concat([rows, new], ignore_index=True)
+        tops[name] = (np.repeat(np.arange(m), width)[ok] * base + top.ravel()[ok],
+                      np.tile(np.arange(1, width + 1), m)[ok])
+    new = pd.unique(np.concatenate([keys for keys, _ in tops.values()]))       # first appearance order
+    new = new[~np.isin(new, local * base + item)]
+    rows = pd.concat([rows, pd.DataFrame({"local": new // base, "item": new % base})], ignore_index=True)
     local, item = rows["local"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
-    for name, top in tops.items():
-        rank = rows[["local", "item"]].merge(top, on=["local", "item"], how="left")[f"{name}_rank"]
+    keys, columns = local * base + item, {}
+    for name, (top_keys, top_ranks) in tops.items():
+        order = np.argsort(top_keys)
+        at = np.minimum(np.searchsorted(top_keys[order], keys), max(len(order) - 1, 0))
+        found = top_keys[order][at] == keys if len(order) else np.zeros(len(keys), bool)
         scores = dense[name]
         value = scores[local, np.where(item < scores.shape[1], item, 0)]
-        rows[f"{name}_score"] = np.where(np.isfinite(value), value, 0.0)
-        rows[f"{name}_rank"] = rank.fillna(n + 1).to_numpy(np.float64)
-    return rows
+        columns[f"{name}_score"] = np.where(np.isfinite(value), value, 0.0)
+        columns[f"{name}_rank"] = np.where(found, top_ranks[order][at] if len(order) else 0, n + 1).astype(np.float64)
+    return pd.concat([rows.drop(columns=[c for c in columns if c in rows.columns]),
+                      pd.DataFrame(columns, index=rows.index)], axis=1)
 
 
 def fit_sources(history: Dataset, cfg: RankConfig, covisitation: CoVisitation,

@@ -17,6 +17,8 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -56,6 +58,11 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
     @app.exception_handler(InputError)
     async def bad_input(_request: Request, exc: InputError):
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError):
+        """FastAPI's 422, with values JSON cannot carry (NaN, Infinity in the input) written as text."""
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.post("/recommend", response_model=RecommendResponse, summary="The user's top k items")
     def recommend(req: RecommendRequest) -> RecommendResponse:
@@ -159,6 +166,16 @@ class AdminToken:
         given = (credentials.credentials if credentials else "").encode()
         if not hmac.compare_digest(given, self.token):
             raise HTTPException(401, "a valid admin bearer token is required", {"WWW-Authenticate": "Bearer"})
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _scored(ids, scores) -> list[ScoredItem]:

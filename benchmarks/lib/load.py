@@ -1,0 +1,79 @@
+"""An open-loop HTTP load generator: requests leave at a fixed arrival rate whatever the server does, and each
+latency is measured from the moment its request was due (so a stalled server shows in the tail instead of
+slowing the client down: no coordinated omission). Runs in its own process, bounded in time and count.
+
+    python -m benchmarks.lib.load PLAN.json RESULT.json
+
+PLAN: {"base": "http://127.0.0.1:PORT", "seconds": 30, "streams": [{"name": "recommend", "rate": 100,
+"method": "POST", "path": "/recommend", "bodies": [...]} | {"paths": [...]}, ...], "timeout": 5}
+RESULT: {stream name: [[due offset s, latency s, status (0: no answer)], ...], plus "versions": {...}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+
+
+@dataclass
+class Stream:
+    name: str
+    rate: float
+    method: str
+    path: str | None = None
+    paths: list[str] | None = None
+    bodies: list | None = None
+
+
+async def _drive(plan: dict) -> dict:
+    streams = [Stream(**s) for s in plan["streams"]]
+    seconds, timeout = float(plan["seconds"]), float(plan.get("timeout", 5.0))
+    results: dict[str, list] = {s.name: [] for s in streams}
+    versions: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=plan["base"], timeout=timeout, limits=limits) as client:
+        start = time.perf_counter() + 0.2
+        tasks = []
+
+        async def one(stream: Stream, i: int, due: float):
+            path = stream.paths[i % len(stream.paths)] if stream.paths else stream.path
+            body = stream.bodies[i % len(stream.bodies)] if stream.bodies else None
+            try:
+                answer = await client.request(stream.method, path, json=body)
+                status = answer.status_code
+                if status == 200 and stream.name.startswith(("recommend", "similar")):
+                    v = answer.json().get("model_version", "?")
+                    versions[v] = versions.get(v, 0) + 1
+            except httpx.HTTPError:
+                status = 0
+            results[stream.name].append((due - start, time.perf_counter() - due, status))
+
+        async def schedule(stream: Stream):
+            n = int(seconds * stream.rate)
+            for i in range(n):
+                due = start + i / stream.rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(stream, i, due)))
+
+        await asyncio.gather(*(schedule(s) for s in streams))
+        await asyncio.gather(*tasks)
+    return {**results, "versions": versions}
+
+
+def run(plan: dict) -> dict:
+    return asyncio.run(_drive(plan))
+
+
+if __name__ == "__main__":
+    plan_path, result_path = sys.argv[1:3]
+    with open(plan_path) as fh:
+        outcome = run(json.load(fh))
+    with open(result_path, "w") as fh:
+        json.dump(outcome, fh)

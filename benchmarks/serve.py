@@ -1,0 +1,224 @@
+"""Service latency benchmark: `twotower serve` on loopback with a model over a large catalog (real trained
+towers, plus synthetic items embedded by the item tower from features drawn from the real items' columns),
+driven from a second process at a fixed arrival rate. Prints one table (throughput, p50/p95/p99 and failed
+requests for /recommend and /items/{id}/similar, the same while events arrive, the same across two reloads)
+and where the time of one ranked /recommend goes.
+
+    .venv/bin/python benchmarks/serve.py [--items 1000000] [--rate 100] [--seconds 30] [--work /tmp/serve-bench]
+
+Without --model it trains MovieLens-100K with the default config (from $TWOTOWER_DATA) once into WORK/base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # the checkout: benchmarks.lib
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TWOTOWER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from benchmarks.lib.service_harness import Service  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+console = Console()
+
+
+def base_model(work: Path) -> tuple[Path, pd.DataFrame]:
+    """(a model trained on MovieLens-100K with the default config, its items table)."""
+    import twotower
+    from twotower.data.movielens import load_ml100k, locate
+
+    events, items, users = load_ml100k(locate("ml-100k"))
+    out = work / "base"
+    if not (out / "model.json").is_file():
+        t0 = time.perf_counter()
+        twotower.train(events, items, users, out=out, show_progress=True).close()
+        console.print(f"trained {out} in {time.perf_counter() - t0:.0f}s")
+    return out, items
+
+
+def synthetic_items(items: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """`n` new items whose every feature column is drawn independently from the real items' values."""
+    rng = np.random.default_rng(seed)
+    table = {"item_id": np.array([f"synthetic-{i:07d}" for i in range(n)], dtype=object)}
+    for column in items.columns.drop("item_id"):
+        table[column] = items[column].to_numpy()[rng.integers(0, len(items), n)]
+    return pd.DataFrame(table)
+
+
+def big_model(base: Path, items: pd.DataFrame, n_items: int, work: Path) -> Path:
+    """A copy of `base` whose catalog holds `n_items` items, indexed as the config chooses for that size."""
+    from twotower.catalog import INDEX_DIR, update_model_index
+
+    out = work / f"catalog-{n_items}"
+    if (out / INDEX_DIR / "index.json").is_file():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(base, out)
+    n_new = max(n_items - len(items), 0)
+    table = work / "synthetic-items.parquet"
+    synthetic_items(items, n_new).to_parquet(table)
+    shutil.rmtree(out / INDEX_DIR)
+    t0 = time.perf_counter()
+    build = update_model_index(out, table, show_progress=True)
+    recall = build.recall
+    console.print(f"catalog of {build.items:,} items: {build.backend} {build.kind} {build.params}, built in "
+                  f"{time.perf_counter() - t0:.0f}s" + (f", recall@{recall.k} {recall.recall:.3f}" if recall else ""))
+    return out
+
+
+def drive(plan: dict, work: Path, during=None) -> dict:
+    """Run the load generator in its own process; `during(t0)` runs here meanwhile (the reloads)."""
+    plan_file, result_file = work / "plan.json", work / "result.json"
+    plan_file.write_text(json.dumps(plan))
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.lib.load", str(plan_file), str(result_file)], cwd=ROOT)
+    if during is not None:
+        during(time.perf_counter())
+    if proc.wait() != 0:
+        raise SystemExit("the load generator failed")
+    return json.loads(result_file.read_text())
+
+
+def summarize(phase: str, results: dict, seconds: float) -> list[dict]:
+    rows = []
+    for name, samples in results.items():
+        if name == "versions":
+            continue
+        lat = np.array([s[1] for s in samples]) * 1000
+        status = np.array([s[2] for s in samples])
+        ok = (status >= 200) & (status < 300)
+        rows.append({"phase": phase, "route": name, "requests": len(samples), "failed": int((~ok).sum()),
+                     "throughput_rps": round(ok.sum() / seconds, 1),
+                     "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
+                     "p99_ms": round(float(np.percentile(lat, 99)), 1), "max_ms": round(float(lat.max()), 1),
+                     "versions": len(results.get("versions", {})) if name.startswith(("recommend", "similar")) else ""})
+    return rows
+
+
+def stage_breakdown(model: Path, users: list[str], n: int = 200) -> dict[str, float]:
+    """Mean milliseconds per stage of one ranked recommendation, in this process."""
+    import faiss
+    import torch
+
+    import twotower
+    from twotower.timing import Stopwatch
+
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    with twotower.load(model) as m:
+        server = m._server
+        codes = server.saved.history.users.encode(users[:n])
+        watch, total = Stopwatch(), []
+        for c in codes:
+            t0 = time.perf_counter()
+            server.top_k(np.array([c]), 10, at=np.array([time.time()]), watch=watch)
+            total.append(time.perf_counter() - t0)
+    out = {k: v / len(codes) * 1000 for k, v in watch.seconds.items()}
+    out["in-process total (p50)"] = float(np.median(total) * 1000)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, help="a trained model folder (default: train MovieLens-100K)")
+    ap.add_argument("--items-table", type=Path, help="the model's items table (with --model)")
+    ap.add_argument("--items", type=int, default=1_000_000, help="catalog size to serve")
+    ap.add_argument("--rate", type=float, default=100.0, help="requests per second per read route")
+    ap.add_argument("--event-rate", type=float, default=50.0)
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/twotower-serve-bench"))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.model:
+        base, items = args.model, pd.read_csv(args.items_table, dtype={"item_id": str})
+    else:
+        base, items = base_model(args.work)
+    big = big_model(base, items, args.items, args.work)
+    other = args.work / f"catalog-{args.items}-b"          # a second version to swap between
+    if not other.is_dir():
+        shutil.copytree(big, other, ignore=shutil.ignore_patterns("ingested.sqlite*"))
+    import twotower
+
+    with twotower.load(big, rank=False) as m:
+        users = m.user_ids()
+        item_ids = [*items["item_id"].astype(str)]
+    rng = np.random.default_rng(1)
+    synthetic = [f"synthetic-{i:07d}" for i in rng.integers(0, max(args.items - len(items), 1), 500)] \
+        if args.items > len(items) else []
+    similar_paths = [f"/items/{i}/similar?k=10" for i in [*rng.choice(item_ids, 500), *synthetic]]
+    recommend_bodies = [{"user_id": str(u), "k": 10} for u in rng.choice(users, 2000)]
+    event_bodies = [{"user_id": str(u), "item_id": str(i), "action": "click", "event_id": f"bench-{j}"}
+                    for j, (u, i) in enumerate(zip(rng.choice(users, 5000), rng.choice(item_ids, 5000)))]
+
+    token = secrets.token_hex(16)
+    state = args.work / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    service = Service(big, state, token).start()
+    rows = []
+    try:
+        console.print(f"service ready in {service.wait_ready(900):.1f}s on {service.base}")
+        recommend = {"name": "recommend", "rate": args.rate, "method": "POST", "path": "/recommend",
+                     "bodies": recommend_bodies}
+        similar = {"name": "similar", "rate": args.rate, "method": "GET", "paths": similar_paths}
+        events = {"name": "events", "rate": args.event_rate, "method": "POST", "path": "/events",
+                  "bodies": event_bodies}
+        plan = {"base": service.base, "seconds": args.seconds}
+        drive({**plan, "seconds": 5, "streams": [recommend, similar]}, args.work)             # warm-up
+        for phase, streams in [("steady", [recommend]), ("steady", [similar]),
+                               (f"events at {args.event_rate:g}/s", [recommend, events])]:
+            console.print(f"phase: {phase} ({', '.join(s['name'] for s in streams)})")
+            rows += summarize(phase, drive({**plan, "streams": streams}, args.work), args.seconds)
+        reloads = []
+
+        def swap_twice(t0: float) -> None:
+            for when, target in ((args.seconds / 3, other), (2 * args.seconds / 3, big)):
+                time.sleep(max(0.0, t0 + 0.2 + when - time.perf_counter()))
+                r0 = time.perf_counter()
+                reloads.append((service.reload(target).status_code, time.perf_counter() - r0))
+
+        console.print("phase: two reloads")
+        rows += summarize("across two reloads", drive({**plan, "streams": [recommend]}, args.work, swap_twice),
+                          args.seconds)
+        console.print(f"reloads: {[(s, round(t, 1)) for s, t in reloads]} (status, seconds)")
+    finally:
+        service.stop()
+
+    table = pd.DataFrame(rows)
+    show = Table(title=f"twotower serve, {args.items:,}-item catalog, {args.rate:g} req/s per read route, "
+                       f"{args.seconds:g} s per phase, {os.cpu_count()} cores")
+    for c in table.columns:
+        show.add_column(c)
+    for r in table.itertuples(index=False):
+        show.add_row(*[str(v) for v in r])
+    console.print(show)
+    stages = stage_breakdown(big, users)
+    steady = table[(table["phase"] == "steady") & (table["route"] == "recommend")]["p50_ms"].iloc[0]
+    stages["HTTP, JSON and queueing (served p50 - in-process p50)"] = steady - stages["in-process total (p50)"]
+    breakdown = Table(title="where one ranked /recommend spends its time (ms, mean over 200 users)")
+    breakdown.add_column("stage")
+    breakdown.add_column("ms")
+    for k, v in stages.items():
+        breakdown.add_row(k, f"{v:.2f}")
+    console.print(breakdown)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "serve.csv", index=False)
+    pd.Series(stages, name="ms").to_csv(args.out / "serve-stages.csv", index_label="stage")
+    console.print(f"tables in {args.out / 'serve.csv'} and {args.out / 'serve-stages.csv'}")
+
+
+if __name__ == "__main__":
+    main()
