@@ -29,8 +29,9 @@ def test_readme_command_matches_the_cli(command):
         assert option in result.output, f"{option} of `{command}` is not an option of `twotower {' '.join(verb)}`"
 
 
-# set-up, benchmarks, and servers: pgvector and Redis have their own tests (tests/index, tests/features)
-SKIPPED = ("make ", ".venv/bin/", "--backend pgvector", "redis://localhost")
+# set-up, benchmarks, and servers: pgvector, Redis and the service have their own tests (tests/index,
+# tests/features, tests/serve)
+SKIPPED = ("make ", ".venv/bin/", "--backend pgvector", "redis://localhost", "twotower serve")
 
 
 def runnable(line: str) -> list[str] | None:

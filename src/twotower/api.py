@@ -110,6 +110,10 @@ class Model:
         """Every user the model knows (trained on, or arrived through `ingest`)."""
         return [str(u) for u in self._server.saved.history.users.ids]
 
+    def item_ids(self) -> list[str]:
+        """Every item the model can recommend now (its index's catalog)."""
+        return [str(i) for i in self._server.index.ids()]
+
     def knows(self, user_ids) -> np.ndarray:
         """[n] True for users with history (personalised answers); others get the most popular items."""
         server = self._server

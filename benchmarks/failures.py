@@ -1,0 +1,121 @@
+"""The service's failure tests at full size, over real HTTP on loopback, each printing its figures: SIGKILL while
+10,000 events arrive at 500/s (five times), hot swaps at 100 requests/s for 60 s, 1,000 read-your-writes
+probes, and the admin token. (`tests/serve/test_failures.py` runs short versions in CI; the schema fuzzing
+runs there with 300 requests and here with --fuzz N.)
+
+    .venv/bin/python benchmarks/failures.py [--model DIR] [--work /tmp/twotower-failures]
+
+Without --model it uses (or trains) the MovieLens-100K model of benchmarks/serve.py in WORK/base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # the checkout: benchmarks.lib
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TWOTOWER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+import httpx  # noqa: E402
+import pandas as pd  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from benchmarks.lib.service_harness import Service, crash_while_ingesting, hot_swap, read_your_writes  # noqa: E402
+from benchmarks.serve import base_model  # noqa: E402
+
+console = Console()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/twotower-failures"))
+    ap.add_argument("--events", type=int, default=10_000)
+    ap.add_argument("--event-rate", type=float, default=500.0)
+    ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--probes", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    source = args.model or base_model(args.work)[0]
+    import twotower
+
+    with twotower.load(source, rank=False) as m:
+        users, items = m.user_ids(), m.item_ids()
+    rows = []
+
+    def fresh(name: str) -> Path:
+        target = args.work / name
+        shutil.rmtree(target, ignore_errors=True)
+        return shutil.copytree(source, target, ignore=shutil.ignore_patterns("ingested.sqlite*"))
+
+    console.print(f"[bold]SIGKILL while {args.events:,} events arrive at {args.event_rate:g}/s, {args.kills} times")
+    rounds = crash_while_ingesting(fresh("crash"), args.work / "crash-state", users, items, args.events,
+                                   args.event_rate, args.kills, log=console.print)
+    rows.append({"test": "SIGKILL during ingest", "runs": len(rounds),
+                 "figures": f"acknowledged {sum(r.acknowledged for r in rounds):,}, missing "
+                            f"{sum(r.missing for r in rounds)}, duplicated {sum(r.duplicated for r in rounds)}, "
+                            f"stored {sum(r.stored for r in rounds):,} of {sum(r.sent for r in rounds):,}, "
+                            f"integrity {sorted({r.integrity for r in rounds})}, ready in at most "
+                            f"{max(r.ready_s for r in rounds):.1f}s",
+                 "pass": all(r.missing == 0 and r.duplicated == 0 and r.stored == r.sent and r.integrity == "ok"
+                             and r.ready_s <= 10 for r in rounds)})
+
+    a, b = fresh("version-a"), fresh("version-b")
+    broken = fresh("version-broken")
+    (broken / "item_vectors.npy").write_bytes(b"\x93NUMPY not really")
+    token = "failure-bench-token"
+    service = Service(a, args.work / "swap-state", token=token).start()
+    try:
+        service.wait_ready()
+        console.print(f"[bold]hot swap at {args.rate:g} requests/s for {args.seconds:g}s, reloads at 1/3 and 2/3")
+        swap = hot_swap(service, [b, a], users, args.rate, args.seconds, work=args.work / "load")
+        console.print(swap)
+        rows.append({"test": "hot swap under load", "runs": len(swap.reloads),
+                     "figures": f"{swap.requests:,} requests, {swap.non_2xx} non-2xx, p99 steady "
+                                f"{swap.p99_steady_ms:.1f} ms, during swaps {swap.p99_swap_ms:.1f} ms, reloads "
+                                f"{[(s, round(t, 2)) for s, _, t in swap.reloads]} (status, s)",
+                     "pass": swap.non_2xx == 0 and all(s == 200 for s, _, _ in swap.reloads)
+                     and swap.p99_swap_ms <= 2 * swap.p99_steady_ms})
+        refused = service.reload(broken)
+        serving = httpx.post(f"{service.base}/recommend", json={"user_id": users[0]}).status_code
+        rows.append({"test": "corrupt version refused", "runs": 1,
+                     "figures": f"reload {refused.status_code}: {refused.json()['detail'][:90]}...; "
+                                f"/recommend then {serving}",
+                     "pass": refused.status_code == 409 and serving == 200})
+        wrong = [httpx.post(f"{service.base}/admin/reload", json={"model": str(b)}, headers=h).status_code
+                 for h in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Bearer {token[:-1]}X"})]
+        version = httpx.get(f"{service.base}/readyz").json()["model_version"]
+        rows.append({"test": "admin without the right token", "runs": 3,
+                     "figures": f"statuses {wrong}, version unchanged: {version}",
+                     "pass": wrong == [401, 401, 401]})
+        console.print(f"[bold]read-your-writes, {args.probes:,} probes")
+        misses = read_your_writes(service.base, users, items, args.probes)
+        rows.append({"test": "read-your-writes", "runs": args.probes, "figures": f"{misses} probes missed the event",
+                     "pass": misses == 0})
+        big = httpx.post(f"{service.base}/events", content=b"[" + b" " * (10 << 20) + b"]",
+                         headers={"content-type": "application/json"}, timeout=60).status_code
+        rows.append({"test": "10 MB body", "runs": 1, "figures": f"status {big}", "pass": big == 413})
+    finally:
+        service.stop()
+
+    table = Table(title="twotower serve: failure tests")
+    for c in ("test", "runs", "figures", "pass"):
+        table.add_column(c)
+    for r in rows:
+        table.add_row(r["test"], str(r["runs"]), r["figures"], "PASS" if r["pass"] else "FAIL")
+    console.print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(args.out / "failures.csv", index=False)
+    sys.exit(0 if all(r["pass"] for r in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()
