@@ -95,7 +95,7 @@ def test_events_logged_but_not_applied_are_applied_on_open(model_dir):
     stored = log.append(pd.DataFrame({"user_id": ["3"], "item_id": ["50"], "timestamp": [1e9], "weight": [1.0]}))
     log.close()
     with twotower.load(model_dir) as model:
-        assert model._server.features.applied() == int(stored["seq"].max())
+        assert model._server.features.applied(model._log.log_id) == int(stored["seq"].max())
         assert "50" in model.history("3")["item_id"].tolist()
 
 

@@ -89,6 +89,7 @@ class CrashRound:
     missing: int                  # acknowledged but not in the log after the restart
     duplicated: int               # stored more than once after the client's retries
     stored: int                   # distinct events in the log after the retries (all of them: `sent`)
+    applied_gap: int              # the online store's event count minus what it should hold (0: each applied once)
     integrity: str                # SQLite's integrity check of the event log and the online store
     ready_s: float
 
@@ -102,8 +103,10 @@ def crash_while_ingesting(model: Path, state: Path, users: list[str], items: lis
     service = Service(model, state)
     service.start().wait_ready()
     rounds = []
+    online = model / "features" / "online.sqlite"
     try:
         for round_no in range(kills):
+            before = user_event_total(online)
             batch = [{"user_id": rng.choice(users), "item_id": rng.choice(items), "action": "click",
                       "event_id": f"r{round_no}-e{i}"} for i in range(events)]
             acked: set[str] = set()
@@ -139,11 +142,12 @@ def crash_while_ingesting(model: Path, state: Path, users: list[str], items: lis
             counts = logged_event_ids(state / EVENTS_FILE, f"r{round_no}-")
             missing = sum(1 for e in acked if counts.get(e, 0) == 0)
             duplicated = sum(1 for c in counts.values() if c > 1)
-            integrity = integrity_check(state / EVENTS_FILE, model / "features" / "online.sqlite")
-            rounds.append(CrashRound(len(batch), len(acked), missing, duplicated, len(counts), integrity, ready))
+            integrity = integrity_check(state / EVENTS_FILE, online)
+            gap = user_event_total(online) - before - len(counts)
+            rounds.append(CrashRound(len(batch), len(acked), missing, duplicated, len(counts), gap, integrity, ready))
             log(f"kill {round_no + 1}: {len(acked):,} of {len(batch):,} acknowledged before the kill, {missing} "
-                f"of them missing; after retries {len(counts):,} stored, {duplicated} duplicated; integrity "
-                f"{integrity}; ready again in {ready:.1f}s")
+                f"of them missing; after retries {len(counts):,} stored, {duplicated} duplicated, online store "
+                f"off by {gap}; integrity {integrity}; ready again in {ready:.1f}s")
     finally:
         service.stop()
     return rounds
@@ -155,6 +159,12 @@ def logged_event_ids(path: Path, prefix: str) -> dict[str, int]:
         rows = db.execute("SELECT event_id, count(*) FROM events WHERE event_id LIKE ? GROUP BY event_id",
                           (prefix + "%",)).fetchall()
     return dict(rows)
+
+
+def user_event_total(online: Path) -> int:
+    """The online store's count of applied positive events (summed over users)."""
+    with sqlite3.connect(online) as db:
+        return int(db.execute("SELECT coalesce(sum(n), 0) FROM user_totals").fetchone()[0])
 
 
 def integrity_check(*paths: Path) -> str:
@@ -209,9 +219,11 @@ def hot_swap(service: Service, targets: list[Path], users: list[str], rate: floa
         during |= (samples[:, 0] >= at) & (samples[:, 0] <= at + took + 1.0)
     lat = samples[:, 1] * 1000
     ok = (samples[:, 2] >= 200) & (samples[:, 2] < 300)
-    return SwapOutcome(len(samples), int((~ok).sum()), float(np.percentile(lat[~during], 99)),
-                       float(np.percentile(lat[during], 99)) if during.any() else float("nan"),
-                       result["versions"], reloads)
+    def p99(values: np.ndarray) -> float:
+        return float(np.percentile(values, 99)) if len(values) else float("nan")
+
+    return SwapOutcome(len(samples), int((~ok).sum()), p99(lat[~during]), p99(lat[during]), result["versions"],
+                       reloads)
 
 
 def _in_child(plan: dict, work: Path) -> dict:

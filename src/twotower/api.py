@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, RegistryConfig, load_config
-from .data.schema import validate_events
+from .data.schema import EARLIEST, LATEST, validate_events
 from .errors import InputError
 from .features.event_log import LOG_FILE, EventLog
 from .features.materialize import FEATURES_DIR, catch_up
 from .serving import Server, context_rows
 
 Table = str | Path | pd.DataFrame
+MAX_CLOCK_SKEW_S = 86_400.0          # an ingested event may be dated at most this far ahead of this clock
 
 
 class Model:
@@ -41,12 +42,13 @@ class Model:
         self._write = threading.Lock()
         self._log: EventLog | None = None
         self._log_path = Path(events) if events is not None else self.folder / FEATURES_DIR / LOG_FILE
-        self._after = self._server.now if events is not None else -np.inf   # events the model trained on
+        # on open, an outside log's events up to the model's latest training event are taken as trained on
+        self._trained_until = self._server.now if events is not None else -np.inf
         self._history_seq = 0             # the last logged event the served history holds
         try:
             if self._log_path.is_file():
                 self._log = EventLog(self._log_path)
-                self._apply_logged()
+                self._apply_logged(after=self._trained_until)
         except BaseException:
             self.close()
             raise
@@ -92,19 +94,19 @@ class Model:
         times = _times(at, len(ids))
         _check_context_lengths(context, len(ids))
         codes = server.saved.history.users.encode(ids)
-        frames = []
+        parts = []
         for lo in range(0, len(ids), batch):
             sl = slice(lo, lo + batch)
             top = server.top_k(codes[sl], k, at=None if times is None else times[sl], rank=rank,
                                exclude_seen=exclude_seen, context=context_rows(context, sl))
-            frames.append(pd.DataFrame({
-                "user_id": np.repeat(np.asarray(ids[sl], dtype=object), k), "item_id": top.ids.ravel(),
-                "rank": np.tile(np.arange(1, k + 1), len(top.ids)), "score": top.scores.ravel()}))
-        recs = pd.concat(frames, ignore_index=True) if frames else \
-            pd.DataFrame({"user_id": [], "item_id": [], "rank": [], "score": []})
-        recs = recs[recs["item_id"].notna() & np.isfinite(recs["score"].astype(float))]
-        return recs.astype({"user_id": object, "item_id": object, "rank": np.int64, "score": np.float64}) \
-            .reset_index(drop=True)
+            parts.append((np.repeat(np.asarray(ids[sl], dtype=object), k), top.ids.ravel(), top.scores.ravel()))
+        users, items, scores = (np.concatenate(c) for c in zip(*parts)) if parts else \
+            (np.zeros(0, object), np.zeros(0, object), np.zeros(0))
+        ranks = np.tile(np.arange(1, k + 1, dtype=np.int64), len(ids))
+        keep = pd.notna(items) & np.isfinite(scores.astype(np.float64))
+        return pd.DataFrame({"user_id": pd.array(users[keep], dtype=object),
+                             "item_id": pd.array(items[keep], dtype=object),
+                             "rank": ranks[keep], "score": scores[keep].astype(np.float64)})
 
     def user_ids(self) -> list[str]:
         """Every user the model knows (trained on, or arrived through `ingest`)."""
@@ -168,6 +170,11 @@ class Model:
         if "timestamp" not in frame.columns:
             frame = frame.assign(timestamp=time.time())
         checked = validate_events(frame, self.config.data, Path("events"))
+        late = checked["timestamp"].to_numpy(np.float64) > time.time() + MAX_CLOCK_SKEW_S
+        if late.any():
+            raise InputError("events", f"{int(late.sum())} event(s) dated more than a day ahead, e.g. at "
+                             f"{pd.Timestamp(checked['timestamp'][late].iloc[0], unit='s')} UTC",
+                             "send the time the event happened (unix seconds or ISO date-time, UTC), or none")
         with self._write:
             if self._log is None:
                 self._log = EventLog(self._log_path)
@@ -176,24 +183,26 @@ class Model:
         return len(stored)
 
     def catch_up(self) -> None:
-        """Apply events another process (or another version beside this one) appended to the log."""
+        """Apply the events another version beside this one appended to the log while this one opened (as on
+        open: an outside log's events up to this model's training data are taken as trained on)."""
         with self._write:
             if self._log is None and self._log_path.is_file():
                 self._log = EventLog(self._log_path)
             if self._log is not None:
-                self._apply_logged()
+                self._apply_logged(after=self._trained_until)
 
-    def _apply_logged(self) -> None:
-        """Apply what the log holds beyond what the online store and the served history hold, so that an
-        apply that failed before (a store briefly down) is done by the next ingest or open."""
+    def _apply_logged(self, after: float = -np.inf) -> None:
+        """Apply what the log holds beyond what the online store and the served history hold (those dated
+        `after` or earlier only advance the positions), so that an apply that failed before (a store briefly
+        down) is done by the next ingest or open."""
         if self._server.features is not None:
-            catch_up(self._server.features, self._log, after=self._after)
+            catch_up(self._server.features, self._log, after=after)
         new = self._log.since(self._history_seq)
         if len(new):
+            applied = new[new["timestamp"] > after]
+            if len(applied):
+                self._server = self._server.with_events(applied)
             self._history_seq = int(new["seq"].max())
-            new = new[new["timestamp"] > self._after]
-            if len(new):
-                self._server = self._server.with_events(new)
 
     def update_catalog(self, items: str | Path | None = None, remove: str | Path | None = None,
                        show_progress: bool = False):
@@ -234,11 +243,13 @@ class Model:
 
     # --- lifetime ------------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the index's and the stores' connections and files."""
-        if getattr(self, "_server", None) is not None:
-            self._server.close()
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
+        """Release the index's and the stores' connections and files (a second close does nothing)."""
+        server, log = getattr(self, "_server", None), getattr(self, "_log", None)
+        self._server, self._log = None, None
+        if server is not None:
+            server.close()
+        if log is not None:
+            log.close()
 
     def __enter__(self) -> "Model":
         return self
@@ -361,24 +372,31 @@ def _positive(k, name: str) -> int:
 
 
 def _times(at, n: int) -> np.ndarray | None:
-    """`at` as [n] unix seconds: one time for all, or one per request; numbers or date-time strings."""
+    """`at` as [n] unix seconds: one time for all, or one per request; numbers or ISO date-time strings
+    (UTC unless they say otherwise), between the years 1900 and 2200 as event times are."""
     if at is None:
         return None
     values = np.broadcast_to(np.asarray(at, dtype=object), (n,)) if np.ndim(at) == 0 else np.asarray(at, dtype=object)
     if len(values) != n:
         raise InputError("at", f"gives {len(values)} times for {n} users", "give one time, or one per user")
+
     def seconds_of(v) -> float:
+        if isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{v!r} is not a time")
         if isinstance(v, (int, float, np.number)):
             return float(v)
+        if not isinstance(v, str) or not v[:1].isdigit():          # "now", "today": the caller's clock, not ours
+            raise ValueError(f"{v!r} is not an ISO date-time")
         stamp = pd.Timestamp(v)
         return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).timestamp()
 
     try:
         seconds = np.array([seconds_of(v) for v in values], dtype=np.float64)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InputError("at", f"is not a time ({exc})", "give unix seconds or an ISO date-time") from exc
-    if not np.isfinite(seconds).all():
-        raise InputError("at", "holds a missing or infinite time", "give unix seconds or an ISO date-time")
+    if not (np.isfinite(seconds) & (seconds >= EARLIEST) & (seconds <= LATEST)).all():
+        raise InputError("at", "holds a time that is missing, infinite or not between the years 1900 and 2200",
+                         "give unix seconds or an ISO date-time")
     return seconds
 
 

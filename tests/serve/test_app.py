@@ -182,3 +182,58 @@ def test_a_request_in_flight_keeps_its_version_through_a_swap(folders):
             held.model.recommend(["u001"], k=3)                           # closed once the request ended
     finally:
         served.close()
+
+
+def test_an_old_dated_event_reaches_the_live_version_and_a_future_one_is_refused(folders):
+    a, _, state = folders
+    with client_for(a, state) as client:
+        old = {"user_id": "u004", "item_id": "i012", "timestamp": "2001-01-01T00:00:00", "event_id": "old-1"}
+        assert client.post("/events", json=old).json()["stored"] == 1
+        ids = [e["event_id"] for e in client.get("/users/u004/history", params={"limit": 1000}).json()["events"]]
+        assert "old-1" in ids
+        ahead = client.post("/events", json={"user_id": "u004", "item_id": "i012", "timestamp": 4_000_000_000})
+        assert ahead.status_code == 400 and "ahead" in ahead.json()["detail"]
+
+
+def test_reloading_the_same_folder_applies_no_event_twice(folders):
+    import sqlite3
+
+    a, _, state = folders
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def applied_total() -> int:
+        with sqlite3.connect(a / "features" / "online.sqlite") as db:
+            return db.execute("SELECT sum(n) FROM user_totals").fetchone()[0]
+
+    with client_for(a, state, admin_token=TOKEN) as client:
+        client.post("/events", json=[{"user_id": "u005", "item_id": f"i0{i:02d}", "event_id": f"x{i}"}
+                                     for i in range(5)])
+        before = applied_total()
+        for _ in range(2):
+            assert client.post("/admin/reload", headers=auth).status_code == 200     # the same folder again
+        assert applied_total() == before
+        client.post("/events", json={"user_id": "u005", "item_id": "i020", "event_id": "x-after"})
+        assert applied_total() == before + 1
+
+
+def test_ids_with_slashes_times_that_are_not_and_chunked_bodies(folders):
+    a, _, state = folders
+    with client_for(a, state) as client:
+        missing = client.get("/items/a%2Fb/similar")
+        assert missing.status_code == 404 and "a/b" in missing.json()["detail"]
+        assert client.get("/users/team%2Fann/history").json()["user_id"] == "team/ann"
+        assert client.post("/recommend", json={"user_id": "u001", "at": True}).status_code == 422
+        assert client.post("/recommend", json={"user_id": "u001", "at": "now"}).status_code == 400
+        assert client.post("/recommend", json={"user_id": "u001", "at": 1e300}).status_code == 400
+
+        def chunks():
+            yield b'{"user_id": "u001", "exclude": ['
+            for _ in range(2000):
+                yield b'"' + b"x" * 1000 + b'",'
+            yield b'"y"]}'
+
+        chunked = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+        assert chunked.status_code == 413
+        small = client.post("/recommend", content=iter([b'{"user_id": ', b'"u001", "k": 2}']),
+                            headers={"content-type": "application/json"})
+        assert small.status_code == 200 and len(small.json()["items"]) == 2

@@ -2,8 +2,9 @@
 model opens (its history and online store then hold them again), idempotent on the caller's `event_id`.
 
 SQLite in WAL mode with `synchronous=FULL`: when `append` returns, the events are on disk. Each event gets a
-position (`seq`); an online store records the last position it applied, so events acknowledged but not yet
-applied when a process died are applied on the next open.
+position (`seq`) and each log an id (`log_id`); an online store records the last position it applied of
+each log, so events acknowledged but not yet applied when a process died are applied on the next open, and
+two logs feeding one store never mistake each other's positions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_
                                    user_id TEXT NOT NULL, item_id TEXT NOT NULL, timestamp REAL NOT NULL,
                                    weight REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('log_id', lower(hex(randomblob(16))));
 """
 
 
@@ -38,6 +41,7 @@ class EventLog:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.executescript(SCHEMA)
+            self.log_id = self._db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise InputError(str(self.path), f"the ingested-event log is damaged ({exc})",
                              "restore it from a copy, or move it away to start the log anew") from exc

@@ -76,13 +76,11 @@ def catch_up(online: OnlineStore, log: EventLog, after: float = -np.inf) -> int:
     """Apply the logged events the online store has not applied yet (after a crash between the two, or a
     rebuild from the offline store), those later than `after` (events the model trained on are counted
     already); returns how many."""
-    missing = log.since(online.applied())
+    missing = log.since(online.applied(log.log_id))
     if not len(missing):
         return 0
     position = int(missing["seq"].max())
-    missing = missing[missing["timestamp"] > after]
-    online.ingest(missing, position=position)
-    return len(missing)
+    return online.ingest(missing[missing["timestamp"] > after], position=position, log=log.log_id)
 
 
 def materialize(model_dir: Path, cfg: RankConfig, model_id: str, show_progress: bool = True) -> Materialized:

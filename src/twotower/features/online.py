@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections import defaultdict
 from pathlib import Path
 from typing import Protocol
 
@@ -29,18 +30,21 @@ CREATE TABLE IF NOT EXISTS user_totals (user_id TEXT PRIMARY KEY, n INTEGER NOT 
                                         last_ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS pair_totals (user_id TEXT NOT NULL, item_id TEXT NOT NULL, n INTEGER NOT NULL,
                                         PRIMARY KEY (user_id, item_id));
-CREATE TABLE IF NOT EXISTS applied (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS applied_log (log TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 
 
 class OnlineStore(FeatureSource, Protocol):
     """Where serving reads the latest feature values and new events are applied: SQLite or Redis."""
 
-    def ingest(self, events: pd.DataFrame, position: int | None = None) -> int:
-        """Apply events (user_id, item_id, timestamp, weight) in one transaction; returns the events used."""
+    def ingest(self, events: pd.DataFrame, position: int | None = None, log: str = "") -> int:
+        """Apply events (user_id, item_id, timestamp, weight) in one transaction; returns the events used.
+        With `position` (the batch's last position in the event log `log`), rows whose `seq` that log's
+        recorded position already covers are skipped in the same transaction, so a batch applied twice
+        (two readers of one log catching up at once) counts once."""
 
-    def applied(self) -> int:
-        """The event-log position of the last applied batch (0: none)."""
+    def applied(self, log: str = "") -> int:
+        """The position in the event log `log` of the last applied batch (0: none)."""
 
     def clear(self) -> None:
         """Forget every value (before a full reload)."""
@@ -97,24 +101,29 @@ class SQLiteOnlineStore:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(SCHEMA)
 
-    def applied(self) -> int:
-        """The last event-log position (`EventLog`) this store has applied (0: none)."""
+    def applied(self, log: str = "") -> int:
+        """The position in the event log `log` (`EventLog.log_id`) this store has applied up to (0: none)."""
         with self._lock:
-            row = self._db.execute("SELECT seq FROM applied").fetchone()
+            row = self._db.execute("SELECT seq FROM applied_log WHERE log = ?", (log,)).fetchone()
         return int(row[0]) if row else 0
 
-    def ingest(self, events: pd.DataFrame, position: int | None = None) -> int:
+    def ingest(self, events: pd.DataFrame, position: int | None = None, log: str = "") -> int:
         """Add events (user_id, item_id, timestamp, weight); weight-0 events change nothing. One transaction:
         when this returns the batch is durable, and a failure leaves the store as it was. `position` is the
-        event log's position of the batch's last event, recorded in the same transaction. Returns events used."""
+        batch's last position in the event log `log`, recorded in the same transaction; rows of that log
+        already applied (their `seq` at or below the recorded position) are skipped. Returns events used."""
         _require(events, EVENT_COLUMNS, "events")
-        ev = events[events["weight"].astype(float) > 0]
-        rows = list(zip(ev["user_id"].astype(str), ev["item_id"].astype(str), ev["timestamp"].astype(float),
-                        ev["weight"].astype(float)))
         with self._lock, self._db:
             if position is not None:
-                self._db.execute("INSERT INTO applied VALUES (1, ?) ON CONFLICT (one) DO UPDATE SET seq = "
-                                 "excluded.seq", (position,))
+                row = self._db.execute("SELECT seq FROM applied_log WHERE log = ?", (log,)).fetchone()
+                done = int(row[0]) if row else 0
+                if "seq" in events.columns:
+                    events = events[events["seq"].to_numpy() > done]
+                self._db.execute("INSERT INTO applied_log VALUES (?, ?) ON CONFLICT (log) DO UPDATE SET seq = "
+                                 "max(seq, excluded.seq)", (log, position))
+            ev = events[events["weight"].astype(float) > 0]
+            rows = list(zip(ev["user_id"].astype(str), ev["item_id"].astype(str), ev["timestamp"].astype(float),
+                            ev["weight"].astype(float)))
             if not rows:
                 return 0
             horizon = max(r[2] for r in rows) - max(self.definitions.windows_days) * DAY
@@ -148,20 +157,22 @@ class SQLiteOnlineStore:
         items = sorted({i for _, i, _ in keys})
         totals = {r[0]: r[1:] for chunk in _chunks(items) for r in self._db.execute(
             f"SELECT item_id, n, first_ts FROM item_totals WHERE item_id IN ({_marks(chunk)})", chunk)}
+        items_at, items_of = defaultdict(set), defaultdict(set)     # time -> items; user -> items
+        for u, i, t in keys:
+            items_at[t].add(i)
+            items_of[u].add(i)
         counts = {}                                   # (item, time) -> counts per window
         windows = ", ".join(f"sum(ts >= ? - {days * DAY!r})" for days in defs.windows_days)
-        for t in sorted({t for _, _, t in keys}):
-            at_t = sorted({i for _, i, tt in keys if tt == t})
-            for chunk in _chunks(at_t):
+        for t, at_t in items_at.items():
+            for chunk in _chunks(sorted(at_t)):
                 for item, *c in self._db.execute(
                         f"SELECT item_id, {windows} FROM item_recent WHERE item_id IN ({_marks(chunk)}) "
                         "AND ts >= ? AND ts < ? GROUP BY item_id",
                         [t] * len(defs.windows_days) + chunk + [t - widest, t]):
                     counts[item, t] = c
         pairs = {}
-        for user in users:
-            mine = sorted({i for u, i, _ in keys if u == user})
-            for chunk in _chunks(mine):
+        for user, mine in items_of.items():
+            for chunk in _chunks(sorted(mine)):
                 pairs.update(((user, r[0]), r[1]) for r in self._db.execute(
                     f"SELECT item_id, n FROM pair_totals WHERE user_id = ? AND item_id IN ({_marks(chunk)})",
                     [user, *chunk]))
@@ -181,7 +192,7 @@ class SQLiteOnlineStore:
     def clear(self) -> None:
         """Delete every value (before a full reload)."""
         with self._lock, self._db:
-            for table in ("item_recent", "item_totals", "user_totals", "pair_totals", "applied"):
+            for table in ("item_recent", "item_totals", "user_totals", "pair_totals", "applied_log"):
                 self._db.execute(f"DELETE FROM {table}")
 
     def close(self) -> None:
@@ -212,27 +223,46 @@ class RedisOnlineStore:
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    def applied(self) -> int:
-        """The last event-log position (`EventLog`) this store has applied (0: none)."""
-        return int(self._r.get(self._key("applied")) or 0)
+    def applied(self, log: str = "") -> int:
+        """The position in the event log `log` (`EventLog.log_id`) this store has applied up to (0: none)."""
+        return int(self._r.hget(self._key("applied"), log) or 0)
 
-    def ingest(self, events: pd.DataFrame, position: int | None = None) -> int:
+    def ingest(self, events: pd.DataFrame, position: int | None = None, log: str = "") -> int:
         """Add events; checked before anything is sent, then applied in one transaction (with `position`, the
-        event log's position of the batch's last event)."""
+        batch's last position in the event log `log`; rows of that log already applied are skipped: the
+        recorded position is watched, so a concurrent apply makes this one start again)."""
+        import redis
+
         _require(events, EVENT_COLUMNS, "events")
-        ev = events[events["weight"].astype(float) > 0]
-        times, weights = ev["timestamp"].astype(float).to_numpy(), ev["weight"].astype(float).to_numpy()
+        times, weights = events["timestamp"].astype(float).to_numpy(), events["weight"].astype(float).to_numpy()
         if not (np.isfinite(times).all() and np.isfinite(weights).all()):
             raise InputError("events", "a timestamp or weight is not a finite number", "fix or drop those rows")
-        if ev.empty:
-            if position is not None:
-                self._r.set(self._key("applied"), position)
-            return 0
-        users, items = ev["user_id"].astype(str).tolist(), ev["item_id"].astype(str).tolist()
-        first_seq = self._r.incrby(self._key("seq"), len(ev)) - len(ev)
-        horizon = float(times.max()) - max(self.definitions.windows_days) * DAY
+        while True:
+            try:
+                return self._ingest(events, position, log)
+            except redis.WatchError:
+                continue
+
+    def _ingest(self, events: pd.DataFrame, position: int | None, log: str) -> int:
         k = self._key
         with self._r.pipeline(transaction=True) as tx:
+            if position is not None:
+                tx.watch(k("applied"))
+                done = int(tx.hget(k("applied"), log) or 0)
+                if "seq" in events.columns:
+                    events = events[events["seq"].to_numpy() > done]
+                position = max(position, done)
+            ev = events[events["weight"].astype(float) > 0]
+            times, weights = ev["timestamp"].astype(float).to_numpy(), ev["weight"].astype(float).to_numpy()
+            users, items = ev["user_id"].astype(str).tolist(), ev["item_id"].astype(str).tolist()
+            first_seq = self._r.incrby(k("seq"), len(ev)) - len(ev)
+            tx.multi()
+            if position is not None:
+                tx.hset(k("applied"), log, position)
+            if ev.empty:
+                tx.execute()
+                return 0
+            horizon = float(times.max()) - max(self.definitions.windows_days) * DAY
             for n, (u, i, t, w) in enumerate(zip(users, items, times.tolist(), weights.tolist())):
                 tx.zadd(k("recent", i), {f"{first_seq + n}": t})
                 tx.zincrby(k("item_n"), 1, i)
@@ -243,8 +273,6 @@ class RedisOnlineStore:
                 tx.hincrby(k("pair_n"), f"{u}\x1f{i}", 1)
             for i in set(items):
                 tx.zremrangebyscore(k("recent", i), "-inf", f"({horizon}")
-            if position is not None:
-                tx.set(k("applied"), position)
             tx.execute()
         return len(ev)
 

@@ -42,18 +42,21 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        stop = threading.Event()
+        stop, follower = threading.Event(), None
         if cfg.follow_seconds > 0 and "@" in served.current.ref:
-            threading.Thread(target=_follow_alias, args=(served, metrics, cfg.follow_seconds, stop),
-                             name="twotower-follow", daemon=True).start()
+            follower = threading.Thread(target=_follow_alias, args=(served, metrics, cfg.follow_seconds, stop),
+                                        name="twotower-follow", daemon=True)
+            follower.start()
         yield
         stop.set()
+        if follower is not None:
+            follower.join()                       # a reload in progress ends before the versions close
         served.close()
 
     app = FastAPI(title="twotower", version=__version__, lifespan=lifespan,
                   description="Recommendations, similar items and live events from a two-tower model version.")
-    app.add_middleware(metrics.middleware)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+    app.add_middleware(metrics.middleware)           # added last: outermost, so it counts the 413s too
 
     @app.exception_handler(InputError)
     async def bad_input(_request: Request, exc: InputError):
@@ -78,7 +81,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
         return RecommendResponse(user_id=req.user_id, personalized=known, model_version=v.version,
                                  items=_scored(recs["item_id"], recs["score"]))
 
-    @app.get("/items/{item_id}/similar", response_model=SimilarResponse, summary="Items nearest to an item")
+    @app.get("/items/{item_id:path}/similar", response_model=SimilarResponse, summary="Items nearest to an item")
     def similar(item_id: str, k: Annotated[int, Query(ge=1)] = 10) -> SimilarResponse:
         if k > cfg.max_k:
             raise HTTPException(422, f"k={k} is over the service's limit {cfg.max_k}; ask for fewer items")
@@ -90,7 +93,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
         return SimilarResponse(item_id=item_id, model_version=v.version,
                                items=_scored(found["similar_id"], found["score"]))
 
-    @app.get("/users/{user_id}/history", response_model=HistoryResponse,
+    @app.get("/users/{user_id:path}/history", response_model=HistoryResponse,
              summary="The user's positive events as the service knows them now, newest first")
     def history(user_id: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> HistoryResponse:
         with served.lease() as v:
@@ -184,20 +187,28 @@ def _scored(ids, scores) -> list[ScoredItem]:
 
 
 def _follow_alias(served: ServedModels, metrics: ServiceMetrics, every: float, stop: threading.Event) -> None:
-    """Swap to the version an alias points at whenever it moves (checked every `every` seconds)."""
+    """Swap to the version an alias points at whenever it moves (checked every `every` seconds); a version
+    that failed its checks is not tried again until the alias moves on."""
+    refused = None
     while not stop.wait(every):
         try:
-            if served.resolve() != served.current.version:
-                served.reload()
-                metrics.reloads.labels("swapped").inc()
-                metrics.version(served.current.version)
-        except Exception as exc:            # a registry briefly down, a bad version: keep serving, say why
+            target = served.resolve()
+            if target in (served.current.version, refused):
+                continue
+            served.reload()
+            metrics.reloads.labels("swapped").inc()
+            metrics.version(served.current.version)
+        except ReloadError as exc:
+            refused = target
             metrics.reloads.labels("refused").inc()
+            log.warning("following %s: %s", served.current.ref, exc)
+        except Exception as exc:            # a registry briefly down: keep serving, try again later
             log.warning("following %s: %s", served.current.ref, exc)
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, by Content-Length or while a body streams in."""
+    """Refuse request bodies over `limit` bytes with 413: by Content-Length, or for a body of unknown length
+    (chunked) by reading it first, up to the limit, then handing it on."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -206,27 +217,29 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await _too_large(send, self.limit)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.limit:
+                return await _too_large(send, self.limit)
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return message
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await _too_large(send, self.limit)
+        sent = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(send, self.limit)
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send, limit: int) -> None:

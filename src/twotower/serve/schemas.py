@@ -3,7 +3,7 @@ default); ids are strings, exactly as the client's."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 Scalar = StrictStr | float | int | StrictBool
 
@@ -17,8 +17,9 @@ class RecommendRequest(_Body):
     k: int = Field(10, ge=1, description="how many items (at most serve.max_k)")
     context: dict[str, Scalar] = Field(default_factory=dict, description="values of the log's context columns")
     exclude_seen: StrictBool | None = Field(None, description="default: the model config's recommend.exclude_seen")
-    exclude: list[StrictStr] = Field(default_factory=list, max_length=10_000, description="item ids never returned")
-    at: float | StrictStr | None = Field(None, description="request time (unix seconds or ISO date-time); default now")
+    exclude: list[StrictStr] = Field(default_factory=list, max_length=1000, description="item ids never returned")
+    at: StrictFloat | StrictInt | StrictStr | None = Field(
+        None, description="request time (unix seconds or ISO date-time, UTC); default now")
     rank: StrictBool = Field(True, description="false: retrieval order, no ranker")
 
 
@@ -45,7 +46,8 @@ class Event(_Body):
     user_id: StrictStr = Field(min_length=1, max_length=512)
     item_id: StrictStr = Field(min_length=1, max_length=512)
     action: StrictStr | None = Field(None, description="one of the config's data.actions (click, purchase, ...)")
-    timestamp: float | StrictStr | None = Field(None, description="unix seconds or ISO date-time; default now")
+    timestamp: StrictFloat | StrictInt | StrictStr | None = Field(
+        None, description="unix seconds or ISO date-time (UTC); default now")
     event_id: StrictStr | None = Field(None, max_length=256, description="makes retries safe: stored once")
 
 

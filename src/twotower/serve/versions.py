@@ -42,6 +42,7 @@ class ServedModels:
         self.rank = rank
         self._lock = threading.Lock()        # guards the lease counts and the swap
         self._write = threading.Lock()       # one writer: ingest and the swap's catch-up
+        self._closed = False
         self._current = self._open(ref)
 
     @property
@@ -79,6 +80,9 @@ class ServedModels:
                 new.model.close()
                 raise ReloadError(f"{new.ref}: could not apply the service's events ({exc})") from exc
             with self._lock:
+                if self._closed:                   # the service shut down meanwhile
+                    new.model.close()
+                    raise ReloadError(f"{new.ref}: the service is shutting down")
                 old, self._current = self._current, new
                 old.retired = True
                 idle = old.in_flight == 0
@@ -97,7 +101,11 @@ class ServedModels:
         return f"{name}/{version}"
 
     def close(self) -> None:
+        """Stop serving: the current version closes when its last request ends; later reloads are refused."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._current.retired = True
             idle = self._current.in_flight == 0
         if idle:
