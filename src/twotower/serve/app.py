@@ -2,8 +2,9 @@
 a request's version halfway), events go to the durable log before they are acknowledged, and every bad
 request gets a 4xx that says what is wrong.
 
-Concurrency: one process; FastAPI runs each request in its thread pool. Reads share the version's index and
-stores (both safe for concurrent readers); writes (events, the swap's catch-up) take one lock."""
+Concurrency: one process; FastAPI runs each request in its thread pool; /recommend requests are answered in
+batches by a few worker threads (`batching`). Reads share the version's index and stores (both safe for
+concurrent readers); writes (events, the swap's catch-up) take one lock."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..config import ServeConfig
 from ..errors import InputError
+from .batching import Ask, RecommendBatcher
 from .metrics import ServiceMetrics
 from .schemas import (Event, EventsResponse, HistoryEvent, HistoryResponse, RecommendRequest, RecommendResponse,
                       ReloadRequest, ReloadResponse, ScoredItem, SearchRequest, SimilarResponse)
@@ -39,6 +41,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
     metrics = ServiceMetrics()
     metrics.version(served.current.version)
     token = cfg.admin_token or os.environ.get("TWOTOWER_ADMIN_TOKEN") or None
+    batcher = RecommendBatcher(served, cfg.max_batch, cfg.batch_workers)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -51,6 +54,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
         stop.set()
         if follower is not None:
             follower.join()                       # a reload in progress ends before the versions close
+        batcher.close()
         served.close()
 
     app = FastAPI(title="twotower", version=__version__, lifespan=lifespan,
@@ -71,15 +75,10 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
     def recommend(req: RecommendRequest) -> RecommendResponse:
         if req.k > cfg.max_k:
             raise HTTPException(422, f"k={req.k} is over the service's limit {cfg.max_k}; ask for fewer items")
-        with served.lease() as v:
-            exclude = set(req.exclude)
-            recs = v.model.recommend([req.user_id], k=req.k + len(exclude), context=req.context or None,
-                                     at=time.time() if req.at is None else req.at, exclude_seen=req.exclude_seen,
-                                     rank=req.rank)
-            known = bool(v.model.knows([req.user_id])[0])
-        recs = recs[~recs["item_id"].isin(exclude)].head(req.k)
-        return RecommendResponse(user_id=req.user_id, personalized=known, model_version=v.version,
-                                 items=_scored(recs["item_id"], recs["score"]))
+        answer = batcher.submit(Ask(req.user_id, req.k, time.time() if req.at is None else req.at, dict(req.context),
+                                    frozenset(req.exclude), req.exclude_seen, req.rank)).result()
+        return RecommendResponse(user_id=req.user_id, personalized=answer.personalized, model_version=answer.version,
+                                 items=_scored(answer.items["item_id"], answer.items["score"]))
 
     @app.get("/items/{item_id:path}/similar", response_model=SimilarResponse, summary="Items nearest to an item")
     def similar(item_id: str, k: Annotated[int, Query(ge=1)] = 10) -> SimilarResponse:

@@ -1,0 +1,60 @@
+"""Requests answered together get exactly what each would get alone; one bad request fails only itself."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import Future
+
+import pytest
+
+from twotower.errors import InputError
+from twotower.serve.batching import Ask, RecommendBatcher, _groups
+from twotower.serve.versions import ServedModels
+
+
+@pytest.fixture()
+def served(tiny_model, tmp_path):
+    folder = shutil.copytree(tiny_model[0], tmp_path / "model")
+    served = ServedModels(str(folder), events=tmp_path / "events.sqlite")
+    yield served
+    served.close()
+
+
+def test_a_batch_answers_each_request_as_it_would_be_answered_alone(served):
+    batcher = RecommendBatcher(served, workers=1)
+    try:
+        asks = [Ask("u001", 5, 1_700_100_000.0), Ask("u002", 3, 1_700_200_000.0, exclude=frozenset({"i001"})),
+                Ask("stranger", 4, 1_700_300_000.0), Ask("u003", 6, "2023-11-20T10:00:00")]
+        together = batcher._call(asks)
+        for ask, answer in zip(asks, together):
+            alone = batcher._call([ask])[0]
+            assert answer.items["item_id"].tolist() == alone.items["item_id"].tolist()
+            assert answer.items["score"].tolist() == pytest.approx(alone.items["score"].tolist())
+            assert answer.personalized == alone.personalized and len(answer.items) == ask.k
+        assert not together[2].personalized and "i001" not in together[1].items["item_id"].tolist()
+    finally:
+        batcher.close()
+
+
+def test_groups_keep_options_apart_and_each_user_once():
+    f = Future
+    batch = [(Ask("a", 1, 0.0), f()), (Ask("a", 1, 1.0), f()), (Ask("b", 1, 0.0, rank=False), f()),
+             (Ask("c", 1, 0.0), f()), (Ask("d", 1, 0.0, context={"device": "x"}), f())]
+    groups = [[ask.user_id for ask, _ in g] for g in _groups(batch)]
+    assert sorted(groups) == sorted([["a", "c"], ["a"], ["b"], ["d"]])
+
+
+def test_one_bad_request_fails_alone(served):
+    batcher = RecommendBatcher(served, workers=1)
+    try:
+        good, bad = (Ask("u001", 3, 1_700_100_000.0, context={"colour": "x"}),
+                     Ask("u002", 3, 1_700_100_000.0, context={"colour": "y"}))
+        futures = [(good, Future()), (bad, Future())]
+        batcher._answer(futures)            # the tiny log has no context column: both are refused alone
+        for _, future in futures:
+            assert isinstance(future.exception(), InputError)
+        ok = [(Ask("u001", 3, 1_700_100_000.0), Future()), (Ask("u002", 3, "not a time"), Future())]
+        batcher._answer(ok)
+        assert len(ok[0][1].result().items) == 3 and isinstance(ok[1][1].exception(), InputError)
+    finally:
+        batcher.close()
