@@ -204,20 +204,34 @@ class Model:
                 self._server = self._server.with_events(applied)
             self._history_seq = int(new["seq"].max())
 
-    def update_catalog(self, items: str | Path | None = None, remove: str | Path | None = None,
-                       show_progress: bool = False):
-        """Add or refresh items from an items table (new ones embedded from their features) and take listed
-        items out: recorded in the model folder, applied to its index in place, then swapped in whole
-        (copy and swap: a search in flight finishes on the index it started with). Returns the `IndexBuild`."""
-        from .catalog import open_model_index, update_model_index
+    def update_catalog(self, items: Table | None = None, remove: str | Path | list | None = None,
+                       rebuild: bool = False, show_progress: bool = False):
+        """Add or refresh items from an items table (a path or a DataFrame; new ones embedded from their
+        features) and take listed items out (a file of ids or a list): recorded in the model folder, applied
+        to its index in place (or, with `rebuild`, the index built anew from the whole catalog), then
+        swapped in whole (copy and swap: a search in flight finishes on the index it started with). Returns
+        the `IndexBuild`."""
+        import tempfile
+
+        from .catalog import build_model_index, open_model_index, update_model_index
         from .registry.manifest import MANIFEST
 
         if (self.folder / MANIFEST).is_file():
             raise InputError(str(self.folder), "is a registered version, which is never edited",
                              "change the catalog in the training folder (or retrain), then register a new version")
-        with self._write:
-            build = update_model_index(self.folder, Path(items) if items else None,
-                                       Path(remove) if remove else None, show_progress=show_progress)
+        with self._write, tempfile.TemporaryDirectory(prefix=".catalog-", dir=self.folder) as scratch:
+            if isinstance(items, pd.DataFrame):
+                items.to_parquet(Path(scratch) / "items.parquet")
+                items = Path(scratch) / "items.parquet"
+            if isinstance(remove, (list, tuple)):
+                pd.DataFrame({"item_id": [str(i) for i in remove]}).to_csv(Path(scratch) / "remove.csv", index=False)
+                remove = Path(scratch) / "remove.csv"
+            build = None
+            if items is not None or remove is not None:
+                build = update_model_index(self.folder, Path(items) if items is not None else None,
+                                           Path(remove) if remove is not None else None, show_progress=show_progress)
+            if rebuild or build is None:
+                build = build_model_index(self.folder, show_progress=show_progress)
             server = self._server
             self._server = server.with_index(open_model_index(server.saved))
         return build

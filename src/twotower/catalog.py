@@ -150,6 +150,7 @@ def update_model_index(model_dir: str | Path, items_file: Path | None = None, re
     saved = load_model(model_dir)
     table = read_new_items(saved, items_file) if items_file is not None else None
     removed = [str(i) for i in read_id_list(remove_file, "item_id")] if remove_file is not None else []
+    embedded = new_item_vectors(saved, table) if table is not None else None    # a table it cannot embed: no record
     record_changes(model_dir, table, removed)
     if not (model_dir / INDEX_DIR / "index.json").is_file():
         return build_model_index(model_dir, show_progress=show_progress)
@@ -160,8 +161,8 @@ def update_model_index(model_dir: str | Path, items_file: Path | None = None, re
         log.warning("%d id(s) to remove are not in the catalog, e.g. %r: nothing to remove for them",
                     len(strangers), strangers[0])
     n_new = 0
-    if table is not None:
-        ids, vectors = new_item_vectors(saved, table)
+    if embedded is not None:
+        ids, vectors = embedded
         n_new = sum(i not in known for i in ids)
         index.upsert(ids, vectors)
     n_removed = index.delete(removed) if removed else 0

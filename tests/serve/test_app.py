@@ -237,3 +237,46 @@ def test_ids_with_slashes_times_that_are_not_and_chunked_bodies(folders):
         small = client.post("/recommend", content=iter([b'{"user_id": ', b'"u001", "k": 2}']),
                             headers={"content-type": "application/json"})
         assert small.status_code == 200 and len(small.json()["items"]) == 2
+
+
+def test_reads_while_the_catalog_changes_never_fail_and_never_return_a_deleted_item(folders):
+    import threading
+    import time as clock
+
+    a, _, state = folders
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    seen, failures, stop = [], [], threading.Event()
+    with client_for(a, state, admin_token=TOKEN) as client:
+        def read(user: str):
+            while not stop.is_set():
+                started = clock.monotonic()
+                for answer in (client.post("/recommend", json={"user_id": user, "k": 10}),
+                               client.get("/items/i000/similar", params={"k": 10})):
+                    if answer.status_code >= 500:
+                        failures.append(answer.text)
+                    elif answer.status_code == 200:
+                        seen.append((started, {i["item_id"] for i in answer.json()["items"]}))
+
+        readers = [threading.Thread(target=read, args=(u,)) for u in ("u001", "u002", "stranger")]
+        for r in readers:
+            r.start()
+        deleted = {}
+        try:
+            refused = client.post("/admin/catalog", json={"upsert": [{"item_id": "new-1"}]}, headers=auth)
+            assert refused.status_code == 400 and "no features" in refused.json()["detail"]   # ids-only towers
+            for item in ("i001", "i002", "i003", "i004"):
+                assert client.post("/admin/catalog", json={"delete": [item]}, headers=auth).status_code == 200
+                deleted[item] = clock.monotonic()
+            rebuilt = client.post("/admin/catalog", json={"rebuild": True}, headers=auth)
+            assert rebuilt.status_code == 200 and rebuilt.json()["rebuilt"] and rebuilt.json()["items"] == 26, \
+                rebuilt.text
+            clock.sleep(0.5)
+        finally:
+            stop.set()
+            for r in readers:
+                r.join()
+    assert not failures
+    valid = {f"i{i:03d}" for i in range(30)}
+    assert seen and all(items <= valid for _, items in seen)
+    late = [(item, items) for started, items in seen for item, at in deleted.items() if started > at and item in items]
+    assert not late, late[:3]

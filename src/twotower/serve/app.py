@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import numpy as np
+import pandas as pd
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -28,8 +29,9 @@ from ..config import ServeConfig
 from ..errors import InputError
 from .batching import Ask, RecommendBatcher
 from .metrics import ServiceMetrics
-from .schemas import (Event, EventsResponse, HistoryEvent, HistoryResponse, RecommendRequest, RecommendResponse,
-                      ReloadRequest, ReloadResponse, ScoredItem, SearchRequest, SimilarResponse)
+from .schemas import (CatalogChange, CatalogResponse, Event, EventsResponse, HistoryEvent, HistoryResponse,
+                      RecommendRequest, RecommendResponse, ReloadRequest, ReloadResponse, ScoredItem, SearchRequest,
+                      SimilarResponse)
 from .versions import ReloadError, ServedModels
 
 log = logging.getLogger("twotower.serve")
@@ -151,6 +153,21 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
             metrics.version(new.version)
             return ReloadResponse(previous=old.version, model_version=new.version,
                                   seconds=round(time.perf_counter() - t0, 3))
+
+        @app.post("/admin/catalog", response_model=CatalogResponse, dependencies=[Depends(AdminToken(token))],
+                  summary="Add, refresh or remove items (or rebuild the index) in the version being served")
+        def catalog(change: CatalogChange) -> CatalogResponse:
+            if not (change.upsert or change.delete or change.rebuild):
+                raise HTTPException(422, "nothing to change: give upsert, delete or rebuild")
+            if any(not isinstance(row.get("item_id"), str) or not row["item_id"] for row in change.upsert):
+                raise HTTPException(422, "every upserted item needs a non-empty string item_id")
+            t0 = time.perf_counter()
+            with served.lease() as v:
+                build = v.model.update_catalog(pd.DataFrame(change.upsert) if change.upsert else None,
+                                               change.delete or None, rebuild=change.rebuild)
+            return CatalogResponse(items=build.items, new_items=build.new_items, removed_items=build.removed_items,
+                                   rebuilt=build.rebuilt, seconds=round(time.perf_counter() - t0, 3),
+                                   model_version=v.version)
 
     return app
 

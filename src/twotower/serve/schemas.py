@@ -82,6 +82,22 @@ class ReloadRequest(_Body):
                                     "default: what is served now, looked up again (an alias may have moved)")
 
 
+class CatalogChange(_Body):
+    upsert: list[dict[str, Scalar | None]] = Field(default_factory=list, max_length=100_000, description=(
+        "items to add or refresh: item_id and the feature columns the model was trained with"))
+    delete: list[StrictStr] = Field(default_factory=list, max_length=100_000, description="item ids to take out")
+    rebuild: StrictBool = Field(False, description="build the index anew from the whole catalog")
+
+
+class CatalogResponse(BaseModel):
+    items: int
+    new_items: int
+    removed_items: int
+    rebuilt: bool
+    seconds: float
+    model_version: str
+
+
 class ReloadResponse(BaseModel):
     previous: str
     model_version: str
