@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TWOTOWER_HOME", str(args.work / "home"))     # its MLflow runs stay in WORK
     source = args.model or base_model(args.work)[0]
     import twotower
 

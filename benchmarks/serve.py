@@ -143,6 +143,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TWOTOWER_HOME", str(args.work / "home"))     # its MLflow runs stay in WORK
     if args.model:
         base, items = args.model, pd.read_csv(args.items_table, dtype={"item_id": str})
     else:

@@ -86,6 +86,28 @@ class Model:
         an unknown time, as `twotower recommend` serves a batch. `context`: values of the log's context
         columns ({column: value or [one per user]}). `exclude_seen` defaults to the config's
         recommend.exclude_seen."""
+        ids, items, scores = self._top(user_ids, k, context, at, exclude_seen, rank, batch)
+        n, width = items.shape
+        keep = (pd.notna(items) & np.isfinite(scores)).ravel()
+        return pd.DataFrame({"user_id": pd.array(np.repeat(np.asarray(ids, dtype=object), width)[keep], dtype=object),
+                             "item_id": pd.array(items.ravel()[keep], dtype=object),
+                             "rank": np.tile(np.arange(1, width + 1, dtype=np.int64), n)[keep],
+                             "score": scores.ravel()[keep]})
+
+    def recommend_each(self, user_ids, k: int = 10, context: dict | None = None, at=None,
+                       exclude_seen: bool | None = None, rank: bool = True) -> list[pd.DataFrame]:
+        """`recommend`, one `item_id, score` frame per request in the order asked (a user may be asked
+        several times, at different times or with other context): what a server answering requests
+        together needs."""
+        _, items, scores = self._top(user_ids, k, context, at, exclude_seen, rank, batch=256)
+        out = []
+        for row_items, row_scores in zip(items, scores):
+            keep = pd.notna(row_items) & np.isfinite(row_scores)
+            out.append(pd.DataFrame({"item_id": pd.array(row_items[keep], dtype=object), "score": row_scores[keep]}))
+        return out
+
+    def _top(self, user_ids, k, context, at, exclude_seen, rank, batch) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(ids, [n, k] item ids with None for none, [n, k] scores) of each request."""
         server = self._server                 # one state for the whole call, whatever `ingest` does meanwhile
         ids = _id_list(user_ids, "user_ids")
         k = _positive(k, "k")
@@ -94,19 +116,13 @@ class Model:
         times = _times(at, len(ids))
         _check_context_lengths(context, len(ids))
         codes = server.saved.history.users.encode(ids)
-        parts = []
+        items, scores = np.full((len(ids), k), None, dtype=object), np.full((len(ids), k), -np.inf)
         for lo in range(0, len(ids), batch):
             sl = slice(lo, lo + batch)
             top = server.top_k(codes[sl], k, at=None if times is None else times[sl], rank=rank,
                                exclude_seen=exclude_seen, context=context_rows(context, sl))
-            parts.append((np.repeat(np.asarray(ids[sl], dtype=object), k), top.ids.ravel(), top.scores.ravel()))
-        users, items, scores = (np.concatenate(c) for c in zip(*parts)) if parts else \
-            (np.zeros(0, object), np.zeros(0, object), np.zeros(0))
-        ranks = np.tile(np.arange(1, k + 1, dtype=np.int64), len(ids))
-        keep = pd.notna(items) & np.isfinite(scores.astype(np.float64))
-        return pd.DataFrame({"user_id": pd.array(users[keep], dtype=object),
-                             "item_id": pd.array(items[keep], dtype=object),
-                             "rank": ranks[keep], "score": scores[keep].astype(np.float64)})
+            items[sl], scores[sl] = top.ids, top.scores.astype(np.float64)
+        return ids, items, scores
 
     def user_ids(self) -> list[str]:
         """Every user the model knows (trained on, or arrived through `ingest`)."""

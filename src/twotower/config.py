@@ -188,7 +188,8 @@ class ServeConfig(_Section):
     max_batch_events: int = Field(10_000, ge=1, description="the most events one POST /events may carry")
     max_batch: int = Field(64, ge=1, le=4096, description="/recommend requests answered by one model call at most "
                            "(requests that arrive while the model is busy are answered together)")
-    batch_workers: int = Field(2, ge=1, le=64, description="threads answering /recommend batches")
+    batch_workers: int = Field(1, ge=1, le=64, description="threads answering /recommend batches (more overlap "
+                               "only what releases the interpreter lock: index search, trees, SQLite)")
     admin_token: str | None = Field(None, description="bearer token of the admin routes; default "
                                     "$TWOTOWER_ADMIN_TOKEN; without one they are off (404)")
     follow_seconds: float = Field(0.0, ge=0, description="when serving models:/NAME@ALIAS, look for a new "

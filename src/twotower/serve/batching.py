@@ -41,7 +41,8 @@ class Answer:
 
 class RecommendBatcher:
     """`submit` an `Ask`, get a Future of its `Answer`. `workers` threads each take every request waiting
-    (up to `max_batch`) and answer them with one call per group of compatible requests."""
+    (up to `max_batch`) and answer them with one call per group of compatible requests (a user asked twice
+    is two rows of that call)."""
 
     def __init__(self, served: ServedModels, max_batch: int = 64, workers: int = 2):
         self.served, self.max_batch = served, max_batch
@@ -104,14 +105,11 @@ class RecommendBatcher:
         width = max(a.k + len(a.exclude) for a in asks)
         context = {c: [a.context.get(c) for a in asks] for c in first.context} or None
         with self.served.lease() as v:
-            recs = v.model.recommend(users, k=width, context=context, at=[a.at for a in asks],
-                                     exclude_seen=first.exclude_seen, rank=first.rank)
+            lists = v.model.recommend_each(users, k=width, context=context, at=[a.at for a in asks],
+                                           exclude_seen=first.exclude_seen, rank=first.rank)
             known = v.model.knows(users)
-        per_user = dict(tuple(recs.groupby("user_id", sort=False)[["item_id", "score"]]))
-        empty = recs.iloc[:0][["item_id", "score"]]
         out = []
-        for a, personal in zip(asks, known):
-            mine = per_user.get(a.user_id, empty)
+        for a, mine, personal in zip(asks, lists, known):
             if a.exclude:
                 mine = mine[~mine["item_id"].isin(a.exclude)]
             out.append(Answer(mine.head(a.k), bool(personal), v.version))
@@ -119,15 +117,8 @@ class RecommendBatcher:
 
 
 def _groups(batch: list[tuple[Ask, Future]]) -> list[list[tuple[Ask, Future]]]:
-    """Requests one call can answer together: the same options and context columns, each user once."""
-    groups: dict[tuple, list[list]] = {}
+    """Requests one call can answer together: the same options and context columns."""
+    groups: dict[tuple, list] = {}
     for ask, future in batch:
-        key = (ask.rank, ask.exclude_seen, tuple(sorted(ask.context)))
-        rounds = groups.setdefault(key, [])
-        for members in rounds:                     # the first of this key's calls without this user
-            if all(other.user_id != ask.user_id for other, _ in members):
-                members.append((ask, future))
-                break
-        else:
-            rounds.append([(ask, future)])
-    return [members for rounds in groups.values() for members in rounds]
+        groups.setdefault((ask.rank, ask.exclude_seen, tuple(sorted(ask.context))), []).append((ask, future))
+    return list(groups.values())
