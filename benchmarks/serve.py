@@ -59,11 +59,13 @@ def synthetic_items(items: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def big_model(base: Path, items: pd.DataFrame, n_items: int, work: Path) -> Path:
-    """A copy of `base` whose catalog holds `n_items` items, indexed as the config chooses for that size."""
-    from twotower.catalog import INDEX_DIR, update_model_index
+def big_model(base: Path, items: pd.DataFrame, n_items: int, work: Path, kind: str = "auto") -> Path:
+    """A copy of `base` whose catalog holds `n_items` items, indexed as the config chooses for that size
+    (`kind`: auto) or with that FAISS kind."""
+    from twotower.catalog import INDEX_DIR, build_model_index, read_new_items, record_changes
+    from twotower.model.artifact import load_model
 
-    out = work / f"catalog-{n_items}"
+    out = work / f"catalog-{n_items}-{kind}"
     if (out / INDEX_DIR / "index.json").is_file():
         return out
     shutil.rmtree(out, ignore_errors=True)
@@ -71,9 +73,9 @@ def big_model(base: Path, items: pd.DataFrame, n_items: int, work: Path) -> Path
     n_new = max(n_items - len(items), 0)
     table = work / "synthetic-items.parquet"
     synthetic_items(items, n_new).to_parquet(table)
-    shutil.rmtree(out / INDEX_DIR)
     t0 = time.perf_counter()
-    build = update_model_index(out, table, show_progress=True)
+    record_changes(out, read_new_items(load_model(out), table))
+    build = build_model_index(out, overrides={"faiss_kind": kind} if kind != "auto" else None)
     recall = build.recall
     console.print(f"catalog of {build.items:,} items: {build.backend} {build.kind} {build.params}, built in "
                   f"{time.perf_counter() - t0:.0f}s" + (f", recall@{recall.k} {recall.recall:.3f}" if recall else ""))
@@ -136,6 +138,8 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="a trained model folder (default: train MovieLens-100K)")
     ap.add_argument("--items-table", type=Path, help="the model's items table (with --model)")
     ap.add_argument("--items", type=int, default=1_000_000, help="catalog size to serve")
+    ap.add_argument("--index", default="hnsw", choices=["auto", "flat", "hnsw", "ivf", "ivf-sq8"],
+                    help="the FAISS index of the grown catalog (auto: the config's rule for its size)")
     ap.add_argument("--rate", type=float, default=100.0, help="requests per second per read route")
     ap.add_argument("--event-rate", type=float, default=50.0)
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
@@ -148,8 +152,8 @@ def main() -> None:
         base, items = args.model, pd.read_csv(args.items_table, dtype={"item_id": str})
     else:
         base, items = base_model(args.work)
-    big = big_model(base, items, args.items, args.work)
-    other = args.work / f"catalog-{args.items}-b"          # a second version to swap between
+    big = big_model(base, items, args.items, args.work, args.index)
+    other = big.with_name(big.name + "-b")                 # a second version to swap between
     if not other.is_dir():
         shutil.copytree(big, other, ignore=shutil.ignore_patterns("ingested.sqlite*"))
     import twotower
@@ -199,8 +203,8 @@ def main() -> None:
         service.stop()
 
     table = pd.DataFrame(rows)
-    show = Table(title=f"twotower serve, {args.items:,}-item catalog, {args.rate:g} req/s per read route, "
-                       f"{args.seconds:g} s per phase, {os.cpu_count()} cores")
+    show = Table(title=f"twotower serve, {args.items:,}-item catalog ({args.index} index), {args.rate:g} req/s "
+                       f"per read route, {args.seconds:g} s per phase, {os.cpu_count()} cores")
     for c in table.columns:
         show.add_column(c)
     for r in table.itertuples(index=False):

@@ -57,3 +57,21 @@ def test_redis_keeps_acknowledged_events_through_a_restart(redis_server):
     pd.testing.assert_frame_equal(again.features(request), before)
     assert before["user_events"].sum() > 0
     again.close()
+
+
+def test_requests_at_several_later_times_agree_with_the_offline_store(online_store, tmp_path):
+    """A batch whose requests come at different times (a served batch), each after every ingested event:
+    the windows count from each request's own time."""
+    events = random_log(seed=11, n=600)
+    now = float(events["timestamp"].max()) + 1.0
+    online_store.ingest(events)
+    offline = OfflineStore(tmp_path / "offline")
+    offline.write_events(events)
+    rng = np.random.default_rng(1)
+    n = 80
+    requests = pd.DataFrame({"user_id": rng.choice(events["user_id"].unique(), n),
+                             "item_id": rng.choice(events["item_id"].unique(), n),
+                             "timestamp": now + rng.choice([0.0, 3_600.0, 2.5 * 86_400, 12 * 86_400, 45 * 86_400], n)})
+    on, off = online_store.features(requests), offline.features(requests)
+    pd.testing.assert_frame_equal(on[off.columns], off, check_dtype=False)
+    assert off["item_count_7d"].nunique() > 2, "a test that can fail"

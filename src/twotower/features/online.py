@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import defaultdict
+from itertools import groupby
 from pathlib import Path
 from typing import Protocol
 
@@ -161,15 +162,19 @@ class SQLiteOnlineStore:
         for u, i, t in keys:
             items_at[t].add(i)
             items_of[u].add(i)
-        counts = {}                                   # (item, time) -> counts per window
-        windows = ", ".join(f"sum(ts >= ? - {days * DAY!r})" for days in defs.windows_days)
+        times = {}                                    # item -> its recent event times, sorted
+        first, last = min(items_at) - widest, max(items_at)
+        for chunk in _chunks(sorted(set().union(*items_at.values()))):
+            rows = self._db.execute(f"SELECT item_id, ts FROM item_recent WHERE item_id IN ({_marks(chunk)}) "
+                                    "AND ts >= ? AND ts < ? ORDER BY item_id, ts", [*chunk, first, last]).fetchall()
+            for item, group in groupby(rows, key=lambda r: r[0]):
+                times[item] = np.array([ts for _, ts in group])
+        counts = {}                                   # (item, time) -> counts per window: ts in [t - days, t)
         for t, at_t in items_at.items():
-            for chunk in _chunks(sorted(at_t)):
-                for item, *c in self._db.execute(
-                        f"SELECT item_id, {windows} FROM item_recent WHERE item_id IN ({_marks(chunk)}) "
-                        "AND ts >= ? AND ts < ? GROUP BY item_id",
-                        [t] * len(defs.windows_days) + chunk + [t - widest, t]):
-                    counts[item, t] = c
+            for item in at_t & times.keys():
+                ts = times[item]
+                end = np.searchsorted(ts, t, "left")
+                counts[item, t] = [int(end - np.searchsorted(ts, t - days * DAY, "left")) for days in defs.windows_days]
         pairs = {}
         for user, mine in items_of.items():
             for chunk in _chunks(sorted(mine)):
