@@ -190,6 +190,8 @@ class ServeConfig(_Section):
                            "(requests that arrive while the model is busy are answered together)")
     batch_workers: int = Field(1, ge=1, le=64, description="threads answering /recommend batches (more overlap "
                                "only what releases the interpreter lock: index search, trees, SQLite)")
+    queue_deadline_s: float = Field(2.0, gt=0, description="a /recommend request that waited longer than this "
+                                    "for the model gets 503 (Retry-After) instead of a late answer")
     admin_token: str | None = Field(None, description="bearer token of the admin routes; default "
                                     "$TWOTOWER_ADMIN_TOKEN; without one they are off (404)")
     follow_seconds: float = Field(0.0, ge=0, description="when serving models:/NAME@ALIAS, look for a new "

@@ -59,3 +59,17 @@ def test_one_bad_request_fails_alone(served):
         assert len(ok[0][1].result().items) == 3 and isinstance(ok[1][1].exception(), InputError)
     finally:
         batcher.close()
+
+
+def test_a_request_that_waited_past_the_deadline_is_shed(served):
+    from twotower.serve.batching import Overloaded
+
+    batcher = RecommendBatcher(served, workers=1, deadline_s=0.05)
+    try:
+        late = Future()
+        batcher._queue.put((Ask("u001", 3, 1_700_100_000.0), late, 0.0))       # queued long ago
+        assert isinstance(late.exception(timeout=30), Overloaded)
+        fresh = batcher.submit(Ask("u001", 3, 1_700_100_000.0))
+        assert len(fresh.result(timeout=30).items) == 3
+    finally:
+        batcher.close()

@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..config import ServeConfig
 from ..errors import InputError
-from .batching import Ask, RecommendBatcher
+from .batching import Ask, Overloaded, RecommendBatcher
 from .metrics import ServiceMetrics
 from .schemas import (CatalogChange, CatalogResponse, Event, EventsResponse, HistoryEvent, HistoryResponse,
                       RecommendRequest, RecommendResponse, ReloadRequest, ReloadResponse, ScoredItem, SearchRequest,
@@ -43,7 +43,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
     metrics = ServiceMetrics()
     metrics.version(served.current.version)
     token = cfg.admin_token or os.environ.get("TWOTOWER_ADMIN_TOKEN") or None
-    batcher = RecommendBatcher(served, cfg.max_batch, cfg.batch_workers)
+    batcher = RecommendBatcher(served, cfg.max_batch, cfg.batch_workers, cfg.queue_deadline_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -67,6 +67,11 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
     @app.exception_handler(InputError)
     async def bad_input(_request: Request, exc: InputError):
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_request: Request, exc: Overloaded):
+        return JSONResponse({"detail": f"the service is overloaded ({exc}); retry shortly"}, status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -39,13 +40,17 @@ class Answer:
     version: str
 
 
+class Overloaded(Exception):
+    """A request waited longer than the service's queue deadline: answered 503 instead of late."""
+
+
 class RecommendBatcher:
     """`submit` an `Ask`, get a Future of its `Answer`. `workers` threads each take every request waiting
     (up to `max_batch`) and answer them with one call per group of compatible requests (a user asked twice
     is two rows of that call)."""
 
-    def __init__(self, served: ServedModels, max_batch: int = 64, workers: int = 2):
-        self.served, self.max_batch = served, max_batch
+    def __init__(self, served: ServedModels, max_batch: int = 64, workers: int = 1, deadline_s: float = 2.0):
+        self.served, self.max_batch, self.deadline_s = served, max_batch, deadline_s
         self._queue: queue.Queue = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"twotower-batch-{i}", daemon=True)
                          for i in range(workers)]
@@ -54,7 +59,7 @@ class RecommendBatcher:
 
     def submit(self, ask: Ask) -> Future:
         future: Future = Future()
-        self._queue.put((ask, future))
+        self._queue.put((ask, future, time.monotonic()))
         return future
 
     def close(self) -> None:
@@ -68,8 +73,8 @@ class RecommendBatcher:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < self.max_batch:
+            waiting = [first]
+            while len(waiting) < self.max_batch:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
@@ -77,7 +82,13 @@ class RecommendBatcher:
                 if more is None:
                     self._queue.put(None)          # for this thread's next turn
                     break
-                batch.append(more)
+                waiting.append(more)
+            now, batch = time.monotonic(), []
+            for ask, future, queued in waiting:    # shed what waited too long: its client has likely gone
+                if now - queued > self.deadline_s:
+                    future.set_exception(Overloaded(f"waited {now - queued:.1f}s for the model"))
+                else:
+                    batch.append((ask, future))
             for group in _groups(batch):
                 self._answer(group)
 
