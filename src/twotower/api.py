@@ -182,6 +182,11 @@ class Model:
         """Add events (user_id, item_id, timestamp or none for now, action; optional event_id): validated
         as training input is, stored durably (an event_id already stored is skipped), then reflected in the
         user's history, the item counts and trending for the next `recommend`. Returns the events stored."""
+        return self.ingest_checked([self.check_events(events)])[0]
+
+    def check_events(self, events: Table) -> pd.DataFrame:
+        """The events as `ingest` would store them (validated, labelled, timestamps in seconds), or one
+        `InputError` naming what is wrong: lets a server refuse one request's events before joining others'."""
         frame = _events_frame(events)
         if "timestamp" not in frame.columns:
             frame = frame.assign(timestamp=time.time())
@@ -191,12 +196,23 @@ class Model:
             raise InputError("events", f"{int(late.sum())} event(s) dated more than a day ahead, e.g. at "
                              f"{pd.Timestamp(checked['timestamp'][late].iloc[0], unit='s')} UTC",
                              "send the time the event happened (unix seconds or ISO date-time, UTC), or none")
+        return checked
+
+    def ingest_checked(self, batches: list[pd.DataFrame]) -> list[int]:
+        """Several requests' checked events (`check_events`) stored in one durable append and applied once
+        (group commit: one fsync and one history update for all); per batch, how many were new."""
         with self._write:
             if self._log is None:
                 self._log = EventLog(self._log_path)
-            stored = self._log.append(checked)      # acknowledged from here on: applied now or on the next open
+            stored = self._log.append(pd.concat(batches, ignore_index=True))   # acknowledged from here on
             self._apply_logged()
-        return len(stored)
+        new_ids, counts = set(stored["event_id"].dropna()), []
+        for batch in batches:                   # an event_id stored now counts for the first batch that sent it
+            ids = batch["event_id"] if "event_id" in batch.columns else pd.Series(None, index=batch.index)
+            mine = set(ids.dropna().astype(str)) & new_ids
+            new_ids -= mine
+            counts.append(int(ids.isna().sum()) + len(mine))
+        return counts
 
     def catch_up(self) -> None:
         """Apply the events another version beside this one appended to the log while this one opened (as on

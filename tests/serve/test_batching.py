@@ -73,3 +73,26 @@ def test_a_request_that_waited_past_the_deadline_is_shed(served):
         assert len(fresh.result(timeout=30).items) == 3
     finally:
         batcher.close()
+
+
+def test_events_from_many_requests_at_once_are_each_stored_once(served):
+    import threading
+
+    results, errors = {}, []
+
+    def send(i: int):
+        try:
+            results[i] = served.ingest([{"user_id": f"u{i % 7:03d}", "item_id": f"i{i % 30:03d}",
+                                         "event_id": f"e{i % 50}"}])          # ids 0-49 sent twice each
+        except Exception as exc:              # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and sum(results.values()) == 50 and set(results.values()) <= {0, 1}
+    with pytest.raises(InputError):
+        served.ingest([{"user_id": "u001", "item_id": "i001", "action": "teleport"}])
+    assert served.ingest([{"user_id": "u001", "item_id": "i001", "event_id": "after-a-bad-one"}]) == 1
