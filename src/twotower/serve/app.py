@@ -8,6 +8,7 @@ concurrent readers); writes (events, the swap's catch-up) take one lock."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -79,11 +80,13 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
         return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.post("/recommend", response_model=RecommendResponse, summary="The user's top k items")
-    def recommend(req: RecommendRequest) -> RecommendResponse:
+    async def recommend(req: RecommendRequest) -> RecommendResponse:
         if req.k > cfg.max_k:
             raise HTTPException(422, f"k={req.k} is over the service's limit {cfg.max_k}; ask for fewer items")
-        answer = batcher.submit(Ask(req.user_id, req.k, time.time() if req.at is None else req.at, dict(req.context),
-                                    frozenset(req.exclude), req.exclude_seen, req.rank)).result()
+        # awaited, not waited for in a pool thread: every request reaches the batcher (and its deadline) at once
+        answer = await asyncio.wrap_future(batcher.submit(Ask(
+            req.user_id, req.k, time.time() if req.at is None else req.at, dict(req.context), frozenset(req.exclude),
+            req.exclude_seen, req.rank)))
         return RecommendResponse(user_id=req.user_id, personalized=answer.personalized, model_version=answer.version,
                                  items=_scored(answer.items["item_id"], answer.items["score"]))
 
