@@ -57,6 +57,9 @@ def main() -> None:
         shutil.rmtree(target, ignore_errors=True)
         return shutil.copytree(source, target, ignore=shutil.ignore_patterns("ingested.sqlite*"))
 
+    for state in ("crash-state", "swap-state"):          # a log left by an earlier run would hold these event ids
+        shutil.rmtree(args.work / state, ignore_errors=True)
+
     console.print(f"[bold]SIGKILL while {args.events:,} events arrive at {args.event_rate:g}/s, {args.kills} times")
     rounds = crash_while_ingesting(fresh("crash"), args.work / "crash-state", users, items, args.events,
                                    args.event_rate, args.kills, log=console.print)

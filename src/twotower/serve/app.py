@@ -2,9 +2,10 @@
 a request's version halfway), events go to the durable log before they are acknowledged, and every bad
 request gets a 4xx that says what is wrong.
 
-Concurrency: one process; FastAPI runs each request in its thread pool; /recommend requests are answered in
-batches by a few worker threads (`batching`). Reads share the version's index and stores (both safe for
-concurrent readers); writes (events, the swap's catch-up) take one lock."""
+Concurrency: one process. /recommend awaits the batcher (`batching`: requests that arrive together are
+answered by one model call, past a deadline with 503); the other routes run in FastAPI's thread pool. Reads
+share the version's index and stores (both safe for concurrent readers); events are written in group commits
+under one lock (`versions`)."""
 
 from __future__ import annotations
 
