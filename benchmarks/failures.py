@@ -1,7 +1,7 @@
 """The service's failure tests at full size, over real HTTP on loopback, each printing its figures: SIGKILL while
 10,000 events arrive at 500/s (five times), hot swaps at 100 requests/s for 60 s, 1,000 read-your-writes
-probes, and the admin token. (`tests/serve/test_failures.py` runs short versions in CI; the schema fuzzing
-runs there with 300 requests and here with --fuzz N.)
+probes, the admin token and a 10 MB body. (`tests/serve/test_failures.py` runs short versions in CI, and the
+schema fuzzing, 300 generated requests.)
 
     .venv/bin/python benchmarks/failures.py [--model DIR] [--work /tmp/twotower-failures]
 
