@@ -5,6 +5,7 @@ is closed when its last request finishes. A failed load leaves the old version s
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from contextlib import contextmanager
@@ -160,8 +161,6 @@ class ServedModels:
     def _label(self, ref: str, folder: Path) -> str:
         if ref.startswith("models:"):
             return f"{folder.parent.name}/{folder.name}"        # ROOT/serving/NAME/VERSION
-        import json
-
         return json.loads((folder / "model.json").read_text())["model_id"]
 
 
