@@ -26,7 +26,7 @@ def model(tiny_model, tmp_path):
 
 
 def test_no_acknowledged_event_is_lost_or_doubled_when_the_server_is_killed(model, tmp_path):
-    rounds = crash_while_ingesting(model, tmp_path / "state", USERS, ITEMS, events=400, rate=200, kills=2)
+    rounds = crash_while_ingesting(model, tmp_path / "state", USERS, ITEMS, events=600, rate=200, kills=2)
     for r in rounds:
         assert r.acknowledged > 0, "the kill came before any event: the test checked nothing"
         assert (r.missing, r.duplicated, r.stored, r.applied_gap, r.integrity) == (0, 0, r.sent, 0, "ok")
