@@ -23,7 +23,6 @@ from .features.materialize import offline_store, open_online_store
 from .index.base import SearchResult, VectorIndex
 from .model.artifact import SavedModel, load_model
 from .model.recommender import query_vectors
-from .rank.covisit import recent_items
 from .rank.reranker import RANKER_DIR, Reranker, context_columns, ranking_rows
 from .rank.sources import PROFILE_LENGTH, add_source_candidates, source_scores
 from .timing import Stopwatch
@@ -188,12 +187,13 @@ class ServingCatalog:
 class Beside:
     """What the ranker needs beside the towers' hits: the items each request may get ([m, items + 1] bool:
     not seen, in the index) for its other candidate sources, the towers' score of any (request row, item
-    code) pair, and the temperature that puts index scores on the towers' scale."""
+    code) pair, the temperature that puts index scores on the towers' scale, and each request's latest items
+    (read from the server's ordered events, not sorted again per call)."""
 
     allowed: np.ndarray
     tower_score: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    temperature: float = 1.0
-    recent: Callable[[np.ndarray, np.ndarray, int], list[np.ndarray]] | None = None   # (users, times, n) -> profiles
+    temperature: float
+    recent: Callable[[np.ndarray, np.ndarray, int], list[np.ndarray]]   # (users, times, n) -> each one's last n items
 
 
 def tower_pair_scores(saved: SavedModel) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -270,9 +270,8 @@ def _candidate_rows(reranker: Reranker, hist: Dataset, users: np.ndarray, found:
     rows = pd.DataFrame({"local": keep // n, "item_id": item_ids, "retrieval_rank": keep % n + 1,
                          "retrieval_score": scores[keep], "item": hist.items.encode(item_ids)})
     if reranker.sources:
-        profiles = beside.recent(users, at, PROFILE_LENGTH) if beside.recent else \
-            recent_items(hist.events, users, at, PROFILE_LENGTH)
-        rows = add_source_candidates(rows, source_scores(reranker.sources, profiles, at, beside.allowed),
+        rows = add_source_candidates(rows, source_scores(reranker.sources, beside.recent(users, at, PROFILE_LENGTH), at,
+                                                         beside.allowed),
                                      reranker.source_candidates)
         new = np.flatnonzero(rows["retrieval_score"].isna().to_numpy())   # a source's candidate the towers missed
         if len(new):

@@ -148,8 +148,8 @@ class SQLiteOnlineStore:
             return self._features(requests)
 
     def _features(self, requests: pd.DataFrame) -> pd.DataFrame:
-        """A few set queries per batch (per request time and chunk of ids), not one per row: a request's
-        200 candidates cost one round of queries."""
+        """A few set queries per batch (per chunk of ids, and per user for the pair counts), not one per row:
+        a request's 200 candidates cost one round of queries."""
         keys = _request_keys(requests)
         defs, widest = self.definitions, max(self.definitions.windows_days) * DAY
         users = sorted({u for u, _, _ in keys})
@@ -164,7 +164,7 @@ class SQLiteOnlineStore:
             items_of[u].add(i)
         times = {}                                    # item -> its recent event times, sorted
         first, last = min(items_at) - widest, max(items_at)
-        for chunk in _chunks(sorted(set().union(*items_at.values()))):
+        for chunk in _chunks(items):
             rows = self._db.execute(f"SELECT item_id, ts FROM item_recent WHERE item_id IN ({_marks(chunk)}) "
                                     "AND ts >= ? AND ts < ? ORDER BY item_id, ts", [*chunk, first, last]).fetchall()
             for item, group in groupby(rows, key=lambda r: r[0]):

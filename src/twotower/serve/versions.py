@@ -5,7 +5,6 @@ is closed when its last request finishes. A failed load leaves the old version s
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from contextlib import contextmanager
@@ -147,7 +146,6 @@ class ServedModels:
     def _open(self, ref: str) -> Version:
         try:
             folder = model_folder(ref, self.registry)
-            label = self._label(ref, folder)
             model = Model(folder, rank=self.rank, events=self.events)
         except (InputError, OSError, ValueError, RuntimeError) as exc:
             raise ReloadError(f"{ref}: {exc}") from exc
@@ -156,12 +154,8 @@ class ServedModels:
         except Exception as exc:
             model.close()
             raise ReloadError(f"{ref}: failed its checks ({exc})") from exc
-        return Version(model, ref, label)
-
-    def _label(self, ref: str, folder: Path) -> str:
-        if ref.startswith("models:"):
-            return f"{folder.parent.name}/{folder.name}"        # ROOT/serving/NAME/VERSION
-        return json.loads((folder / "model.json").read_text())["model_id"]
+        registered = ref.startswith("models:")                   # served from ROOT/serving/NAME/VERSION
+        return Version(model, ref, f"{folder.parent.name}/{folder.name}" if registered else model.model_id)
 
 
 def default_events_path(ref: str, registry: RegistryConfig | None, state: str | None) -> Path | None:
