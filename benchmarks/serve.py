@@ -12,11 +12,9 @@ Without --model it trains MovieLens-100K with the default config (from $TWOTOWER
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from benchmarks.lib.service_harness import Service  # noqa: E402
+from benchmarks.lib.service_harness import Service, drive  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()
@@ -80,18 +78,6 @@ def big_model(base: Path, items: pd.DataFrame, n_items: int, work: Path, kind: s
     console.print(f"catalog of {build.items:,} items: {build.backend} {build.kind} {build.params}, built in "
                   f"{time.perf_counter() - t0:.0f}s" + (f", recall@{recall.k} {recall.recall:.3f}" if recall else ""))
     return out
-
-
-def drive(plan: dict, work: Path, during=None) -> dict:
-    """Run the load generator in its own process; `during(t0)` runs here meanwhile (the reloads)."""
-    plan_file, result_file = work / "plan.json", work / "result.json"
-    plan_file.write_text(json.dumps(plan))
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.lib.load", str(plan_file), str(result_file)], cwd=ROOT)
-    if during is not None:
-        during(time.perf_counter())
-    if proc.wait() != 0:
-        raise SystemExit("the load generator failed")
-    return json.loads(result_file.read_text())
 
 
 def summarize(phase: str, results: dict, seconds: float) -> list[dict]:

@@ -211,7 +211,7 @@ def hot_swap(service: Service, targets: list[Path], users: list[str], rate: floa
 
     thread = threading.Thread(target=swap)
     thread.start()
-    result = _in_child(plan, work) if work is not None else run(plan)
+    result = drive(plan, work) if work is not None else run(plan)
     thread.join()
     samples = np.array(result["recommend"])
     during = np.zeros(len(samples), bool)
@@ -226,13 +226,18 @@ def hot_swap(service: Service, targets: list[Path], users: list[str], rate: floa
                        reloads)
 
 
-def _in_child(plan: dict, work: Path) -> dict:
-    """The load generator in its own process (so it does not share the GIL with anything here)."""
+def drive(plan: dict, work: Path, during=None) -> dict:
+    """The load generator (`load.py`) in its own process, so it shares no interpreter lock with anything here;
+    `during(t0)` runs here meanwhile (a benchmark's reloads)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "plan.json").write_text(json.dumps(plan))
     root = Path(__file__).resolve().parents[2]
-    subprocess.run([sys.executable, "-m", "benchmarks.lib.load", str(work / "plan.json"), str(work / "result.json")],
-                   cwd=root, check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.lib.load", str(work / "plan.json"),
+                             str(work / "result.json")], cwd=root)
+    if during is not None:
+        during(time.perf_counter())
+    if proc.wait() != 0:
+        raise RuntimeError("the load generator failed")
     return json.loads((work / "result.json").read_text())
 
 

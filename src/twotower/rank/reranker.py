@@ -156,9 +156,9 @@ def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, 
     users, times = rows["user"].to_numpy()[firsts], rows["timestamp"].to_numpy()[firsts]
     longest = max(reranker.recent_length, reranker.profile_length)
     profile = recent(users, times, longest) if recent else recent_items(history.events, users, times, longest)
-    recent = [p[-reranker.recent_length:] for p in profile]
+    latest = [p[-reranker.recent_length:] for p in profile]
     item = rows["item"].to_numpy()
-    covisit = reranker.covisitation.scores(recent, position, item)
+    covisit = reranker.covisitation.scores(latest, position, item)
     affinity = category_affinity(history, reranker.category_features,
                                  [p[-reranker.profile_length:] for p in profile], position, item)
     out = pd.concat([rows, store[reranker.definitions.names], covisit, affinity], axis=1)
