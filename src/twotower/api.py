@@ -95,16 +95,13 @@ class Model:
                              "score": scores.ravel()[keep]})
 
     def recommend_each(self, user_ids, k: int = 10, context: dict | None = None, at=None,
-                       exclude_seen: bool | None = None, rank: bool = True) -> list[pd.DataFrame]:
-        """`recommend`, one `item_id, score` frame per request in the order asked (a user may be asked
-        several times, at different times or with other context): what a server answering requests
-        together needs."""
+                       exclude_seen: bool | None = None, rank: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`recommend`, one (item ids, scores) pair of arrays per request, best first, in the order asked (a
+        user may be asked several times, at different times or with other context): what a server answering
+        requests together needs, without a frame per request."""
         _, items, scores = self._top(user_ids, k, context, at, exclude_seen, rank, batch=256)
-        out = []
-        for row_items, row_scores in zip(items, scores):
-            keep = pd.notna(row_items) & np.isfinite(row_scores)
-            out.append(pd.DataFrame({"item_id": pd.array(row_items[keep], dtype=object), "score": row_scores[keep]}))
-        return out
+        keep = pd.notna(items) & np.isfinite(scores)
+        return [(row_items[row_keep], row_scores[row_keep]) for row_items, row_scores, row_keep in zip(items, scores, keep)]
 
     def _top(self, user_ids, k, context, at, exclude_seen, rank, batch) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(ids, [n, k] item ids with None for none, [n, k] scores) of each request."""
@@ -140,6 +137,18 @@ class Model:
     def similar(self, item_ids, k: int = 10) -> pd.DataFrame:
         """`item_id, similar_id, rank, score`: the `k` nearest items to each item in the towers' space (the
         index's similarity between item vectors). An item not in the index is an error naming it."""
+        ids = _id_list(item_ids, "item_ids")
+        lists = self.similar_each(ids, k)
+        sizes = [len(found) for found, _ in lists]
+        return pd.DataFrame({"item_id": pd.array(np.repeat(np.asarray(ids, dtype=object), sizes), dtype=object),
+                             "similar_id": pd.array(np.concatenate([np.zeros(0, object)] + [f for f, _ in lists]),
+                                                    dtype=object),
+                             "rank": np.concatenate([np.zeros(0, np.int64)] + [np.arange(1, n + 1) for n in sizes]),
+                             "score": np.concatenate([np.zeros(0)] + [s for _, s in lists])})
+
+    def similar_each(self, item_ids, k: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`similar`, one (similar ids, scores) pair of arrays per item, nearest first: what a server answering
+        one item needs, without a frame."""
         server = self._server
         ids = _id_list(item_ids, "item_ids")
         k = min(_positive(k, "k"), max(len(server.index) - 1, 1))
@@ -148,11 +157,9 @@ class Model:
         except KeyError as exc:
             raise InputError("item_ids", exc.args[0], "ask for items the model's index holds") from exc
         found = server.index.search(vectors, k, exclude=[{i} for i in ids])
-        frame = pd.DataFrame({"item_id": np.repeat(np.asarray(ids, dtype=object), k),
-                              "similar_id": found.ids.ravel(), "rank": np.tile(np.arange(1, k + 1), len(ids)),
-                              "score": found.scores.ravel()})
-        frame = frame[frame["similar_id"].notna() & np.isfinite(frame["score"].astype(float))]
-        return frame.astype({"rank": np.int64, "score": np.float64}).reset_index(drop=True)
+        keep = pd.notna(found.ids) & np.isfinite(found.scores)
+        return [(row_ids[row_keep], row_scores[row_keep].astype(np.float64))
+                for row_ids, row_scores, row_keep in zip(found.ids, found.scores, keep)]
 
     def check(self) -> None:
         """Raise unless the version answers: its item vectors have the configured dimension, the index holds

@@ -12,7 +12,7 @@ import pytest
 from tests.features.test_offline import random_log
 from twotower.errors import InputError
 from twotower.features.offline import OfflineStore
-from twotower.features.online import RedisOnlineStore
+from twotower.features.online import RedisOnlineStore, SQLiteOnlineStore
 
 
 def test_offline_and_online_rows_agree_for_the_same_user_and_time(online_store, tmp_path):
@@ -28,7 +28,7 @@ def test_offline_and_online_rows_agree_for_the_same_user_and_time(online_store, 
     requests = pd.DataFrame({"user_id": rng.choice(events["user_id"].unique(), 60),
                              "item_id": rng.choice(events["item_id"].unique(), 60), "timestamp": now})
     requests.loc[0, "user_id"] = "a-user-never-seen"
-    on, off = online.features(requests), offline.features(requests)
+    on, off = pd.DataFrame(online.features(requests)), pd.DataFrame(offline.features(requests))
     pd.testing.assert_frame_equal(on[off.columns], off, check_dtype=False)
     assert (off["item_count_30d"] > 0).any() and (off["user_item_events"] > 0).any(), "a test that can fail"
 
@@ -37,24 +37,24 @@ def test_a_failed_batch_changes_nothing(online_store):
     online = online_store
     online.ingest(random_log(seed=1, n=50))
     request = pd.DataFrame({"user_id": ["1"], "item_id": ["2"], "timestamp": [1e9]})
-    before = online.features(request)
+    before = pd.DataFrame(online.features(request))
     bad = pd.DataFrame({"user_id": ["1", "1"], "item_id": ["2", "2"], "timestamp": [5.0, np.nan],
                         "weight": [1.0, 1.0]})            # the second row breaks NOT NULL mid-transaction
     with pytest.raises((sqlite3.IntegrityError, InputError), match="NOT NULL|not a finite number"):
         online.ingest(bad)
-    pd.testing.assert_frame_equal(online.features(request), before)
+    pd.testing.assert_frame_equal(pd.DataFrame(online.features(request)), before)
 
 
 def test_redis_keeps_acknowledged_events_through_a_restart(redis_server):
     store = RedisOnlineStore(redis_server.url)
     assert store.ingest(random_log(seed=2, n=100)) > 0
     request = pd.DataFrame({"user_id": ["1", "4"], "item_id": ["2", "3"], "timestamp": [1e9, 1e9]})
-    before = store.features(request)
+    before = pd.DataFrame(store.features(request))
     store.close()
     redis_server.stop()
     redis_server.start()
     again = RedisOnlineStore(redis_server.url)
-    pd.testing.assert_frame_equal(again.features(request), before)
+    pd.testing.assert_frame_equal(pd.DataFrame(again.features(request)), before)
     assert before["user_events"].sum() > 0
     again.close()
 
@@ -72,6 +72,27 @@ def test_requests_at_several_later_times_agree_with_the_offline_store(online_sto
     requests = pd.DataFrame({"user_id": rng.choice(events["user_id"].unique(), n),
                              "item_id": rng.choice(events["item_id"].unique(), n),
                              "timestamp": now + rng.choice([0.0, 3_600.0, 2.5 * 86_400, 12 * 86_400, 45 * 86_400], n)})
-    on, off = online_store.features(requests), offline.features(requests)
+    on, off = pd.DataFrame(online_store.features(requests)), pd.DataFrame(offline.features(requests))
     pd.testing.assert_frame_equal(on[off.columns], off, check_dtype=False)
     assert off["item_count_7d"].nunique() > 2, "a test that can fail"
+
+
+def test_a_request_after_new_events_never_reads_stale_cached_values(tmp_path):
+    """The store's near cache: values read for one request are dropped when this store ingests events for
+    them, and all of them when another connection (another process) commits."""
+    path = tmp_path / "online.sqlite"
+    store, other = SQLiteOnlineStore(path), SQLiteOnlineStore(path)
+    request = {"user_id": np.array(["u"]), "item_id": np.array(["i"]), "timestamp": np.array([1e9])}
+    event = pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "timestamp": [1e9 - 10.0], "weight": [1.0]})
+
+    def seen() -> tuple[int, int, int]:
+        f = store.features(request)
+        return int(f["user_item_events"][0]), int(f["item_count_all"][0]), int(f["item_count_1d"][0])
+
+    assert seen() == (0, 0, 0)
+    store.ingest(event)
+    assert seen() == (1, 1, 1)
+    other.ingest(event)
+    assert seen() == (2, 2, 2)
+    store.close()
+    other.close()

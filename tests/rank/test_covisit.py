@@ -33,7 +33,7 @@ def test_scores_sum_over_the_recent_items():
     table = CoVisitation.fit(events, n_items=4, window=1)
     out = table.scores([np.array([1, 3]), np.array([], dtype=np.int64)], np.array([0, 0, 1]), np.array([2, 4, 2]))
     assert out["covisit"].tolist() == [3.0, 0.0, 0.0]       # (1,2) twice + (3,2) once; item 4 never; no history
-    assert out["covisit_norm"].iloc[0] > 0
+    assert out["covisit_norm"][0] > 0
 
 
 def test_recent_items_are_strictly_before_the_request():

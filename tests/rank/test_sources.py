@@ -49,8 +49,8 @@ def test_covisit_source_reads_only_the_latest_items():
 def test_merged_candidates_carry_each_sources_score_and_rank():
     dense = {"a": np.array([[-np.inf, 5.0, 4.0, 0.0, 1.0]], np.float32),
              "b": np.array([[-np.inf, 0.0, 0.0, 3.0, 2.0]], np.float32)}
-    towers = pd.DataFrame({"local": [0], "item": [2], "retrieval_rank": [1]})
-    rows = add_source_candidates(towers, dense, n=2).set_index("item")
+    towers = {"local": np.array([0]), "item": np.array([2]), "retrieval_rank": np.array([1])}
+    rows = pd.DataFrame(add_source_candidates(towers, dense, n=2)).set_index("item")
     assert rows.index.tolist() == [2, 1, 3, 4]                  # towers' first, then each source's top 2
     assert rows.loc[2, "a_rank"] == 2 and rows.loc[2, "b_rank"] == 3       # outside b's top 2: n + 1
     assert rows.loc[3, "a_score"] == 0 and rows.loc[3, "b_score"] == 3

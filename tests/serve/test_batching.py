@@ -29,10 +29,10 @@ def test_a_batch_answers_each_request_as_it_would_be_answered_alone(served):
         together = batcher._call(asks)
         for ask, answer in zip(asks, together):
             alone = batcher._call([ask])[0]
-            assert answer.items["item_id"].tolist() == alone.items["item_id"].tolist()
-            assert answer.items["score"].tolist() == pytest.approx(alone.items["score"].tolist())
-            assert answer.personalized == alone.personalized and len(answer.items) == ask.k
-        assert not together[2].personalized and "i001" not in together[1].items["item_id"].tolist()
+            assert answer.item_ids.tolist() == alone.item_ids.tolist()
+            assert answer.scores.tolist() == pytest.approx(alone.scores.tolist())
+            assert answer.personalized == alone.personalized and len(answer.item_ids) == ask.k
+        assert not together[2].personalized and "i001" not in together[1].item_ids.tolist()
     finally:
         batcher.close()
 
@@ -56,7 +56,7 @@ def test_one_bad_request_fails_alone(served):
             assert isinstance(future.exception(), InputError)
         ok = [(Ask("u001", 3, 1_700_100_000.0), Future()), (Ask("u002", 3, "not a time"), Future())]
         batcher._answer(ok)
-        assert len(ok[0][1].result().items) == 3 and isinstance(ok[1][1].exception(), InputError)
+        assert len(ok[0][1].result().item_ids) == 3 and isinstance(ok[1][1].exception(), InputError)
     finally:
         batcher.close()
 
@@ -70,7 +70,7 @@ def test_a_request_that_waited_past_the_deadline_is_shed(served):
         batcher._queue.put((Ask("u001", 3, 1_700_100_000.0), late, 0.0))       # queued long ago
         assert isinstance(late.exception(timeout=30), Overloaded)
         fresh = batcher.submit(Ask("u001", 3, 1_700_100_000.0))
-        assert len(fresh.result(timeout=30).items) == 3
+        assert len(fresh.result(timeout=30).item_ids) == 3
     finally:
         batcher.close()
 

@@ -131,7 +131,8 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
     context_specs = fit_specs(src, ctx_cols, cfg.feature_kinds, cfg.multi_separator, config.model.text_buckets)
     times = ev["timestamp"].to_numpy(np.float64)
     if config.model.request_time and has_clock(times):
-        derived = time_columns(times, previous_positive_times(ev["user"].to_numpy(), times, ev["weight"].to_numpy() > 0))
+        derived = pd.DataFrame(time_columns(times, previous_positive_times(ev["user"].to_numpy(), times,
+                                                                          ev["weight"].to_numpy() > 0)), index=src.index)
         context_specs += fit_specs(derived, list(derived.columns), {c: "numeric" for c in derived.columns})
         src = pd.concat([src, derived], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)
@@ -145,11 +146,12 @@ def request_context(specs: list[FeatureSpec], times, previous=None, values: dict
     every request, or [n]); a column not given is unknown (missing). An unknown column is an error."""
     times = np.atleast_1d(np.asarray(times, dtype=np.float64))
     previous = np.full(len(times), np.nan) if previous is None else np.asarray(previous, dtype=np.float64)
-    frame = time_columns(times, previous)
+    columns = time_columns(times, previous)
     given = check_context(specs, values)
     for name in _own_context(specs):
-        frame[name] = given.get(name)
-    return encode(frame, specs)
+        value = given.get(name)
+        columns[name] = np.asarray(value) if np.ndim(value) else np.full(len(times), value)
+    return encode(columns, specs)
 
 
 def _own_context(specs: list[FeatureSpec]) -> list[str]:

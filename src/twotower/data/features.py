@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import asdict, dataclass, field
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -93,12 +94,16 @@ def fit_specs(df: pd.DataFrame, columns: list[str], overrides: dict[str, str], s
     return specs
 
 
-def encode(df: pd.DataFrame, specs: list[FeatureSpec], separator: str = "|") -> dict[str, np.ndarray]:
-    """Encode the columns of `df` named by `specs`; a missing column encodes as all-missing."""
+def encode(df: pd.DataFrame | Mapping[str, np.ndarray], specs: list[FeatureSpec],
+           separator: str = "|") -> dict[str, np.ndarray]:
+    """Encode the columns of `df` (a frame, or named numpy columns of one length) named by `specs`; a missing
+    column encodes as all-missing."""
     out: dict[str, np.ndarray] = {}
-    n = len(df)
+    n = len(df) if isinstance(df, pd.DataFrame) else len(next(iter(df.values()), ()))
     for spec in specs:
-        col = df[spec.name] if spec.name in df.columns else pd.Series([None] * n, index=df.index, dtype=object)
+        col = df[spec.name] if spec.name in df else np.full(n, None, object)
+        if not (spec.kind == "numeric" and isinstance(col, np.ndarray) and col.dtype.kind in "biuf"):
+            col = pd.Series(col)                # numbers in numpy skip pandas: a served request's path
         if spec.kind == "categorical":
             lookup = {v: i + 1 for i, v in enumerate(spec.vocab)}
             out[spec.name] = col.astype("string").map(lookup).fillna(0).to_numpy(np.int64)
@@ -125,7 +130,9 @@ def _split(col: pd.Series, separator: str) -> list[list[str]]:
     return [[v.strip() for v in str(x).split(separator) if v.strip()] if pd.notna(x) else [] for x in col]
 
 
-def _numeric(col: pd.Series) -> np.ndarray:
+def _numeric(col: pd.Series | np.ndarray) -> np.ndarray:
+    if isinstance(col, np.ndarray):             # already numbers (bool, int, float)
+        return col.astype(np.float64)
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
         return col.astype("float64").to_numpy()
     x = pd.to_numeric(col, errors="coerce")

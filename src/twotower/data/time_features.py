@@ -28,15 +28,15 @@ def has_clock(timestamps: np.ndarray) -> bool:
     return len(timestamps) > 0 and float(np.min(timestamps)) >= CLOCK_FLOOR
 
 
-def time_columns(times: np.ndarray, previous: np.ndarray) -> pd.DataFrame:
-    """[n] request times, [n] the user's previous positive event time (NaN: none) -> the time features, one
-    row per request."""
+def time_columns(times: np.ndarray, previous: np.ndarray) -> dict[str, np.ndarray]:
+    """[n] request times, [n] the user's previous positive event time (NaN: none) -> the time features as
+    named columns, one row per request."""
     times = np.asarray(times, dtype=np.float64)
     hour = 2 * np.pi * (times % DAY) / DAY
     weekday = 2 * np.pi * (((times // DAY) + 3) % 7) / 7          # 1970-01-01 was a Thursday: Monday = 0
     since = np.log1p(np.maximum(times - np.asarray(previous, dtype=np.float64), 0.0) / HOUR)
-    return pd.DataFrame({HOUR_SIN: np.sin(hour), HOUR_COS: np.cos(hour), DAY_SIN: np.sin(weekday),
-                         DAY_COS: np.cos(weekday), SINCE_PREVIOUS: since})
+    return {HOUR_SIN: np.sin(hour), HOUR_COS: np.cos(hour), DAY_SIN: np.sin(weekday), DAY_COS: np.cos(weekday),
+            SINCE_PREVIOUS: since}
 
 
 def previous_positive_times(users: np.ndarray, times: np.ndarray, positive: np.ndarray) -> np.ndarray:

@@ -7,12 +7,15 @@ is never visible, so a training row knows only what a live request would have kn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Mapping, Protocol
 
 import numpy as np
-import pandas as pd
 
 DAY = 86_400.0
+
+Columns = dict[str, np.ndarray]
+"""A table as named numpy columns of one length: what the request path passes between stages (a pandas frame
+costs more to build than a request's whole ranking)."""
 
 
 @dataclass(frozen=True)
@@ -37,22 +40,26 @@ class FeatureDefinitions:
         return self.window_counts + ["item_count_all", "item_trend", "item_age_days", "user_events",
                                      "user_weight", "user_item_events", "user_gap_hours", "hour", "weekday"]
 
-    def derive(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """Raw store values + the request `timestamp` -> the features. Offline and online rows both pass
-        through here, so a formula cannot differ between training and serving."""
-        t = raw["timestamp"].to_numpy(np.float64)
+    def derive(self, raw: Mapping[str, np.ndarray]) -> Columns:
+        """Raw store values (columns `raw`) + the request `timestamp` -> the features (`names`), one row per
+        request. Offline and online rows both pass through here, so a formula cannot differ between training
+        and serving."""
+        def get(name: str) -> np.ndarray:
+            return np.asarray(raw[name], dtype=np.float64)
+
+        t = get("timestamp")
         short, long_ = min(self.windows_days), max(self.windows_days)
         days = np.floor(t / DAY)
-        column = {c: raw[c].to_numpy() for c in raw.columns if c not in ("item_first_ts", "user_last_ts")}
+        column = {c: np.asarray(raw[c]) for c in self.window_counts + ["item_count_all", "user_events",
+                                                                        "user_weight", "user_item_events"]}
         column.update(
-            item_trend=raw[f"item_count_{_tag(short)}"].to_numpy(np.float64) * (long_ / short)
-            / (raw[f"item_count_{_tag(long_)}"].to_numpy(np.float64) + 1.0),
-            item_age_days=(t - raw["item_first_ts"].to_numpy(np.float64)) / DAY,
-            user_gap_hours=(t - raw["user_last_ts"].to_numpy(np.float64)) / 3600.0,
+            item_trend=get(f"item_count_{_tag(short)}") * (long_ / short) / (get(f"item_count_{_tag(long_)}") + 1.0),
+            item_age_days=(t - get("item_first_ts")) / DAY,
+            user_gap_hours=(t - get("user_last_ts")) / 3600.0,
             hour=((t - days * DAY) // 3600).astype(np.int64),          # UTC hour
             weekday=((days + 3) % 7).astype(np.int64),                 # Monday 0 (1970-01-01 was a Thursday)
         )
-        return pd.DataFrame(column, index=raw.index)
+        return {name: column[name] for name in self.names}
 
 
 class FeatureSource(Protocol):
@@ -61,8 +68,9 @@ class FeatureSource(Protocol):
 
     definitions: FeatureDefinitions
 
-    def features(self, requests: pd.DataFrame) -> pd.DataFrame:
-        """One row per (user_id, item_id, timestamp) request, from events strictly before its time."""
+    def features(self, requests: Mapping[str, np.ndarray]) -> Columns:
+        """The `definitions.names` columns, one row per request (columns user_id, item_id, timestamp: a frame
+        or `Columns`), from events strictly before its time."""
 
 
 def _tag(days: float) -> str:

@@ -9,6 +9,7 @@ the request time. A window [t - w, t) is the difference of two such lookups. Not
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import duckdb
 import numpy as np
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from .definitions import DAY, FeatureDefinitions, _tag
+from .definitions import DAY, Columns, FeatureDefinitions, _tag
 
 EVENTS = "events.parquet"
 EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "weight")
@@ -46,16 +47,16 @@ class OfflineStore:
         with atomic_path(self.events_path) as tmp:
             frame.to_parquet(tmp, index=False)
 
-    def features(self, requests: pd.DataFrame) -> pd.DataFrame:
-        """One feature row per request (user_id, item_id, timestamp), in the requests' order, computed only
-        from events strictly before each request's timestamp."""
+    def features(self, requests: Mapping[str, np.ndarray]) -> Columns:
+        """The features of each request (columns user_id, item_id, timestamp), in the requests' order, computed
+        only from events strictly before each request's timestamp."""
         if not self.events_path.is_file():
             raise InputError(str(self.events_path), "no events in the offline store",
                              "write the event log first (OfflineStore.write_events)")
         _require(requests, REQUEST_COLUMNS, "requests")
-        req = pd.DataFrame({"rid": np.arange(len(requests)), "user_id": requests["user_id"].astype(str).to_numpy(),
-                            "item_id": requests["item_id"].astype(str).to_numpy(),
-                            "ts": requests["timestamp"].astype("float64").to_numpy()})
+        ts = np.asarray(requests["timestamp"], dtype=np.float64)
+        req = pd.DataFrame({"rid": np.arange(len(ts)), "user_id": np.asarray(requests["user_id"]).astype(str),
+                            "item_id": np.asarray(requests["item_id"]).astype(str), "ts": ts})
         con = duckdb.connect()
         try:
             con.register("req", req)
@@ -108,8 +109,9 @@ def _running_counts(con: duckdb.DuckDBPyConnection) -> None:
             FROM (SELECT {keys}, ts, count(*) AS c, sum(weight) AS w FROM ev GROUP BY {keys}, ts)""")
 
 
-def _require(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
+def _require(frame: Mapping[str, np.ndarray], columns: tuple[str, ...], what: str) -> None:
+    """One clear error for columns a table (a frame or `Columns`) lacks."""
+    missing = [c for c in columns if c not in frame]
     if missing:
         raise InputError(what, f"missing column(s) {missing}", f"give {what} with columns {list(columns)}")
 

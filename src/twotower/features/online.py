@@ -12,15 +12,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import defaultdict
-from itertools import groupby
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Mapping, Protocol
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .definitions import DAY, FeatureDefinitions, FeatureSource
+from .definitions import DAY, Columns, FeatureDefinitions, FeatureSource
 from .offline import EVENT_COLUMNS, REQUEST_COLUMNS, _require
 
 SCHEMA = """
@@ -54,13 +54,13 @@ class OnlineStore(FeatureSource, Protocol):
         """Release the connection."""
 
 
-def _request_keys(requests: pd.DataFrame) -> list[tuple[str, str, float]]:
-    """(user_id, item_id, timestamp) of each request; a clear error for a missing column or no request."""
+def _request_columns(requests: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user ids, item ids as str, timestamps) of the requests; a clear error for a missing column or none."""
     _require(requests, REQUEST_COLUMNS, "requests")
-    if requests.empty:
+    times = np.asarray(requests["timestamp"], dtype=np.float64)
+    if len(times) == 0:
         raise InputError("requests", "no requests", "give at least one (user_id, item_id, timestamp)")
-    return list(zip(requests["user_id"].astype(str), requests["item_id"].astype(str),
-                    requests["timestamp"].astype(float)))
+    return np.asarray(requests["user_id"]).astype(str), np.asarray(requests["item_id"]).astype(str), times
 
 
 def _chunks(values: list, size: int = 500):
@@ -73,12 +73,6 @@ def _marks(values: list) -> str:
     return ", ".join("?" * len(values))
 
 
-def _columns(rows: list[tuple], width: int) -> list[np.ndarray]:
-    """Stored tuples (None: no value) -> `width` float columns with NaN for None."""
-    table = np.array(rows, dtype=np.float64).reshape(len(rows), width) if rows else np.zeros((0, width))
-    return [table[:, j] for j in range(width)]
-
-
 def _raw_row(definitions: FeatureDefinitions, user: str, item: str, t: float, window_counts, item_n, first_ts,
              user_n, user_w, last_ts, pair_n) -> dict:
     """One request's raw values (`FeatureDefinitions.raw`); a missing total (None) is 0, a missing time NaN."""
@@ -89,9 +83,26 @@ def _raw_row(definitions: FeatureDefinitions, user: str, item: str, t: float, wi
             "user_last_ts": np.nan if last_ts is None else last_ts, "user_item_events": int(pair_n or 0)}
 
 
+NEAR_CACHE_SIZE = 2_000_000      # items (or users) whose values a store keeps in memory before starting over
+
+
+@dataclass(frozen=True)
+class _ItemValues:
+    totals: tuple                # (events, first event time); NaN when the item has none
+    recent: np.ndarray           # times of its events within the longest window of the latest event
+
+
+@dataclass(frozen=True)
+class _UserValues:
+    totals: tuple                # (events, weight, last event time); NaN when the user has none
+    pairs: dict                  # item id -> the user's events with it
+
+
 class SQLiteOnlineStore:
     """Latest values in one SQLite file; safe to read from several processes while one writes, and to share
-    between threads (one statement at a time)."""
+    between threads (one statement at a time). Values a request read stay in a near cache in memory: this
+    store's own `ingest` drops the users and items it changed, and a commit by any other connection empties it
+    (a served request then costs no SQL for the items it shares with earlier ones)."""
 
     def __init__(self, path: str | Path, definitions: FeatureDefinitions | None = None):
         self.path = Path(path)
@@ -101,6 +112,9 @@ class SQLiteOnlineStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(SCHEMA)
+        self._items: dict[str, _ItemValues] = {}         # the near cache: values read for earlier requests
+        self._users: dict[str, _UserValues] = {}
+        self._data_version = None
 
     def applied(self, log: str = "") -> int:
         """The position in the event log `log` (`EventLog.log_id`) this store has applied up to (0: none)."""
@@ -140,65 +154,90 @@ class SQLiteOnlineStore:
                 "INSERT INTO pair_totals VALUES (?, ?, 1) ON CONFLICT (user_id, item_id) DO UPDATE SET n = n + 1",
                 [(u, i) for u, i, _, _ in rows])
             self._db.execute("DELETE FROM item_recent WHERE ts < ?", (horizon,))
+            for user, item, _, _ in rows:                 # read again from the store when next asked
+                self._users.pop(user, None)
+                self._items.pop(item, None)
         return len(rows)
 
-    def features(self, requests: pd.DataFrame) -> pd.DataFrame:
-        """Feature rows for requests (user_id, item_id, timestamp) made now, i.e. after every ingested event."""
+    def features(self, requests: Mapping[str, np.ndarray]) -> Columns:
+        """The features of requests (user_id, item_id, timestamp) made now, i.e. after every ingested event."""
         with self._lock:
             return self._features(requests)
 
-    def _features(self, requests: pd.DataFrame) -> pd.DataFrame:
-        """A few set queries per batch (per chunk of ids, and per user for the pair counts), not one per row:
-        a request's 200 candidates cost one round of queries."""
-        keys = _request_keys(requests)
-        defs, widest = self.definitions, max(self.definitions.windows_days) * DAY
-        users = sorted({u for u, _, _ in keys})
-        user_rows = {r[0]: r[1:] for chunk in _chunks(users) for r in self._db.execute(
-            f"SELECT user_id, n, w, last_ts FROM user_totals WHERE user_id IN ({_marks(chunk)})", chunk)}
-        items = sorted({i for _, i, _ in keys})
-        totals = {r[0]: r[1:] for chunk in _chunks(items) for r in self._db.execute(
-            f"SELECT item_id, n, first_ts FROM item_totals WHERE item_id IN ({_marks(chunk)})", chunk)}
-        items_at, items_of = defaultdict(set), defaultdict(set)     # time -> items; user -> items
-        for u, i, t in keys:
-            items_at[t].add(i)
-            items_of[u].add(i)
-        times = {}                                    # item -> its recent event times, sorted
-        first, last = min(items_at) - widest, max(items_at)
-        for chunk in _chunks(items):
-            rows = self._db.execute(f"SELECT item_id, ts FROM item_recent WHERE item_id IN ({_marks(chunk)}) "
-                                    "AND ts >= ? AND ts < ? ORDER BY item_id, ts", [*chunk, first, last]).fetchall()
-            for item, group in groupby(rows, key=lambda r: r[0]):
-                times[item] = np.array([ts for _, ts in group])
-        counts = {}                                   # (item, time) -> counts per window: ts in [t - days, t)
-        for t, at_t in items_at.items():
-            for item in at_t & times.keys():
-                ts = times[item]
-                end = np.searchsorted(ts, t, "left")
-                counts[item, t] = [int(end - np.searchsorted(ts, t - days * DAY, "left")) for days in defs.windows_days]
-        pairs = {}
-        for user, mine in items_of.items():
-            for chunk in _chunks(sorted(mine)):
-                pairs.update(((user, r[0]), r[1]) for r in self._db.execute(
-                    f"SELECT item_id, n FROM pair_totals WHERE user_id = ? AND item_id IN ({_marks(chunk)})",
-                    [user, *chunk]))
-        zeros, none2, none3 = [0] * len(defs.windows_days), (None, None), (None, None, None)
-        window = np.array([counts.get((i, t), zeros) for _, i, t in keys], dtype=np.int64).reshape(len(keys), -1)
-        item_n, first_ts = _columns([totals.get(i, none2) for _, i, _ in keys], 2)
-        user_n, user_w, last_ts = _columns([user_rows.get(u, none3) for u, _, _ in keys], 3)
-        raw = pd.DataFrame({"user_id": [u for u, _, _ in keys], "item_id": [i for _, i, _ in keys],
-                            "timestamp": np.array([t for _, _, t in keys], np.float64),
-                            **{name: window[:, j] for j, name in enumerate(defs.window_counts)},
+    def _features(self, requests: Mapping[str, np.ndarray]) -> Columns:
+        """Each item's and user's values come from the store's near cache (read from SQLite the first time a
+        request needs them); the windows are counted in numpy."""
+        users, items, times = _request_columns(requests)
+        defs = self.definitions
+        self._forget_if_written_elsewhere()
+        user_at, user_ids = pd.factorize(users)
+        item_at, item_ids = pd.factorize(items)
+        user_ids, item_ids = user_ids.tolist(), item_ids.tolist()
+        item_values, user_values = self._cached_items(item_ids), self._cached_users(user_ids)
+        recent_times = np.concatenate([np.zeros(0)] + [v.recent for v in item_values])
+        recent_items = np.repeat(np.arange(len(item_ids)), [len(v.recent) for v in item_values])
+        window = np.zeros((len(times), len(defs.windows_days)), np.int64)   # events in [t - days, t)
+        for t in np.unique(times):
+            now = times == t
+            for j, days in enumerate(defs.windows_days):
+                inside = (recent_times >= t - days * DAY) & (recent_times < t)
+                window[now, j] = np.bincount(recent_items[inside], minlength=len(item_ids))[item_at[now]]
+        pairs = np.array([user_values[u].pairs.get(item_ids[i], 0) for u, i in zip(user_at, item_at)], np.int64)
+        user_n, user_w, last_ts = np.array([user_values[u].totals for u in user_at], np.float64).reshape(-1, 3).T
+        item_n, first_ts = np.array([item_values[i].totals for i in item_at], np.float64).reshape(-1, 2).T
+        return defs.derive({"timestamp": times, **{name: window[:, j] for j, name in enumerate(defs.window_counts)},
                             "item_count_all": np.nan_to_num(item_n).astype(np.int64), "item_first_ts": first_ts,
                             "user_events": np.nan_to_num(user_n).astype(np.int64),
                             "user_weight": np.nan_to_num(user_w), "user_last_ts": last_ts,
-                            "user_item_events": np.array([pairs.get((u, i)) or 0 for u, i, _ in keys], np.int64)})
-        return defs.derive(raw)
+                            "user_item_events": pairs})
+
+    def _forget_if_written_elsewhere(self) -> None:
+        """Empty the near cache when another connection (another process's `ingest`) committed since the last
+        look: SQLite's data_version changes only for other connections' commits."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._items.clear()
+            self._users.clear()
+            self._data_version = version
+
+    def _cached_items(self, ids: list[str]) -> list["_ItemValues"]:
+        missing = [i for i in ids if i not in self._items]
+        if missing:
+            if len(self._items) + len(missing) > NEAR_CACHE_SIZE:
+                self._items.clear()
+            totals, recent = {}, defaultdict(list)
+            for chunk in _chunks(missing):
+                totals.update((item, (n, first_ts)) for item, n, first_ts in self._db.execute(
+                    f"SELECT item_id, n, first_ts FROM item_totals WHERE item_id IN ({_marks(chunk)})", chunk))
+                for item, ts in self._db.execute(f"SELECT item_id, ts FROM item_recent WHERE item_id IN "
+                                                 f"({_marks(chunk)})", chunk):
+                    recent[item].append(ts)
+            for item in missing:
+                self._items[item] = _ItemValues(totals.get(item, (np.nan, np.nan)),
+                                                np.array(recent.get(item, ()), np.float64))
+        return [self._items[i] for i in ids]
+
+    def _cached_users(self, ids: list[str]) -> list["_UserValues"]:
+        missing = [u for u in ids if u not in self._users]
+        if missing:
+            if len(self._users) + len(missing) > NEAR_CACHE_SIZE:
+                self._users.clear()
+            totals = {}
+            for chunk in _chunks(missing):
+                totals.update((user, (n, w, last_ts)) for user, n, w, last_ts in self._db.execute(
+                    f"SELECT user_id, n, w, last_ts FROM user_totals WHERE user_id IN ({_marks(chunk)})", chunk))
+            for user in missing:
+                pairs = dict(self._db.execute("SELECT item_id, n FROM pair_totals WHERE user_id = ?", (user,)))
+                self._users[user] = _UserValues(totals.get(user, (np.nan, np.nan, np.nan)), pairs)
+        return [self._users[u] for u in ids]
 
     def clear(self) -> None:
         """Delete every value (before a full reload)."""
         with self._lock, self._db:
             for table in ("item_recent", "item_totals", "user_totals", "pair_totals", "applied_log"):
                 self._db.execute(f"DELETE FROM {table}")
+            self._items.clear()
+            self._users.clear()
 
     def close(self) -> None:
         with self._lock:
@@ -281,10 +320,10 @@ class RedisOnlineStore:
             tx.execute()
         return len(ev)
 
-    def features(self, requests: pd.DataFrame) -> pd.DataFrame:
-        """Feature rows for requests made now (after every ingested event)."""
+    def features(self, requests: Mapping[str, np.ndarray]) -> Columns:
+        """The features of requests made now (after every ingested event)."""
         k, defs = self._key, self.definitions
-        keys = _request_keys(requests)
+        keys = list(zip(*(column.tolist() for column in _request_columns(requests))))
         with self._r.pipeline(transaction=False) as p:
             for u, i, t in keys:
                 for days in defs.windows_days:

@@ -35,15 +35,15 @@ def _per_user(model: TwoTowerModel, history: Dataset, step, width: int, batch: i
 def query_vectors(model: TwoTowerModel, histories: np.ndarray, users: np.ndarray, context: dict,
                   items: torch.Tensor, batch: int = 512) -> np.ndarray:
     """[n, d] index-ready next-step queries of user codes with these [n, max_history] item histories, given
-    the item vectors the query tower reads (`model.all_item_vectors()`, computed once by the caller)."""
-    model.eval()
+    the item vectors the query tower reads (`model.all_item_vectors()`, computed once by the caller). The
+    model must be in eval mode (the caller's, once: switching it costs more than a request's tower)."""
     return _in_batches(model.index_queries, model.n_users, histories, users, context, items, model.cfg.dim, batch)
 
 
 def _in_batches(step, n_users: int, histories: np.ndarray, users: np.ndarray, context: dict, items,
                 width: int, batch: int) -> np.ndarray:
     out = [np.zeros((0, width), np.float32)]
-    with torch.no_grad():
+    with torch.inference_mode():
         for lo in range(0, len(users), batch):
             u = users[lo:lo + batch]
             ctx = {k: torch.as_tensor(v[lo:lo + batch]) for k, v in context.items()} or None

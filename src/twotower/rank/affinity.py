@@ -8,7 +8,6 @@ so training rows and live rows get it from the same code.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from ..data.dataset import Dataset
@@ -44,7 +43,7 @@ def _one_hot(feature: np.ndarray, codes: np.ndarray, size: int) -> sp.csr_matrix
 
 
 def category_affinity(data: Dataset, features: list[str], profile: list[np.ndarray], request: np.ndarray,
-                      item: np.ndarray) -> pd.DataFrame:
+                      item: np.ndarray) -> dict[str, np.ndarray]:
     """Per row (request index into `profile`, candidate item code): for each feature, the mean over the
     candidate's values of the share of the request's profile items having that value (0 without a profile)."""
     lengths = np.array([len(p) for p in profile])
@@ -62,4 +61,4 @@ def category_affinity(data: Dataset, features: list[str], profile: list[np.ndarr
         present = mine > 0
         total = (shares[request[:, None], mine] * present).sum(1)
         out[f"affinity_{name}"] = total / np.maximum(present.sum(1), 1)
-    return pd.DataFrame(out, index=np.arange(len(item)))
+    return out

@@ -46,7 +46,7 @@ class CoVisitation:
         popularity = np.bincount(items, minlength=size).astype(np.float64)
         return cls(counts, popularity, window)
 
-    def scores(self, recent: list[np.ndarray], request: np.ndarray, item: np.ndarray) -> pd.DataFrame:
+    def scores(self, recent: list[np.ndarray], request: np.ndarray, item: np.ndarray) -> dict[str, np.ndarray]:
         """For each row (request index, candidate item code): the summed counts with the request's recent
         items, and the same normalised by sqrt(popularity) of both ends (so blockbusters do not dominate)."""
         size = self.counts.shape[0]
@@ -54,7 +54,7 @@ class CoVisitation:
         item = np.where(item < size, item, 0)         # codes of items added after training: no history
         raw = np.asarray((recent_matrix @ self.counts)[request, item]).ravel()
         norm = np.asarray((recent_matrix @ self.normalised)[request, item]).ravel()
-        return pd.DataFrame({"covisit": raw, "covisit_norm": norm})
+        return {"covisit": raw, "covisit_norm": norm}
 
     @cached_property
     def normalised(self) -> sp.csr_matrix:

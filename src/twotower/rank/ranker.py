@@ -89,15 +89,16 @@ class LambdaRanker:
                                          for c in dict.fromkeys([*compare, *([self.base] if self.base else [])])}
         return self
 
-    def score(self, rows: pd.DataFrame) -> np.ndarray:
+    def score(self, rows) -> np.ndarray:
+        """Each row's score (higher first); `rows` is a frame or named numpy columns."""
         if self.model is None:
             raise InputError("ranker", "not trained", "call fit first")
-        matrix = np.column_stack([rows[c].to_numpy(np.float64) for c in self.features])   # no pandas checks per call
+        matrix = np.column_stack([np.asarray(rows[c], dtype=np.float64) for c in self.features])
         score = self.model.predict(matrix, num_iteration=self.model.best_iteration or None)
         return score + self._base_score(rows) if self.base else score
 
-    def _base_score(self, rows: pd.DataFrame) -> np.ndarray:
-        return rows[self.base].to_numpy(np.float64) * self.base_scale
+    def _base_score(self, rows) -> np.ndarray:
+        return np.asarray(rows[self.base], dtype=np.float64) * self.base_scale
 
     def save(self, folder: Path) -> None:
         """ranker.txt (LightGBM's own format, best iteration only) and ranker.json (columns, base, report)."""

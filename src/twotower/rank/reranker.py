@@ -15,11 +15,13 @@ import pandas as pd
 from ..atomic import atomic_path
 from ..data.dataset import Dataset
 from ..errors import InputError, read_stored
-from ..features.definitions import FeatureDefinitions, FeatureSource
+from ..features.definitions import Columns, FeatureDefinitions, FeatureSource
 from .affinity import affinity_names, category_affinity
 from .covisit import NAMES as COVISIT, CoVisitation, recent_items
 from .ranker import LambdaRanker
 from .sources import ALSSource, CoVisitSource, EaseSource, ItemSource, TrendingSource
+
+Table = pd.DataFrame | Columns       # candidate rows: a frame in training, named numpy columns for a request
 
 RETRIEVAL = ["retrieval_score", "retrieval_rank", "retrieval_gap"]
 IN_LIST = ["item_count_all", "covisit_norm"]     # also given as a percentile within the request's candidates
@@ -66,11 +68,11 @@ class Reranker:
         return replace(self, sources=[s.with_events(times, items) if isinstance(s, TrendingSource) else s
                                       for s in self.sources])
 
-    def score(self, rows: pd.DataFrame) -> np.ndarray:
+    def score(self, rows: Table) -> np.ndarray:
         """The served order's score of each candidate row (higher first)."""
         if self.serve_order == RANKER:
             return self.ranker.score(rows)
-        return rows[self.serve_order].to_numpy(np.float64)
+        return np.asarray(rows[self.serve_order], dtype=np.float64)
 
     def save(self, model_dir: Path) -> Path:
         folder = Path(model_dir) / RANKER_DIR
@@ -139,36 +141,37 @@ def context_columns(context: dict[str, np.ndarray], request: np.ndarray) -> dict
     return {f"context_{k}": v[request] for k, v in context.items() if v.ndim == 1 and not k.startswith("_")}
 
 
-def ranking_rows(rows: pd.DataFrame, source: FeatureSource, reranker: Reranker, history: Dataset,
-                 recent: Callable[[np.ndarray, np.ndarray, int], list[np.ndarray]] | None = None) -> pd.DataFrame:
+def ranking_rows(rows: Table, source: FeatureSource, reranker: Reranker, history: Dataset,
+                 recent: Callable[[np.ndarray, np.ndarray, int], list[np.ndarray]] | None = None) -> Table:
     """Candidate rows (request, user, item codes, user_id, item_id, timestamp, retrieval score and rank) ->
-    the same rows with every feature the ranker reads. `source` is a feature store (offline or online);
-    `history` (codes and item features) gives each request's latest items, strictly before its time, or
-    `recent(users, times, n)` does from events already in order (a server's)."""
+    the same rows with every feature the ranker reads: a frame for a frame (training), `Columns` for
+    `Columns` (a served request, where building frames would cost more than the ranking). `source` is a
+    feature store (offline or online); `history` (codes and item features) gives each request's latest items,
+    strictly before its time, or `recent(users, times, n)` does from events already in order (a server's)."""
     missing = [c for c in ("request", "user", "item", "user_id", "item_id", "timestamp", "retrieval_score",
-                           "retrieval_rank") if c not in rows.columns]
+                           "retrieval_rank") if c not in rows]
     if missing:
         raise InputError("candidate rows", f"missing column(s) {missing}", "build them with rank.two_stage")
-    rows = rows.reset_index(drop=True)
-    store = source.features(rows[["user_id", "item_id", "timestamp"]])
-    position = pd.factorize(rows["request"].to_numpy(), sort=False)[0]    # the request's place in order
+    out = {c: np.asarray(rows[c]) for c in rows}
+    store = source.features(out)
+    position = pd.factorize(out["request"], sort=False)[0]               # the request's place in order
     _, firsts = np.unique(position, return_index=True)
-    users, times = rows["user"].to_numpy()[firsts], rows["timestamp"].to_numpy()[firsts]
+    users, times = out["user"][firsts], out["timestamp"][firsts]
     longest = max(reranker.recent_length, reranker.profile_length)
     profile = recent(users, times, longest) if recent else recent_items(history.events, users, times, longest)
     latest = [p[-reranker.recent_length:] for p in profile]
-    item = rows["item"].to_numpy()
-    covisit = reranker.covisitation.scores(latest, position, item)
-    affinity = category_affinity(history, reranker.category_features,
-                                 [p[-reranker.profile_length:] for p in profile], position, item)
-    out = pd.concat([rows, store[reranker.definitions.names], covisit, affinity], axis=1)
-    score = out["retrieval_score"].to_numpy(np.float64)
+    item = out["item"].astype(np.int64)
+    out.update({name: store[name] for name in reranker.definitions.names})
+    out.update(reranker.covisitation.scores(latest, position, item))
+    out.update(category_affinity(history, reranker.category_features,
+                                 [p[-reranker.profile_length:] for p in profile], position, item))
+    score = out["retrieval_score"].astype(np.float64)
     best = np.full(len(firsts), -np.inf)
     np.maximum.at(best, position, score)
-    columns = {"retrieval_gap": score - best[position]}
+    out["retrieval_gap"] = score - best[position]
     for c in reranker.definitions.window_counts + IN_LIST:
-        columns[f"{c}_in_list"] = percentile_within(position, out[c].to_numpy(np.float64))
-    return pd.concat([out, pd.DataFrame(columns, index=out.index)], axis=1)
+        out[f"{c}_in_list"] = percentile_within(position, out[c].astype(np.float64))
+    return pd.DataFrame(out) if isinstance(rows, pd.DataFrame) else out
 
 
 def percentile_within(group: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from ..config import RankConfig
 from ..data.dataset import Dataset, seen_matrix
 from ..evaluate.metrics import ndcg_at, target_ranks, top_k
+from ..features.definitions import Columns
 from .covisit import CoVisitation, items_matrix
 
 PROFILE_LENGTH = 200          # the latest items an item-to-item source reads per request
@@ -242,13 +243,14 @@ def source_scores(sources: list[ItemSource], profiles: list[np.ndarray], times: 
     return out
 
 
-def add_source_candidates(rows: pd.DataFrame, dense: dict[str, np.ndarray], n: int) -> pd.DataFrame:
+def add_source_candidates(rows: Columns, dense: dict[str, np.ndarray], n: int) -> Columns:
     """Candidate rows (`local`: the request's row in `dense`, `item`: code) -> the same rows, then each
-    source's top n of each request not yet among them (with NaN in every other column), and for every row
-    `<source>_score` (0 where it has none) and `<source>_rank` (1..n, n + 1 outside its top n)."""
+    source's top n of each request not yet among them (missing in every other column: NaN, or None for
+    objects), and for every row `<source>_score` (0 where it has none) and `<source>_rank` (1..n, n + 1
+    outside its top n)."""
     if not dense:
         return rows
-    local, item = rows["local"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
+    local, item = np.asarray(rows["local"], np.int64), np.asarray(rows["item"], np.int64)
     base = max(max(s.shape[1] for s in dense.values()), int(item.max(initial=0)) + 1)   # key = local * base + item
     tops = {}
     for name, scores in dense.items():
@@ -260,19 +262,26 @@ def add_source_candidates(rows: pd.DataFrame, dense: dict[str, np.ndarray], n: i
                       np.tile(np.arange(1, width + 1), m)[ok])
     new = pd.unique(np.concatenate([keys for keys, _ in tops.values()]))       # first appearance order
     new = new[~np.isin(new, local * base + item)]
-    rows = pd.concat([rows, pd.DataFrame({"local": new // base, "item": new % base})], ignore_index=True)
-    local, item = rows["local"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
-    keys, columns = local * base + item, {}
+    out = {c: _padded(v, len(new)) for c, v in rows.items()}
+    out["local"], out["item"] = np.concatenate([local, new // base]), np.concatenate([item, new % base])
+    keys = out["local"] * base + out["item"]
     for name, (top_keys, top_ranks) in tops.items():
         order = np.argsort(top_keys)
         at = np.minimum(np.searchsorted(top_keys[order], keys), max(len(order) - 1, 0))
         found = top_keys[order][at] == keys if len(order) else np.zeros(len(keys), bool)
         scores = dense[name]
-        value = scores[local, np.where(item < scores.shape[1], item, 0)]
-        columns[f"{name}_score"] = np.where(np.isfinite(value), value, 0.0)
-        columns[f"{name}_rank"] = np.where(found, top_ranks[order][at] if len(order) else 0, n + 1).astype(np.float64)
-    return pd.concat([rows.drop(columns=[c for c in columns if c in rows.columns]),
-                      pd.DataFrame(columns, index=rows.index)], axis=1)
+        value = scores[out["local"], np.where(out["item"] < scores.shape[1], out["item"], 0)]
+        out[f"{name}_score"] = np.where(np.isfinite(value), value, 0.0)
+        out[f"{name}_rank"] = np.where(found, top_ranks[order][at] if len(order) else 0, n + 1).astype(np.float64)
+    return out
+
+
+def _padded(column, extra: int) -> np.ndarray:
+    """The column with `extra` missing values after it: None for objects, else NaN (integers become floats)."""
+    column = np.asarray(column)
+    if column.dtype == object:
+        return np.concatenate([column, np.full(extra, None, object)])
+    return np.concatenate([column.astype(np.float64, copy=False), np.full(extra, np.nan)])
 
 
 def fit_sources(history: Dataset, cfg: RankConfig, covisitation: CoVisitation,

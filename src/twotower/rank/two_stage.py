@@ -65,10 +65,11 @@ def candidates(scorer: Scorer, ev: EvalSet, n: int, shown: list[np.ndarray] | No
                 local = np.concatenate([local, rows_])
                 items = np.concatenate([items, cols_])
                 ranks = np.concatenate([ranks, 1 + (scores[rows_] > scores[rows_, cols_][:, None]).sum(1)])
-        rows = pd.DataFrame({"local": local, "item": items, "retrieval_rank": ranks})
+        rows = {"local": local, "item": items, "retrieval_rank": ranks}
         if sources:
             dense = source_scores(sources, profiles[sl], t.times[sl], np.isfinite(scores))
             rows = add_source_candidates(rows, dense, per_source)
+        rows = pd.DataFrame(rows)
         local, items = rows["local"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
         requests = local + sl.start
         frames.append(rows.assign(

@@ -89,7 +89,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
             req.user_id, req.k, time.time() if req.at is None else req.at, dict(req.context), frozenset(req.exclude),
             req.exclude_seen, req.rank)))
         return RecommendResponse(user_id=req.user_id, personalized=answer.personalized, model_version=answer.version,
-                                 items=_scored(answer.items["item_id"], answer.items["score"]))
+                                 items=_scored(answer.item_ids, answer.scores))
 
     @app.get("/items/{item_id:path}/similar", response_model=SimilarResponse, summary="Items nearest to an item")
     def similar(item_id: str, k: Annotated[int, Query(ge=1)] = 10) -> SimilarResponse:
@@ -97,11 +97,10 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
             raise HTTPException(422, f"k={k} is over the service's limit {cfg.max_k}; ask for fewer items")
         with served.lease() as v:
             try:
-                found = v.model.similar([item_id], k=k)
+                (similar_ids, scores), = v.model.similar_each([item_id], k=k)
             except InputError as exc:
                 raise HTTPException(404, f"item {item_id!r} is not in the model's catalog") from exc
-        return SimilarResponse(item_id=item_id, model_version=v.version,
-                               items=_scored(found["similar_id"], found["score"]))
+        return SimilarResponse(item_id=item_id, model_version=v.version, items=_scored(similar_ids, scores))
 
     @app.get("/users/{user_id:path}/history", response_model=HistoryResponse,
              summary="The user's positive events as the service knows them now, newest first")

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import pandas as pd
+import numpy as np
 
 from ..errors import InputError
 from .versions import ServedModels
@@ -35,7 +35,8 @@ class Ask:
 
 @dataclass
 class Answer:
-    items: pd.DataFrame          # item_id, score (best first), at most k rows
+    item_ids: np.ndarray         # best first, at most k
+    scores: np.ndarray
     personalized: bool
     version: str
 
@@ -120,10 +121,11 @@ class RecommendBatcher:
                                            exclude_seen=first.exclude_seen, rank=first.rank)
             known = v.model.knows(users)
         out = []
-        for a, mine, personal in zip(asks, lists, known):
+        for a, (item_ids, scores), personal in zip(asks, lists, known):
             if a.exclude:
-                mine = mine[~mine["item_id"].isin(a.exclude)]
-            out.append(Answer(mine.head(a.k), bool(personal), v.version))
+                kept = ~np.isin(item_ids, list(a.exclude))
+                item_ids, scores = item_ids[kept], scores[kept]
+            out.append(Answer(item_ids[:a.k], scores[:a.k], bool(personal), v.version))
         return out
 
 
