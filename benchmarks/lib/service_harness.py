@@ -31,8 +31,9 @@ def free_port() -> int:
 class Service:
     """`twotower serve --model MODEL --state STATE` in a child process on a free loopback port."""
 
-    def __init__(self, model: Path, state: Path, token: str | None = None, port: int | None = None):
-        self.model, self.state, self.token = Path(model), Path(state), token
+    def __init__(self, model: Path, state: Path, token: str | None = None, port: int | None = None,
+                 config: Path | None = None):
+        self.model, self.state, self.token, self.config = Path(model), Path(state), token, config
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.state.mkdir(parents=True, exist_ok=True)
@@ -42,7 +43,8 @@ class Service:
         env = {**os.environ, **({"TWOTOWER_ADMIN_TOKEN": self.token} if self.token else {})}
         self._log = open(self.state / "serve.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", "--model", str(self.model),
-                                      "--port", str(self.port), "--state", str(self.state), "--threads", "1"],
+                                      "--port", str(self.port), "--state", str(self.state), "--threads", "1",
+                                      *(["--config", str(self.config)] if self.config else [])],
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)
         return self
 

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, RegistryConfig, load_config
-from .data.schema import EARLIEST, LATEST, validate_events
+from .data.schema import EARLIEST, LATEST, validate_event_rows, validate_events
 from .errors import InputError
-from .features.event_log import LOG_FILE, EventLog
+from .features.event_log import LOG_FILE, EventLog, follows
 from .features.materialize import FEATURES_DIR, catch_up
 from .serving import Server, context_rows
 
@@ -194,10 +194,12 @@ class Model:
     def check_events(self, events: Table) -> pd.DataFrame:
         """The events as `ingest` would store them (validated, labelled, timestamps in seconds), or one
         `InputError` naming what is wrong: lets a server refuse one request's events before joining others'."""
-        frame = _events_frame(events)
-        if "timestamp" not in frame.columns:
-            frame = frame.assign(timestamp=time.time())
-        checked = validate_events(frame, self.config.data, Path("events"))
+        checked = validate_event_rows(events, self.config.data) if isinstance(events, list) else None
+        if checked is None:
+            frame = _events_frame(events)
+            if "timestamp" not in frame.columns:
+                frame = frame.assign(timestamp=time.time())
+            checked = validate_events(frame, self.config.data, Path("events"))
         late = checked["timestamp"].to_numpy(np.float64) > time.time() + MAX_CLOCK_SKEW_S
         if late.any():
             raise InputError("events", f"{int(late.sum())} event(s) dated more than a day ahead, e.g. at "
@@ -212,7 +214,7 @@ class Model:
             if self._log is None:
                 self._log = EventLog(self._log_path)
             stored = self._log.append(pd.concat(batches, ignore_index=True))   # acknowledged from here on
-            self._apply_logged()
+            self._apply_logged(appended=stored)
         new_ids, counts = set(stored["event_id"].dropna()), []
         for batch in batches:                   # an event_id stored now counts for the first batch that sent it
             ids = batch["event_id"] if "event_id" in batch.columns else pd.Series(None, index=batch.index)
@@ -230,13 +232,14 @@ class Model:
             if self._log is not None:
                 self._apply_logged(after=self._trained_until)
 
-    def _apply_logged(self, after: float = -np.inf) -> None:
+    def _apply_logged(self, after: float = -np.inf, appended: pd.DataFrame | None = None) -> None:
         """Apply what the log holds beyond what the online store and the served history hold (those dated
         `after` or earlier only advance the positions), so that an apply that failed before (a store briefly
-        down) is done by the next ingest or open."""
+        down) is done by the next ingest or open. `appended` (rows just stored) spares reading the log back
+        when they are exactly what is missing."""
         if self._server.features is not None:
-            catch_up(self._server.features, self._log, after=after)
-        new = self._log.since(self._history_seq)
+            catch_up(self._server.features, self._log, after=after, appended=appended)
+        new = appended if follows(appended, self._history_seq) else self._log.since(self._history_seq)
         if len(new):
             applied = new[new["timestamp"] > after]
             if len(applied):

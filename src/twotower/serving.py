@@ -170,7 +170,7 @@ class ServingCatalog:
     def of(cls, saved: SavedModel, index: VectorIndex) -> "ServingCatalog":
         hist = saved.history
         indexed = np.zeros(hist.n_items + 1, bool)
-        indexed[1:] = pd.Index(hist.items.ids.astype(str)).isin(index.ids())
+        indexed[1:] = index.contains(hist.items.ids)
         saved.model.eval()
         with torch.no_grad():
             vectors = saved.model.all_item_vectors()

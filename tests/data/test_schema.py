@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from twotower.config import DataConfig
-from twotower.data.schema import read_events, read_table
+from twotower.data.schema import read_events, read_table, validate_event_rows, validate_events
 from twotower.errors import InputError
 
 CFG = DataConfig()
@@ -121,3 +121,29 @@ def test_a_folder_or_a_device_given_as_a_file_is_named_as_such(tmp_path):
         read_events(tmp_path, DataConfig())
     with pytest.raises(InputError, match="not a regular file"):
         read_events(Path("/dev/null"), DataConfig())
+
+
+def test_the_quick_check_of_small_batches_gives_what_the_full_check_gives():
+    config = DataConfig()
+    batches = [
+        [{"user_id": "u1", "item_id": " 7", "action": "Click ", "timestamp": 1.7e9, "event_id": "e1"}],
+        [{"user_id": "u1", "item_id": "a", "action": "purchase", "timestamp": 1_700_000_000, "device": "web"},
+         {"user_id": "0042", "item_id": "b", "action": "impression", "timestamp": 1.7e9 + 0.5, "device": None}],
+        [{"user_id": "u", "item_id": "i", "timestamp": 1.6e9}],
+    ]
+    for rows in batches:
+        quick = validate_event_rows(rows, config)
+        assert quick is not None
+        pd.testing.assert_frame_equal(quick, validate_events(pd.DataFrame(rows), config, Path("events")))
+    declined = [
+        [{"user_id": " ", "item_id": "i", "action": "click", "timestamp": 1.7e9}],           # blank id
+        [{"user_id": 7, "item_id": "i", "action": "click", "timestamp": 1.7e9}],             # not a string
+        [{"user_id": "u", "item_id": "i", "action": "click", "timestamp": 1.7e12}],          # milliseconds
+        [{"user_id": "u", "item_id": "i", "action": "click", "timestamp": "2024-05-01"}],    # a date string
+        [{"user_id": "u", "item_id": "i", "action": "zap", "timestamp": 1.7e9}],             # unknown action
+        [{"user_id": "u", "item_id": "i", "action": 2, "timestamp": 1.7e9}],                 # a number
+        [{"user_id": "u", "item_id": "i", "action": "click", "timestamp": True}],
+        [{"user_id": "u", "item_id": "i", "action": "click"}, {"user_id": "u", "item_id": "i", "timestamp": 1.7e9}],
+    ]
+    for rows in declined:
+        assert validate_event_rows(rows, config) is None, rows

@@ -147,6 +147,40 @@ def validate_events(df: pd.DataFrame, config: DataConfig, path: Path) -> pd.Data
     return df
 
 
+def validate_event_rows(rows: list[dict], config: DataConfig) -> pd.DataFrame | None:
+    """`validate_events` for the common small batch a service receives (non-blank string ids, timestamps as
+    unix seconds, actions the config names), checked without pandas' per-column work: the same frame, or None
+    when anything needs `validate_events` itself (which then names the problem)."""
+    if config.timestamp_unit not in ("auto", "s") or not rows:
+        return None
+    names = {k.lower(): v for k, v in config.actions.items()}
+    with_action = "action" in rows[0]
+    weights = []
+    for row in rows:
+        if "weight" in row or "order" in row or ("action" in row) != with_action:
+            return None
+        for key in ("user_id", "item_id"):
+            value = row.get(key)
+            if not isinstance(value, str) or not value.strip():
+                return None
+        t = row.get("timestamp")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not EARLIEST <= t <= LATEST:
+            return None
+        action = row.get("action", None)
+        if with_action and (not isinstance(action, str) or action.strip().lower() not in names):
+            return None
+        weights.append(names[action.strip().lower()] if with_action else config.default_weight)
+    if not all(0 <= w <= MAX_WEIGHT for w in weights):
+        return None
+    frame = pd.DataFrame(rows)
+    for col in ("user_id", "item_id"):
+        frame[col] = frame[col].astype(str)
+    frame["timestamp"] = frame["timestamp"].astype("float64")
+    frame["weight"] = np.array(weights, dtype=np.float32)
+    frame["order"] = np.arange(len(frame), dtype=np.int64)
+    return frame
+
+
 def context_columns(events: pd.DataFrame) -> list[str]:
     """Event columns that describe the request (device, page, ...), not the interaction itself."""
     return [c for c in events.columns if c not in RESERVED_EVENT_COLUMNS | {"weight", "order"} and not c.startswith("_")]

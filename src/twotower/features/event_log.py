@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import InputError
@@ -87,7 +88,17 @@ class EventLog:
             self._db.close()
 
 
+def follows(rows: pd.DataFrame | None, position: int) -> bool:
+    """True when `rows` (from `append`) are exactly the log's next positions after `position`: a reader that
+    applied up to there can apply them without reading the log back."""
+    if rows is None or not len(rows):
+        return False
+    seq = rows["seq"].to_numpy()
+    return bool(seq[0] == position + 1 and (np.diff(seq) == 1).all())
+
+
 def _frame(rows: list[tuple]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    return frame.astype({"seq": "int64", "timestamp": "float64", "weight": "float64",
-                         "user_id": object, "item_id": object, "event_id": object})
+    columns = list(zip(*rows)) if rows else [()] * len(COLUMNS)
+    types = {"seq": np.int64, "timestamp": np.float64, "weight": np.float64}
+    return pd.DataFrame({name: np.array(values, dtype=types.get(name, object))
+                         for name, values in zip(COLUMNS, columns)})

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .definitions import FeatureDefinitions
 from .offline import OfflineStore
-from .event_log import LOG_FILE, EventLog
+from .event_log import LOG_FILE, EventLog, follows
 from .online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore
 
 FEATURES_DIR = "features"
@@ -72,11 +72,13 @@ def event_log(model_dir: Path) -> EventLog:
     return EventLog(Path(model_dir) / FEATURES_DIR / LOG_FILE)
 
 
-def catch_up(online: OnlineStore, log: EventLog, after: float = -np.inf) -> int:
+def catch_up(online: OnlineStore, log: EventLog, after: float = -np.inf, appended: pd.DataFrame | None = None) -> int:
     """Apply the logged events the online store has not applied yet (after a crash between the two, or a
     rebuild from the offline store), those later than `after` (events the model trained on are counted
-    already); returns how many."""
-    missing = log.since(online.applied(log.log_id))
+    already); returns how many. `appended`, the rows an `append` just stored, are applied as they are when
+    they are exactly what the store lacks (the usual case: no read back)."""
+    applied = online.applied(log.log_id)
+    missing = appended if follows(appended, applied) else log.since(applied)
     if not len(missing):
         return 0
     position = int(missing["seq"].max())

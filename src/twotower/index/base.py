@@ -90,6 +90,9 @@ class VectorIndex(Protocol):
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """The stored vectors of these items (a KeyError names a missing one)."""
 
+    def contains(self, ids: Sequence[str]) -> np.ndarray:
+        """[n] True for the ids the index holds (without listing a large catalog)."""
+
     def ids(self) -> np.ndarray:
         """Every item id in the index."""
 

@@ -219,6 +219,9 @@ class FaissIndex:
     def __len__(self) -> int:
         return len(self._label_of)
 
+    def contains(self, ids: Sequence[str]) -> np.ndarray:
+        return np.fromiter((str(i) in self._label_of for i in ids), bool, len(ids))
+
     def ids(self) -> np.ndarray:
         return np.asarray(list(self._label_of), dtype=object)
 
@@ -379,7 +382,8 @@ class FaissIndex:
             index._exact = faiss.read_index(str(Path(folder) / "exact.index"))
             index._exact_store = faiss.downcast_index(index._exact.index)
         labels = pd.read_parquet(Path(folder) / "labels.parquet")
-        index._label_of = dict(zip(labels["item_id"].astype(str), labels["label"].astype(int).tolist()))
+        index._label_of = dict(zip(labels["item_id"].astype(str).to_numpy(dtype=object).tolist(),   # not per element
+                                   labels["label"].astype(int).tolist()))
         index._id_of = {v: k for k, v in index._label_of.items()}
         index._dead, index._next_label, index.recall = set(meta["dead"]), meta["next_label"], meta.get("recall", {})
         index.search_effort = index.layout.search_effort

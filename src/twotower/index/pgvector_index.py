@@ -138,6 +138,12 @@ class PgVectorIndex:
     def __len__(self) -> int:
         return self._conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
 
+    def contains(self, ids: Sequence[str]) -> np.ndarray:
+        asked = [str(i) for i in ids]
+        held = {r[0] for r in self._conn.execute(f"SELECT item_id FROM {self.table} WHERE item_id = ANY(%s)",
+                                                 (asked,))}
+        return np.fromiter((i in held for i in asked), bool, len(asked))
+
     def ids(self) -> np.ndarray:
         return np.asarray([r[0] for r in self._conn.execute(f"SELECT item_id FROM {self.table}")], dtype=object)
 
