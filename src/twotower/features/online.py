@@ -86,10 +86,40 @@ def _raw_row(definitions: FeatureDefinitions, user: str, item: str, t: float, wi
 NEAR_CACHE_SIZE = 2_000_000      # items (or users) whose values a store keeps in memory before starting over
 
 
-@dataclass(frozen=True)
-class _ItemValues:
-    totals: tuple                # (events, first event time); NaN when the item has none
-    recent: np.ndarray           # times of its events within the longest window of the latest event
+class _ItemCache:
+    """Item values read for earlier requests, in arrays a request gathers at once: per slot the totals (events,
+    first event time; NaN when none) and the times of the item's events within the longest window."""
+
+    def __init__(self):
+        self.slot: dict[str, int] = {}
+        self.totals = np.zeros((1024, 2))
+        self.recent_length = np.zeros(1024, np.int64)
+        self.recent: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.slot)
+
+    def slots(self, ids: list[str]) -> np.ndarray:
+        """[n] each id's slot, -1 where it is not cached."""
+        return np.fromiter((self.slot.get(i, -1) for i in ids), np.int64, len(ids))
+
+    def add(self, ids: list[str], totals: np.ndarray, recent: list[np.ndarray]) -> None:
+        start, end = len(self.recent), len(self.recent) + len(ids)
+        if end > len(self.totals):                      # grow by doubling: adding stays cheap on average
+            size = max(2 * len(self.totals), end)
+            self.totals = np.resize(self.totals, (size, 2))
+            self.recent_length = np.resize(self.recent_length, size)
+        self.totals[start:end] = totals
+        self.recent_length[start:end] = [len(r) for r in recent]
+        self.recent.extend(recent)
+        self.slot.update(zip(ids, range(start, end)))
+
+    def drop(self, item: str) -> None:
+        """Forget one item (its slot stays unused until the cache starts over)."""
+        self.slot.pop(item, None)
+
+    def wasteful(self) -> bool:
+        return len(self.recent) > 2 * len(self.slot) + 4096
 
 
 @dataclass(frozen=True)
@@ -112,7 +142,7 @@ class SQLiteOnlineStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(SCHEMA)
-        self._items: dict[str, _ItemValues] = {}         # the near cache: values read for earlier requests
+        self._items = _ItemCache()                       # the near cache: values read for earlier requests
         self._users: dict[str, _UserValues] = {}
         self._data_version = None
 
@@ -156,7 +186,7 @@ class SQLiteOnlineStore:
             self._db.execute("DELETE FROM item_recent WHERE ts < ?", (horizon,))
             for user, item, _, _ in rows:                 # read again from the store when next asked
                 self._users.pop(user, None)
-                self._items.pop(item, None)
+                self._items.drop(item)
         return len(rows)
 
     def features(self, requests: Mapping[str, np.ndarray]) -> Columns:
@@ -173,18 +203,24 @@ class SQLiteOnlineStore:
         user_at, user_ids = pd.factorize(users)
         item_at, item_ids = pd.factorize(items)
         user_ids, item_ids = user_ids.tolist(), item_ids.tolist()
-        item_values, user_values = self._cached_items(item_ids), self._cached_users(user_ids)
-        recent_times = np.concatenate([np.zeros(0)] + [v.recent for v in item_values])
-        recent_items = np.repeat(np.arange(len(item_ids)), [len(v.recent) for v in item_values])
+        slots, user_values = self._cached_items(item_ids), self._cached_users(user_ids)
+        cache = self._items
+        lengths = cache.recent_length[slots]
+        with_recent = np.flatnonzero(lengths)
+        recent_times = np.concatenate([np.zeros(0)] + [cache.recent[slots[k]] for k in with_recent])
+        recent_items = np.repeat(with_recent, lengths[with_recent])
         window = np.zeros((len(times), len(defs.windows_days)), np.int64)   # events in [t - days, t)
         for t in np.unique(times):
             now = times == t
             for j, days in enumerate(defs.windows_days):
                 inside = (recent_times >= t - days * DAY) & (recent_times < t)
                 window[now, j] = np.bincount(recent_items[inside], minlength=len(item_ids))[item_at[now]]
-        pairs = np.array([user_values[u].pairs.get(item_ids[i], 0) for u, i in zip(user_at, item_at)], np.int64)
-        user_n, user_w, last_ts = np.array([user_values[u].totals for u in user_at], np.float64).reshape(-1, 3).T
-        item_n, first_ts = np.array([item_values[i].totals for i in item_at], np.float64).reshape(-1, 2).T
+        pairs = np.zeros(len(times), np.int64)
+        for code, values in enumerate(user_values):
+            mine = np.flatnonzero(user_at == code)
+            pairs[mine] = np.fromiter((values.pairs.get(item_ids[i], 0) for i in item_at[mine]), np.int64, len(mine))
+        user_n, user_w, last_ts = np.array([v.totals for v in user_values], np.float64).reshape(-1, 3)[user_at].T
+        item_n, first_ts = cache.totals[slots][item_at].T
         return defs.derive({"timestamp": times, **{name: window[:, j] for j, name in enumerate(defs.window_counts)},
                             "item_count_all": np.nan_to_num(item_n).astype(np.int64), "item_first_ts": first_ts,
                             "user_events": np.nan_to_num(user_n).astype(np.int64),
@@ -196,26 +232,28 @@ class SQLiteOnlineStore:
         look: SQLite's data_version changes only for other connections' commits."""
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
-            self._items.clear()
+            self._items = _ItemCache()
             self._users.clear()
             self._data_version = version
 
-    def _cached_items(self, ids: list[str]) -> list["_ItemValues"]:
-        missing = [i for i in ids if i not in self._items]
-        if missing:
-            if len(self._items) + len(missing) > NEAR_CACHE_SIZE:
-                self._items.clear()
-            totals, recent = {}, defaultdict(list)
-            for chunk in _chunks(missing):
-                totals.update((item, (n, first_ts)) for item, n, first_ts in self._db.execute(
-                    f"SELECT item_id, n, first_ts FROM item_totals WHERE item_id IN ({_marks(chunk)})", chunk))
-                for item, ts in self._db.execute(f"SELECT item_id, ts FROM item_recent WHERE item_id IN "
-                                                 f"({_marks(chunk)})", chunk):
-                    recent[item].append(ts)
-            for item in missing:
-                self._items[item] = _ItemValues(totals.get(item, (np.nan, np.nan)),
-                                                np.array(recent.get(item, ()), np.float64))
-        return [self._items[i] for i in ids]
+    def _cached_items(self, ids: list[str]) -> np.ndarray:
+        """[n] the items' slots in the near cache, read from SQLite for those not in it yet."""
+        slots = self._items.slots(ids)
+        missing = [ids[k] for k in np.flatnonzero(slots < 0)]
+        if not missing:
+            return slots
+        if len(self._items) + len(missing) > NEAR_CACHE_SIZE or self._items.wasteful():
+            self._items = _ItemCache()
+        totals, recent = {}, defaultdict(list)
+        for chunk in _chunks(missing):
+            totals.update((item, (n, first_ts)) for item, n, first_ts in self._db.execute(
+                f"SELECT item_id, n, first_ts FROM item_totals WHERE item_id IN ({_marks(chunk)})", chunk))
+            for item, ts in self._db.execute(f"SELECT item_id, ts FROM item_recent WHERE item_id IN "
+                                             f"({_marks(chunk)})", chunk):
+                recent[item].append(ts)
+        self._items.add(missing, np.array([totals.get(i, (np.nan, np.nan)) for i in missing], np.float64),
+                        [np.array(recent.get(i, ()), np.float64) for i in missing])
+        return self._items.slots(ids)
 
     def _cached_users(self, ids: list[str]) -> list["_UserValues"]:
         missing = [u for u in ids if u not in self._users]
@@ -236,7 +274,7 @@ class SQLiteOnlineStore:
         with self._lock, self._db:
             for table in ("item_recent", "item_totals", "user_totals", "pair_totals", "applied_log"):
                 self._db.execute(f"DELETE FROM {table}")
-            self._items.clear()
+            self._items = _ItemCache()
             self._users.clear()
 
     def close(self) -> None:
