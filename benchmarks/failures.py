@@ -1,7 +1,7 @@
 """The service's failure tests at full size, over real HTTP on loopback, each printing its figures: SIGKILL while
 10,000 events arrive at 500/s (five times), hot swaps at 100 requests/s for 60 s, 1,000 read-your-writes
-probes, the admin token and a 10 MB body. (`tests/serve/test_failures.py` runs short versions in CI, and the
-schema fuzzing, 300 generated requests.)
+probes, the admin token, a 10 MB body, reads while the catalog changes, and 10,000 requests generated from the
+schema. (`tests/serve/test_failures.py` and `tests/serve/test_app.py` run short versions in CI.)
 
     .venv/bin/python benchmarks/failures.py [--model DIR] [--work /tmp/twotower-failures]
 
@@ -25,15 +25,19 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from benchmarks.lib.service_harness import Service, crash_while_ingesting, hot_swap, read_your_writes  # noqa: E402
+from benchmarks.lib.request_fuzz import fuzz_service  # noqa: E402
+from benchmarks.lib.service_harness import (Service, catalog_churn, crash_while_ingesting, hot_swap,  # noqa: E402
+                                            read_your_writes)
 from benchmarks.serve import base_model  # noqa: E402
+from twotower.data.schema import read_table  # noqa: E402
 
 console = Console()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path)
+    ap.add_argument("--model", type=Path, help="a trained model folder (default: train MovieLens-100K)")
+    ap.add_argument("--items-table", type=Path, help="the model's items table (with --model): rows to upsert")
     ap.add_argument("--work", type=Path, default=Path("/tmp/twotower-failures"))
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--event-rate", type=float, default=500.0)
@@ -41,11 +45,16 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--probes", type=int, default=1000)
+    ap.add_argument("--fuzz", type=int, default=10_000, help="requests generated from the schema")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TWOTOWER_HOME", str(args.work / "home"))     # its MLflow runs stay in WORK
-    source = args.model or base_model(args.work)[0]
+    if args.model:
+        source = args.model
+        items_table = read_table(args.items_table) if args.items_table else None
+    else:
+        source, items_table = base_model(args.work)
     import twotower
 
     with twotower.load(source, rank=False) as m:
@@ -108,6 +117,22 @@ def main() -> None:
         big = httpx.post(f"{service.base}/events", content=b"[" + b" " * (10 << 20) + b"]",
                          headers={"content-type": "application/json"}, timeout=60).status_code
         rows.append({"test": "10 MB body", "runs": 1, "figures": f"status {big}", "pass": big == 413})
+        console.print("[bold]reads while the catalog changes (upserts, deletes, a rebuild)")
+        new_items = [] if items_table is None else [
+            {k: (None if pd.isna(v) else v) for k, v in row.items()} for row in
+            items_table.sample(20, random_state=0).assign(item_id=[f"churn-{k}" for k in range(20)]).to_dict("records")]
+        churn = catalog_churn(service, token, users, items, new_items, delete=items[:20])
+        rows.append({"test": "reads while the catalog changes", "runs": len(churn.changes),
+                     "figures": f"{churn.reads:,} reads, {churn.server_errors} 5xx, {churn.unknown_ids} unknown ids, "
+                                f"{churn.deleted_after_ack} deleted items after their delete; changes "
+                                f"{sorted({s for _, s, _ in churn.changes})}, rebuild {churn.changes[-1][2]}s",
+                     "pass": churn.server_errors == churn.unknown_ids == churn.deleted_after_ack == 0
+                     and all(s == 200 for _, s, _ in churn.changes)})
+        console.print(f"[bold]{args.fuzz:,} requests generated from the schema")
+        statuses = fuzz_service(service.base, args.fuzz, alive=lambda: service.proc.poll() is None)
+        rows.append({"test": "requests from the schema", "runs": sum(statuses.values()) - statuses["dead"],
+                     "figures": ", ".join(f"{k} {v:,}" for k, v in sorted(statuses.items())),
+                     "pass": statuses["5xx"] == 0 and statuses["dead"] == 0})
     finally:
         service.stop()
 

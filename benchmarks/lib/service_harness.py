@@ -260,3 +260,64 @@ def read_your_writes(base: str, users: list[str], items: list[str], probes: int 
             if item in {r["item_id"] for r in after} or not last or last[0]["event_id"] != f"ryw-{seed}-{i}":
                 misses += 1
     return misses
+
+
+@dataclass
+class CatalogChurn:
+    reads: int                    # answered reads (/recommend and /similar)
+    server_errors: int            # 5xx or no answer
+    unknown_ids: int              # answers naming an item the catalog never held
+    deleted_after_ack: int        # answers that began after an item's delete was acknowledged and still held it
+    changes: list = field(default_factory=list)   # (what, status, seconds)
+
+
+def catalog_churn(service: Service, token: str, users: list[str], items: list[str], new_items: list[dict],
+                  delete: list[str], readers: int = 3) -> CatalogChurn:
+    """Readers ask /recommend and /similar without pause while the admin upserts `new_items` (rows of the items
+    table), deletes `delete` one request at a time, then rebuilds the index."""
+    auth = {"Authorization": f"Bearer {token}"}
+    answers, errors, stop = [], [], threading.Event()
+    probe = next(i for i in reversed(items) if i not in delete)
+
+    def read(user: str) -> None:
+        with httpx.Client(base_url=service.base, timeout=30) as client:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    got = [client.post("/recommend", json={"user_id": user, "k": 10}),
+                           client.get(f"/items/{probe}/similar", params={"k": 10})]
+                except httpx.HTTPError as exc:
+                    errors.append(repr(exc))
+                    continue
+                for answer in got:
+                    if answer.status_code >= 500:
+                        errors.append(answer.text)
+                    elif answer.status_code == 200:
+                        answers.append((started, {i["item_id"] for i in answer.json()["items"]}))
+
+    threads = [threading.Thread(target=read, args=(u,)) for u in [*users[:readers - 1], "a-stranger"]]
+    for t in threads:
+        t.start()
+    changes, deleted = [], {}
+    try:
+        with httpx.Client(base_url=service.base, timeout=600, headers=auth) as admin:
+            def change(what: str, body: dict) -> int:
+                t0 = time.perf_counter()
+                status = admin.post("/admin/catalog", json=body).status_code
+                changes.append((what, status, round(time.perf_counter() - t0, 2)))
+                return status
+            if new_items:
+                change(f"upsert {len(new_items)}", {"upsert": new_items})
+            for item in delete:
+                if change(f"delete {item}", {"delete": [item]}) == 200:
+                    deleted[item] = time.monotonic()
+            change("rebuild", {"rebuild": True})
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    valid = set(items) | {r["item_id"] for r in new_items}
+    return CatalogChurn(len(answers), len(errors), sum(len(ids - valid) for _, ids in answers),
+                        sum(1 for started, ids in answers for item, at in deleted.items() if started > at and item in ids),
+                        changes)
