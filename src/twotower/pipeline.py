@@ -32,6 +32,7 @@ from .tuning import choose_settings
 from .rank.reranker import Reranker
 from .report import METRIC_COLUMNS, PAIRED_COLUMN
 from .rank.two_stage import NoRankerData, event_log, train_reranker
+from .search import SearchBuild, build_search_index
 from .timing import Stopwatch
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class TrainOutcome:
     index: IndexBuild
     ranker: "RankerBuild | None" = None
     stages: dict[str, float] = field(default_factory=dict)     # seconds per stage, in order
+    search: SearchBuild | None = None                           # None: no item text, or search.encoder none
 
 
 @dataclass
@@ -121,6 +123,12 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
                    {"val_ndcg@10": report.best_score} if cfg.train.early_stopping else {})
         with watch.stage("vector index"):
             index = build_model_index(build, cfg.index, show_progress=show_progress)
+        searchable = None
+        if cfg.search.encoder != "none" and data.item_texts is not None and any(t for t in data.item_texts[1:]):
+            with watch.stage("search index"):
+                searchable = build_search_index(build, data.items.ids, data.item_texts[1:], cfg.search, show_progress)
+            log(f"search index: {searchable.items:,} items with text, encoded at "
+                f"{searchable.texts_per_second:,.0f} texts/s")
         built = save_ranker(build, learned, cfg, show_progress, watch)
         update_meta(build, stages_s={k: round(v, 1) for k, v in watch.seconds.items()},
                     tuning=asdict(tuning) if tuning else None,
@@ -129,7 +137,7 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
     if built is not None:
         built.store.where = built.store.where.replace(str(build), str(out))
     return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()), index,
-                        built, watch.seconds)
+                        built, watch.seconds, searchable)
 
 
 def short_patience(cfg: Config) -> Config:
@@ -229,9 +237,11 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
     split = protocol_split(data, cfg.recommend.exclude_seen, log)
     rows, served = [], {}
     # the evaluated model keeps its index and online store in its own folder: never a shared pgvector table
-    # or Redis prefix of the config, which a deployed model may be serving from
+    # or Redis prefix of the config, which a deployed model may be serving from; recommendations need no
+    # search index
     private = cfg.model_copy(update={"index": cfg.index.model_copy(update={"backend": "faiss", "dsn": None}),
-                                     "rank": cfg.rank.model_copy(update={"online_store": "sqlite", "redis_url": None})})
+                                     "rank": cfg.rank.model_copy(update={"online_store": "sqlite", "redis_url": None}),
+                                     "search": cfg.search.model_copy(update={"encoder": "none"})})
     with tempfile.TemporaryDirectory(prefix="twotower-evaluate-") as tmp:
         t0 = time.perf_counter()
         built = train_and_save(split[1].history, private, Path(model_dir or Path(tmp) / "model"), {},

@@ -104,8 +104,7 @@ class Server:
             u = users[known]
             asked = np.asarray(at, dtype=np.float64)[known] if at is not None else np.full(len(u), np.nan)
             with watch.stage("query tower"):
-                ctx = request_context(hist.context_specs, asked, state.last_seen[u], context_rows(context, known))
-                queries = cat.queries(state.histories[u], u, ctx)
+                queries, ctx = self.query_vectors(u, asked, context_rows(context, known))
             with watch.stage("index"):
                 exclude = [set(hist.items.decode(state.seen[c].indices)) for c in u] if exclude_seen else None
                 n = max(k, cfg.rank.candidates) if reranker else k
@@ -120,6 +119,22 @@ class Server:
                 found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside, ctx, watch)
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
+
+    def query_vectors(self, users: np.ndarray, at: np.ndarray, context: dict | None) -> tuple[np.ndarray, dict]:
+        """([n, d] index-ready query vectors, the encoded request context) of known user codes asking at `at`
+        ([n], NaN: an unknown time) with the log's own `context` values."""
+        state = self.users
+        ctx = request_context(self.saved.history.context_specs, at, state.last_seen[users], context)
+        return self.catalog.queries(state.histories[users], users, ctx), ctx
+
+    def personal_scores(self, user: int, item_ids: np.ndarray, at: float, context: dict | None) -> np.ndarray:
+        """The towers' score of one known user (code) with each item (ids), on the ranker's scale; -inf for
+        items the towers never saw (added to the catalog after training)."""
+        check_context(self.saved.history.context_specs, context)
+        query, _ = self.query_vectors(np.array([user]), np.array([at], dtype=np.float64), context)
+        items = self.saved.history.items.encode(np.asarray(item_ids, dtype=object))
+        scores = self.catalog.tower_score(np.repeat(query, len(items), axis=0), items)
+        return np.where(items > 0, scores, -np.inf)
 
     def with_events(self, events: pd.DataFrame) -> "Server":
         """This server with more events in the history it serves from (see `with_events`): the same index,

@@ -93,7 +93,8 @@ def test_an_event_id_is_stored_once_across_retries(folders):
     ("/events", [], 422),
     ("/events", {"user_id": "u001", "item_id": "i001", "action": "teleport"}, 400),
     ("/events", {"user_id": "u001", "item_id": "i001", "timestamp": "yesterday-ish"}, 400),
-    ("/search", {"query": "red shoes"}, 501),
+    ("/search", {"query": "red shoes"}, 409),                           # this model has no item text
+    ("/search", {"query": "   "}, 422),
 ])
 def test_bad_requests_get_a_4xx_that_says_what_is_wrong(folders, route, body, status):
     a, _, state = folders

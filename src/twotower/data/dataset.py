@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from ..config import Config
 from ..errors import InputError
 from .features import FeatureSpec, encode, fit_specs
+from .item_text import item_texts
 from .schema import context_columns
 from .time_features import NAMES as TIME_NAMES
 from .time_features import has_clock, previous_positive_times, time_columns
@@ -70,6 +71,7 @@ class Dataset:
     user_features: dict[str, np.ndarray] = field(default_factory=dict)
     context_specs: list[FeatureSpec] = field(default_factory=list)
     context_features: dict[str, np.ndarray] = field(default_factory=dict)  # one row per event
+    item_texts: np.ndarray | None = None     # [n_items + 1] each item's search text (`item_text`), when built
 
     @property
     def n_users(self) -> int:
@@ -85,7 +87,7 @@ class Dataset:
         return Dataset(
             self.events[mask].reset_index(drop=True), self.users, self.items,
             self.item_specs, self.item_features, self.user_specs, self.user_features,
-            self.context_specs, {k: v[mask] for k, v in self.context_features.items()},
+            self.context_specs, {k: v[mask] for k, v in self.context_features.items()}, self.item_texts,
         )
 
 
@@ -136,8 +138,10 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
         context_specs += fit_specs(derived, list(derived.columns), {c: "numeric" for c in derived.columns})
         src = pd.concat([src, derived], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)
+    texts = item_texts(items, item_vocab.ids, item_specs, ev, config.search, cfg.multi_separator) \
+        if config.search.encoder != "none" else None
     return Dataset(ev, user_vocab, item_vocab, item_specs, item_features, user_specs, user_features,
-                   context_specs, context_features)
+                   context_specs, context_features, texts)
 
 
 def request_context(specs: list[FeatureSpec], times, previous=None, values: dict | None = None) -> dict[str, np.ndarray]:
@@ -196,7 +200,7 @@ def with_events(data: Dataset, events: pd.DataFrame) -> Dataset:
     ev = pd.DataFrame({c: np.insert(data.events[c].to_numpy(), at, added[c].to_numpy().astype(data.events[c].dtype))
                        for c in data.events.columns if c in added.columns})
     return Dataset(ev, users, data.items, data.item_specs, data.item_features,
-                   data.user_specs, data.user_features, data.context_specs, {})
+                   data.user_specs, data.user_features, data.context_specs, {}, data.item_texts)
 
 
 def seen_matrix(data: Dataset) -> sp.csr_matrix:

