@@ -16,7 +16,7 @@ import twotower
 from tests.conftest import need_module, tiny_config
 from twotower.cli import app
 from twotower.config import SearchConfig
-from twotower.data.item_text import item_texts
+from twotower.data.item_text import item_texts, with_click_queries
 from twotower.data.features import FeatureSpec
 from twotower.errors import InputError
 from twotower.index.lexical import LexicalIndex
@@ -75,12 +75,18 @@ def test_a_users_history_orders_the_same_matches(searchable, small_ml):
     assert stranger["personal_rank"].isna().all()
 
 
-def test_an_item_taken_out_of_the_catalog_is_never_found(searchable, tmp_path):
+def test_catalog_changes_reach_search_a_new_item_is_found_and_a_removed_one_never(searchable, tmp_path):
     folder = shutil.copytree(searchable[0], tmp_path / "model")
+    items = searchable[1]
+    new = items.head(1).assign(item_id="new-1", title="Zyxwv Quasar Chronicles (2026)")
     with twotower.load(folder, rank=False) as model:
         assert model.search("Toy Story", k=5)["item_id"].iloc[0] == "1"
         model.update_catalog(remove=["1"])
         assert "1" not in model.search("Toy Story", k=50)["item_id"].tolist()
+        model.update_catalog(items=new)
+        assert model.search("quasar chronicles", k=5)["item_id"].iloc[0] == "new-1"
+    with twotower.load(folder, rank=False) as reopened:                     # saved with the model
+        assert reopened.search("zyxwv", k=3)["item_id"].iloc[0] == "new-1"
 
 
 def test_blank_queries_and_models_without_text_are_clear_errors(searchable, tiny_model):
@@ -117,8 +123,10 @@ def test_an_items_text_is_its_columns_then_its_click_queries():
              FeatureSpec("price", "numeric", mean=0, std=1)]
     events = pd.DataFrame({"item": [2, 2, 2, 1], "weight": [1.0, 1.0, 0.0, 1.0],
                            "query": ["running", "running", "ignored: not clicked", None]})
-    texts = item_texts(items, np.array(["a", "b"]), specs, events, SearchConfig())
-    assert list(texts) == ["", "Red shoes . x y", "z . running"]
+    columns = item_texts(items, np.array(["a", "b"]), specs, SearchConfig())
+    assert list(columns) == ["", "Red shoes . x y", "z"]
+    assert list(with_click_queries(columns, events, SearchConfig())) == ["", "Red shoes . x y", "z . running"]
+    assert list(with_click_queries(columns, events, SearchConfig(click_queries=False))) == list(columns)
 
 
 def test_bm25_keeps_its_words_through_a_save(tmp_path):

@@ -292,7 +292,9 @@ class Model:
         import tempfile
 
         from .catalog import build_model_index, open_model_index, update_model_index
+        from .data.schema import read_table
         from .registry.manifest import MANIFEST
+        from .search import refresh_search_index
 
         if (self.folder / MANIFEST).is_file():
             raise InputError(str(self.folder), "is a registered version, which is never edited",
@@ -310,8 +312,13 @@ class Model:
                                            Path(remove) if remove is not None else None, show_progress=show_progress)
             if rebuild or build is None:
                 build = build_model_index(self.folder, show_progress=show_progress)
+            searchable = refresh_search_index(self.folder, read_table(items, id_column="item_id"), show_progress) \
+                if items is not None else None
             server = self._server
             self._server = server.with_index(open_model_index(server.saved))
+            if searchable is not None:
+                with self._search_lock:
+                    self._search = searchable
         return build
 
     def history(self, user_id: str, limit: int | None = None) -> pd.DataFrame:

@@ -32,6 +32,7 @@ from .tuning import choose_settings
 from .rank.reranker import Reranker
 from .report import METRIC_COLUMNS, PAIRED_COLUMN
 from .rank.two_stage import NoRankerData, event_log, train_reranker
+from .data.item_text import with_click_queries
 from .search import SearchBuild, build_search_index
 from .timing import Stopwatch
 
@@ -124,11 +125,15 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
         with watch.stage("vector index"):
             index = build_model_index(build, cfg.index, show_progress=show_progress)
         searchable = None
-        if cfg.search.encoder != "none" and data.item_texts is not None and any(t for t in data.item_texts[1:]):
+        texts = with_click_queries(data.item_texts, data.events, cfg.search) \
+            if cfg.search.encoder != "none" and data.item_texts is not None else None
+        if texts is not None and any(t for t in texts[1:]):
             with watch.stage("search index"):
-                searchable = build_search_index(build, data.items.ids, data.item_texts[1:], cfg.search, show_progress)
+                searchable = build_search_index(build, data.items.ids, texts[1:], cfg.search, show_progress,
+                                                learn_from=(data.item_texts, data.events))
             log(f"search index: {searchable.items:,} items with text, encoded at "
-                f"{searchable.texts_per_second:,.0f} texts/s")
+                f"{searchable.texts_per_second:,.0f} texts/s; fusion weights {searchable.weights}"
+                + (f" (chosen on {searchable.fusion['held_out']} later searches)" if searchable.fusion.get("held_out") else ""))
         built = save_ranker(build, learned, cfg, show_progress, watch)
         update_meta(build, stages_s={k: round(v, 1) for k, v in watch.seconds.items()},
                     tuning=asdict(tuning) if tuning else None,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import faiss
 import numpy as np
 import pandas as pd
 
@@ -27,12 +28,21 @@ SEARCH_DIR = "search"
 LISTS = ("text", "bm25", "personal")
 
 
+EQUAL = {"text": 1.0, "bm25": 1.0}
+EXACT_TEXT_ITEMS = 50_000                  # text vectors searched exactly up to this many items, HNSW above
+FUSION_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)   # BM25's weight against the text encoder's 1
+MIN_HELD_OUT = 30                          # held-out searches needed to choose a weight
+MAX_HELD_OUT = 2_000                       # ... and the most that are scored
+
+
 @dataclass
 class SearchBuild:
     items: int
     encoder: str
     seconds: float
     texts_per_second: float
+    weights: dict = field(default_factory=lambda: dict(EQUAL))
+    fusion: dict = field(default_factory=dict)     # what choosing the weights measured
 
 
 @dataclass
@@ -44,6 +54,12 @@ class SearchIndex:
     vectors: np.ndarray           # [n, dim] unit text vectors
     lexical: LexicalIndex
     encoder: TextEncoder
+    weights: dict = field(default_factory=lambda: dict(EQUAL))   # each list's weight in the fusion
+    nearest: object = None        # FAISS over `vectors`: exact up to EXACT_TEXT_ITEMS, HNSW above
+
+    def __post_init__(self):
+        if self.nearest is None:
+            self.nearest = _nearest_index(self.vectors)
 
     @classmethod
     def build(cls, ids, texts, encoder: TextEncoder, show_progress: bool = False) -> "SearchIndex":
@@ -65,11 +81,9 @@ class SearchIndex:
 
     def text_hits(self, query_vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, cosine) of the n items whose text vectors are nearest the query's."""
-        scores = self.vectors @ query_vector
-        n = min(n, len(scores))
-        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return self.ids[top], scores[top].astype(np.float64)
+        scores, rows = self.nearest.search(np.asarray(query_vector, np.float32).reshape(1, -1), min(n, len(self.ids)))
+        found = rows[0] >= 0
+        return self.ids[rows[0][found]], scores[0][found].astype(np.float64)
 
     def save(self, model_dir: Path) -> Path:
         folder = Path(model_dir) / SEARCH_DIR
@@ -77,9 +91,10 @@ class SearchIndex:
             tmp.mkdir()
             pd.DataFrame({"item_id": self.ids.astype(str), "text": self.texts.astype(str)}).to_parquet(tmp / "items.parquet")
             np.save(tmp / "text_vectors.npy", self.vectors)
+            faiss.write_index(self.nearest, str(tmp / "text_vectors.faiss"))
             self.lexical.save(tmp / "lexical")
             (tmp / "search.json").write_text(json.dumps({"encoder": self.encoder.name, "dim": int(self.vectors.shape[1]),
-                                                         "items": len(self.ids)}))
+                                                         "items": len(self.ids), "weights": self.weights}))
         return folder
 
     @classmethod
@@ -99,52 +114,118 @@ class SearchIndex:
         vectors = np.load(folder / "text_vectors.npy")
         encoder = text_encoder(meta["encoder"])
         encoder.cache.update(zip((text_key(t) for t in texts), vectors))     # texts already encoded stay so
-        return cls(ids, texts, vectors, LexicalIndex.load(folder / "lexical"), encoder)
+        return cls(ids, texts, vectors, LexicalIndex.load(folder / "lexical"), encoder,
+                   meta.get("weights", dict(EQUAL)), faiss.read_index(str(folder / "text_vectors.faiss")))
 
 
-def search_index_from_table(model_dir: Path, items: pd.DataFrame, show_progress: bool = False) -> SearchBuild:
-    """(Re)build a trained model's search index from an items table (the training one, or one with more items
-    or more text): each item's text as at training, with the click queries of the model's history."""
+def _nearest_index(vectors: np.ndarray):
+    """Inner-product search over unit vectors: exact for a small catalog, HNSW (efSearch 128) above."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if len(vectors) <= EXACT_TEXT_ITEMS:
+        index = faiss.IndexFlatIP(vectors.shape[1])
+    else:
+        index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 128
+    index.add(vectors)
+    return index
+
+
+def refresh_search_index(model_dir: Path, items: pd.DataFrame, show_progress: bool = False) -> SearchIndex | None:
+    """The model's search index with the rows of an items table added, or their text refreshed (only changed
+    texts are encoded again), saved in place; None when the model has no search index. A refreshed item's
+    text is its columns' until the next training gives it its click queries back (the model keeps no log
+    text)."""
     from .data.item_text import item_texts
     from .model.artifact import load_model
 
+    current = SearchIndex.load(model_dir)
+    if current is None:
+        return None
     saved = load_model(model_dir)
-    cfg = saved.config.search if saved.config.search.encoder != "none" else \
-        saved.config.search.model_copy(update={"encoder": "minilm"})
-    vocab = saved.history.items.ids.astype(str)
-    ids = np.concatenate([vocab, items.loc[~items["item_id"].isin(set(vocab)), "item_id"].to_numpy(dtype=object)])
-    history = saved.history.events
-    texts = item_texts(items, ids, saved.history.item_specs, history, cfg, saved.config.data.multi_separator)
-    return build_search_index(model_dir, ids, texts[1:], cfg, show_progress)
+    ids = items["item_id"].astype(str).to_numpy(dtype=object)
+    texts = item_texts(items.assign(item_id=ids), ids, saved.history.item_specs, saved.config.search,
+                       saved.config.data.multi_separator)[1:]
+    merged = dict(zip(current.ids, current.texts))
+    merged.update(zip(ids, texts))
+    index = SearchIndex.build(list(merged), list(merged.values()), current.encoder, show_progress)
+    index.weights = current.weights
+    index.save(model_dir)
+    return index
 
 
-def build_search_index(model_dir: Path, ids, texts, cfg: SearchConfig, show_progress: bool = False) -> SearchBuild:
-    """Encode and index the items' texts into `model_dir/search`."""
+def build_search_index(model_dir: Path, ids, texts, cfg: SearchConfig, show_progress: bool = False,
+                       learn_from: tuple[np.ndarray, pd.DataFrame] | None = None) -> SearchBuild:
+    """Encode and index the items' texts into `model_dir/search`. `learn_from` (the items' column texts by
+    code, and the log's events with item codes) lets the fusion weights be chosen on the log's latest
+    searches (`learn_fusion`)."""
     t0 = time.perf_counter()
     encoder = text_encoder(cfg.encoder)
     index = SearchIndex.build(ids, texts, encoder, show_progress)
+    rate = getattr(encoder, "last_rate", 0.0)
+    report = {}
+    if learn_from is not None:
+        index.weights, report = learn_fusion(np.asarray(ids, dtype=object), *learn_from, cfg, encoder)
     index.save(model_dir)
-    return SearchBuild(len(index.ids), cfg.encoder, time.perf_counter() - t0, getattr(encoder, "last_rate", 0.0))
+    return SearchBuild(len(index.ids), cfg.encoder, time.perf_counter() - t0, rate, index.weights, report)
+
+
+def learn_fusion(ids: np.ndarray, column_texts: np.ndarray, events: pd.DataFrame, cfg: SearchConfig,
+                 encoder: TextEncoder) -> tuple[dict, dict]:
+    """BM25's weight against the text encoder's, chosen on the log's latest searches: the latest tenth of the
+    positive events with a query (at least `MIN_HELD_OUT`, else equal weights; at most `MAX_HELD_OUT`) are
+    held out, the items' texts are built from the earlier ones, and each weight of `FUSION_GRID` is scored by
+    the held-out searches' MRR@10 (ties keep equal weights). Returns (weights, what was measured)."""
+    from .data.item_text import with_click_queries
+
+    if "query" not in events.columns:
+        return dict(EQUAL), {}
+    searched = events[(events["weight"] > 0) & events["query"].notna() & (events["item"] > 0)]
+    searched = searched[searched["query"].astype(str).str.strip() != ""].sort_values("timestamp", kind="stable")
+    n = min(max(MIN_HELD_OUT, len(searched) // 10), MAX_HELD_OUT)
+    if len(searched) < 2 * n:
+        return dict(EQUAL), {"held_out": 0, "searches": int(len(searched))}
+    held = searched.iloc[-n:]
+    texts = with_click_queries(column_texts, events.drop(index=held.index), cfg)[1:]
+    index = SearchIndex.build(ids, texts, encoder)
+    queries = held["query"].astype(str).tolist()
+    targets = ids[held["item"].to_numpy(np.int64) - 1]
+    text_lists = [index.text_hits(v, cfg.candidates)[0] for v in encoder.encode(queries)]
+    word_lists = [index.lexical.search(q, cfg.candidates)[0] for q in queries]
+    mrr = {}
+    for w in FUSION_GRID:
+        rr = []
+        for by_text, by_words, target in zip(text_lists, word_lists, targets):
+            fused = fuse({"text": by_text, "bm25": by_words}, {"text": 1.0, "bm25": w}, cfg.rrf_k)
+            top = fused["item_id"].head(10).tolist()
+            rr.append(1.0 / (top.index(target) + 1) if target in top else 0.0)
+        mrr[w] = float(np.mean(rr))
+    best = max(FUSION_GRID, key=lambda w: (mrr[w], w == 1.0))
+    return {"text": 1.0, "bm25": best}, {"held_out": n, "mrr@10": mrr}
 
 
 def fuse(lists: dict[str, np.ndarray], weights: dict[str, float], rrf_k: float) -> pd.DataFrame:
     """Reciprocal rank fusion: each item scores sum(weight / (rrf_k + rank)) over the lists that hold it;
     `item_id, score` and each list's rank (NaN where it does not hold the item), best first."""
-    ranks: dict[str, pd.Series] = {}
+    position: dict = {}
+    for ids in lists.values():
+        for item in ids:
+            position.setdefault(item, len(position))
+    ranks = {name: np.full(len(position), np.nan) for name in lists}
+    score = np.zeros(len(position))
     for name, ids in lists.items():
-        ranks[name] = pd.Series(np.arange(1, len(ids) + 1, dtype=np.float64), index=pd.Index(ids, dtype=object))
-    table = pd.DataFrame({f"{name}_rank": r for name, r in ranks.items()})
-    score = np.zeros(len(table))
-    for name in ranks:
-        r = table[f"{name}_rank"].to_numpy()
-        score += np.where(np.isnan(r), 0.0, weights.get(name, 1.0) / (rrf_k + np.nan_to_num(r, nan=0.0)))
-    table.insert(0, "score", score)
-    table.index.name = "item_id"
-    return table.reset_index().sort_values("score", ascending=False, kind="stable", ignore_index=True)
+        at = np.fromiter((position[i] for i in ids), np.int64, len(ids))
+        ranks[name][at] = np.arange(1, len(ids) + 1)
+        score[at] += weights.get(name, 1.0) / (rrf_k + ranks[name][at])
+    order = np.argsort(-score, kind="stable")
+    table = {"item_id": np.array(list(position), dtype=object)[order], "score": score[order]}
+    table.update({f"{name}_rank": r[order] for name, r in ranks.items()})
+    return pd.DataFrame(table)
 
 
 def search(index: SearchIndex, query: str, k: int, cfg: SearchConfig,
-           personal: Callable[[np.ndarray], np.ndarray] | None = None, allowed: Callable[[np.ndarray], np.ndarray] | None = None) -> pd.DataFrame:
+           personal: Callable[[np.ndarray], np.ndarray] | None = None,
+           allowed: Callable[[np.ndarray], np.ndarray] | None = None) -> pd.DataFrame:
     """`item_id, rank, score, text_rank, bm25_rank, personal_rank` of the query's top k. `personal(ids)` gives
     the towers' score of the user with each candidate (None: no user history); `allowed(ids)` keeps the
     items the catalog serves now."""
@@ -156,7 +237,7 @@ def search(index: SearchIndex, query: str, k: int, cfg: SearchConfig,
     if allowed is not None:
         text_ids, bm25_ids = text_ids[allowed(text_ids)], bm25_ids[allowed(bm25_ids)]
     lists = {"text": text_ids, "bm25": bm25_ids}
-    weights = {"text": 1.0, "bm25": 1.0}
+    weights = dict(index.weights)
     if personal is not None and cfg.personal_weight > 0:
         union = pd.unique(np.concatenate([text_ids, bm25_ids]))
         order = np.argsort(-personal(union), kind="stable")

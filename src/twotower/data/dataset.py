@@ -71,7 +71,7 @@ class Dataset:
     user_features: dict[str, np.ndarray] = field(default_factory=dict)
     context_specs: list[FeatureSpec] = field(default_factory=list)
     context_features: dict[str, np.ndarray] = field(default_factory=dict)  # one row per event
-    item_texts: np.ndarray | None = None     # [n_items + 1] each item's search text (`item_text`), when built
+    item_texts: np.ndarray | None = None     # [n_items + 1] what each item's text columns say (`item_text`)
 
     @property
     def n_users(self) -> int:
@@ -138,7 +138,7 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
         context_specs += fit_specs(derived, list(derived.columns), {c: "numeric" for c in derived.columns})
         src = pd.concat([src, derived], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)
-    texts = item_texts(items, item_vocab.ids, item_specs, ev, config.search, cfg.multi_separator) \
+    texts = item_texts(items, item_vocab.ids, item_specs, config.search, cfg.multi_separator) \
         if config.search.encoder != "none" else None
     return Dataset(ev, user_vocab, item_vocab, item_specs, item_features, user_specs, user_features,
                    context_specs, context_features, texts)

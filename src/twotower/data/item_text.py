@@ -14,10 +14,9 @@ TEXT_KINDS = ("text", "categorical", "multi")
 MAX_QUERIES = 20              # an item's most frequent click queries kept in its text
 
 
-def item_texts(items: pd.DataFrame | None, item_ids: np.ndarray, specs: list[FeatureSpec], events: pd.DataFrame,
-               cfg: SearchConfig, separator: str = "|") -> np.ndarray:
-    """[n_items + 1] one text per item code (row 0, padding, is empty): the chosen columns' values, then the
-    item's click queries. `events` has item codes (`item`), `weight` and, optionally, `query`."""
+def item_texts(items: pd.DataFrame | None, item_ids: np.ndarray, specs: list[FeatureSpec], cfg: SearchConfig,
+               separator: str = "|") -> np.ndarray:
+    """[n_items + 1] what each item code's chosen columns say (row 0, padding, is empty)."""
     texts = [[] for _ in range(len(item_ids) + 1)]
     if items is not None:
         kinds = {s.name: s.kind for s in specs}
@@ -31,12 +30,20 @@ def item_texts(items: pd.DataFrame | None, item_ids: np.ndarray, specs: list[Fea
             for code, value in enumerate(values, start=1):
                 if isinstance(value, str) and value.strip():
                     texts[code].append(value.replace(separator, " ") if kinds.get(column) == "multi" else value)
-    if cfg.click_queries and "query" in events.columns:
-        clicked = events[(events["weight"] > 0) & events["query"].notna()]
-        if len(clicked):
-            queries = clicked["query"].astype(str).str.strip()
-            counts = pd.DataFrame({"item": clicked["item"].to_numpy(), "query": queries.to_numpy()})
-            counts = counts[counts["query"] != ""].value_counts(sort=True)
-            for (code, query), _ in counts.groupby(level=0, sort=False).head(MAX_QUERIES).items():
-                texts[int(code)].append(query)
     return np.array([" . ".join(parts) for parts in texts], dtype=object)
+
+
+def with_click_queries(texts: np.ndarray, events: pd.DataFrame, cfg: SearchConfig) -> np.ndarray:
+    """The texts ([n_items + 1], by item code) followed by each item's most frequent queries among `events`
+    (item codes, `weight`, optionally `query`) that led to a positive event on it."""
+    if not cfg.click_queries or "query" not in events.columns:
+        return texts
+    clicked = events[(events["weight"] > 0) & events["query"].notna() & (events["item"] > 0)]
+    if not len(clicked):
+        return texts
+    counts = pd.DataFrame({"item": clicked["item"].to_numpy(), "query": clicked["query"].astype(str).str.strip().to_numpy()})
+    counts = counts[counts["query"] != ""].value_counts(sort=True)
+    out = [[t] if t else [] for t in texts]
+    for (code, query), _ in counts.groupby(level=0, sort=False).head(MAX_QUERIES).items():
+        out[int(code)].append(query)
+    return np.array([" . ".join(parts) for parts in out], dtype=object)

@@ -5,6 +5,7 @@ is closed when its last request finishes. A failed load leaves the old version s
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -14,8 +15,10 @@ from pathlib import Path
 from ..api import Model, model_folder
 from ..config import RegistryConfig
 from ..errors import InputError
+from ..search import SEARCH_DIR
 
 EVENTS_FILE = "events.sqlite"
+log = logging.getLogger("twotower.serve")
 
 
 class ReloadError(Exception):
@@ -154,6 +157,11 @@ class ServedModels:
         except Exception as exc:
             model.close()
             raise ReloadError(f"{ref}: failed its checks ({exc})") from exc
+        if (folder / SEARCH_DIR).is_dir():           # load the text encoder now, not on the first /search
+            try:
+                model.search_index().encoder.encode(["warm up"])
+            except InputError as exc:
+                log.warning("%s: search is off (%s)", ref, exc)
         registered = ref.startswith("models:")                   # served from ROOT/serving/NAME/VERSION
         return Version(model, ref, f"{folder.parent.name}/{folder.name}" if registered else model.model_id)
 

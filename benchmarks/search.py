@@ -1,0 +1,216 @@
+"""Search benchmark, one command, three tables:
+
+1. Best Buy search clicks (real queries, clicked SKUs; `../shared/data/bestbuy-search-clicks-sample`): the
+   last fifth of the clicks (by time) are the test; twotower trains on the rest (items: SKU and category;
+   an item's text is the queries that led to clicks on it). Click recall@10 and MRR@10 for BM25 alone, the
+   text encoder alone, the two fused, the fused list ordered for the user too, and popularity.
+2. Known-item search on MovieLens-100K: a title's first words (2 or 3, year removed) as the query must find
+   that title. success@1 and @10 per list.
+3. Latency on one core over a catalog of N synthetic items (titles recombined from MovieLens words): the
+   encoding rate, and p50/p95/p99 of one query through `search` (BM25, text vectors, fusion).
+
+    .venv/bin/python benchmarks/search.py [--catalog 100000] [--queries 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TWOTOWER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+console = Console()
+
+
+def read_bestbuy(path: Path) -> pd.DataFrame:
+    """The sample's quirky CSV: every line wrapped in one pair of quotes, inner quotes doubled."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line[1:-1].replace('""', '"') if line.startswith('"') and line.endswith('"') else line
+                     for line in lines)
+    return pd.DataFrame(list(csv.DictReader(io.StringIO(text))), dtype=str)
+
+
+def metrics(ranked: list[list[str]], targets: list[str]) -> dict[str, float]:
+    hits = [t in r[:10] for r, t in zip(ranked, targets)]
+    rr = [1.0 / (r[:10].index(t) + 1) if t in r[:10] else 0.0 for r, t in zip(ranked, targets)]
+    return {"recall@10": float(np.mean(hits)), "MRR@10": float(np.mean(rr)), "_rr": np.array(rr)}
+
+
+def interval(values: np.ndarray, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(1000)]
+    return f"[{np.percentile(means, 2.5):.3f}, {np.percentile(means, 97.5):.3f}]"
+
+
+def bestbuy(work: Path) -> pd.DataFrame:
+    import twotower
+    from twotower.search import fuse
+
+    folder = Path(os.environ["TWOTOWER_DATA"]) / "bestbuy-search-clicks-sample"
+    log = read_bestbuy(folder / "train.csv")
+    log["timestamp"] = pd.to_datetime(log["click_time"]).astype("int64") / 1e9
+    log = log.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    cut = int(len(log) * 0.8)
+    train, test = log.iloc[:cut], log.iloc[cut:]
+    events = pd.DataFrame({"user_id": train["user"], "item_id": train["sku"], "timestamp": train["timestamp"],
+                           "action": "click", "query": train["query"]})
+    items = log[["sku", "category"]].drop_duplicates("sku").rename(columns={"sku": "item_id"})
+    out = work / "bestbuy-model"
+    cfg = {"train": {"epochs": 20, "threads": 1}, "registry": {"track": False}}
+    with twotower.train(events, items, config=cfg, out=out, ranker=False) as model:
+        index = model.search_index()
+        popular = train["sku"].value_counts().index.tolist()
+        lists = {"BM25 alone": [], "text encoder alone": [], "hybrid (fused)": [], "hybrid + the user's history": [],
+                 "popularity": []}
+        for q, u in zip(test["query"], test["user"]):
+            bm25 = index.lexical.search(q, 100)[0].tolist()
+            dense = index.text_hits(index.encoder.encode([q])[0], 100)[0].tolist()
+            lists["BM25 alone"].append(bm25)
+            lists["text encoder alone"].append(dense)
+            fused = fuse({"text": np.array(dense, object), "bm25": np.array(bm25, object)}, index.weights,
+                         model.config.search.rrf_k)
+            lists["hybrid (fused)"].append(fused["item_id"].tolist())
+            lists["hybrid + the user's history"].append(model.search(q, user_id=u, k=10)["item_id"].tolist())
+            lists["popularity"].append(popular[:10])
+        known = int(model.knows(test["user"].tolist()).sum())
+        weights = index.weights
+    targets = test["sku"].tolist()
+    seen = set(train["sku"])
+    rows = []
+    for name, ranked in lists.items():
+        m = metrics(ranked, targets)
+        rows.append({"method": name, "recall@10": m["recall@10"], "MRR@10": m["MRR@10"],
+                     "MRR@10 95% interval": interval(m["_rr"])})
+    console.print(f"Best Buy: trained on {len(train)} clicks, tested on {len(test)} later clicks "
+                  f"({sum(t in seen for t in targets)} of their SKUs were clicked in training; {known} of the "
+                  f"test users have training history); fusion weights learned at training: {weights}")
+    return pd.DataFrame(rows)
+
+
+def known_items(n: int = 500) -> pd.DataFrame:
+    from twotower.config import Config
+    from twotower.data.movielens import load_ml100k, locate
+    from twotower.pipeline import dataset_from_frames
+    from twotower.search import SearchIndex, fuse
+    from twotower.model.text_encoder import text_encoder
+
+    events, items, users = load_ml100k(locate("ml-100k"))
+    data = dataset_from_frames(events, items, users, Config())
+    index = SearchIndex.build(data.items.ids, data.item_texts[1:], text_encoder("minilm"))
+    rng = np.random.default_rng(0)
+    asked = items.sample(n, random_state=0)
+    ranked = {"BM25 alone": [], "text encoder alone": [], "hybrid (fused)": []}
+    for title in asked["title"]:
+        words = re.sub(r"\(\d{4}\)\s*$", "", str(title)).split()
+        q = " ".join(words[:int(rng.integers(2, 4))])
+        bm25 = index.lexical.search(q, 100)[0]
+        dense = index.text_hits(index.encoder.encode([q])[0], 100)[0]
+        ranked["BM25 alone"].append(bm25.tolist())
+        ranked["text encoder alone"].append(dense.tolist())
+        ranked["hybrid (fused)"].append(fuse({"text": dense, "bm25": bm25}, {}, 60.0)["item_id"].tolist())
+    targets = asked["item_id"].astype(str).tolist()
+    return pd.DataFrame([{"method": name, "success@1": float(np.mean([r[:1] == [t] for r, t in zip(lists, targets)])),
+                          "success@10": float(np.mean([t in r[:10] for r, t in zip(lists, targets)]))}
+                         for name, lists in ranked.items()])
+
+
+def synthetic_texts(words: list[str], genres: list[str], n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(words, int(rng.integers(2, 6)))) + " . " + " ".join(rng.choice(genres, 2))
+            for _ in range(n)]
+
+
+def latency(catalog: int, queries: int, work: Path) -> tuple[pd.DataFrame, float]:
+    import torch
+
+    from twotower.config import SearchConfig
+    from twotower.data.movielens import load_ml100k, locate
+    from twotower.model.text_encoder import text_encoder, text_key
+    from twotower.search import SearchIndex, search
+
+    torch.set_num_threads(1)
+    _, items, _ = load_ml100k(locate("ml-100k"))
+    words = sorted({w for t in items["title"] for w in re.findall(r"[A-Za-z]{3,}", str(t))})
+    genres = sorted({g for t in items["genres"] for g in str(t).split("|")})
+    texts = synthetic_texts(words, genres, catalog, seed=1)
+    encoder = text_encoder("minilm")
+    fresh = synthetic_texts(words, genres, 5_000, seed=2)          # the rate, on texts never encoded here
+    t0 = time.perf_counter()
+    encoder.encode(fresh, show_progress=True)
+    rate = len(fresh) / (time.perf_counter() - t0)
+    cached = work / f"synthetic-{catalog}.npy"                    # the catalog's vectors, from an earlier run
+    if cached.is_file():
+        encoder.cache.update(zip((text_key(t) for t in texts), np.load(cached)))
+    t0 = time.perf_counter()
+    index = SearchIndex.build([f"s{i}" for i in range(catalog)], texts, encoder, show_progress=True)
+    console.print(f"index of {catalog:,} items built in {time.perf_counter() - t0:.0f}s"
+                  + (" (vectors from an earlier run)" if cached.is_file() else ""))
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(cached, index.vectors)
+    rng = np.random.default_rng(1)
+    cfg = SearchConfig()
+    asked = [" ".join(rng.choice(words, int(rng.integers(1, 4)))) for _ in range(queries)]
+    for q in asked[:20]:                                          # warm up
+        search(index, q, 10, cfg)
+    took = []
+    for q in asked:
+        t0 = time.perf_counter()
+        search(index, q, 10, cfg)
+        took.append((time.perf_counter() - t0) * 1000)
+    took = np.array(took)
+    return pd.DataFrame([{"catalog": f"{catalog:,}", "queries": queries, "p50_ms": round(float(np.percentile(took, 50)), 1),
+                          "p95_ms": round(float(np.percentile(took, 95)), 1),
+                          "p99_ms": round(float(np.percentile(took, 99)), 1)}]), rate
+
+
+def show(title: str, table: pd.DataFrame) -> None:
+    out = Table(title=title)
+    for c in table.columns:
+        out.add_column(c)
+    for r in table.itertuples(index=False):
+        out.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r])
+    console.print(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--catalog", type=int, default=100_000, help="synthetic items for the latency table")
+    ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/twotower-search-bench"),
+                    help="keeps the synthetic catalog's vectors between runs")
+    ap.add_argument("--only-latency", action="store_true")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.only_latency:
+        with tempfile.TemporaryDirectory(prefix="twotower-search-") as tmp:
+            os.environ.setdefault("TWOTOWER_HOME", str(Path(tmp) / "home"))
+            clicks = bestbuy(Path(tmp))
+        show("Best Buy search clicks: the clicked SKU among the top 10", clicks)
+        titles = known_items()
+        show("MovieLens-100K known-item search: a title's first words", titles)
+        clicks.to_csv(args.out / "search-bestbuy.csv", index=False)
+        titles.to_csv(args.out / "search-known-item.csv", index=False)
+    speed, rate = latency(args.catalog, args.queries, args.work)
+    show(f"one query on one core (encoding ran at {rate:,.0f} items/s)", speed)
+    speed.assign(encoding_items_per_s=round(rate)).to_csv(args.out / "search-latency.csv", index=False)
+    console.print(f"tables in {args.out}/search-*.csv")
+
+
+if __name__ == "__main__":
+    main()
