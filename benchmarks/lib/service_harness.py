@@ -32,8 +32,9 @@ class Service:
     """`twotower serve --model MODEL --state STATE` in a child process on a free loopback port."""
 
     def __init__(self, model: Path, state: Path, token: str | None = None, port: int | None = None,
-                 config: Path | None = None):
+                 config: Path | None = None, workers: int = 1):
         self.model, self.state, self.token, self.config = Path(model), Path(state), token, config
+        self.workers = workers
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.state.mkdir(parents=True, exist_ok=True)
@@ -44,8 +45,9 @@ class Service:
         self._log = open(self.state / "serve.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", "--model", str(self.model),
                                       "--port", str(self.port), "--state", str(self.state), "--threads", "1",
+                                      "--workers", str(self.workers),
                                       *(["--config", str(self.config)] if self.config else [])],
-                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def wait_ready(self, timeout: float = 300) -> float:
@@ -64,8 +66,8 @@ class Service:
         raise RuntimeError("the service did not become ready")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown, no flush."""
-        self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL to the service and its worker processes: no shutdown, no flush."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self._log.close()
 
@@ -75,7 +77,7 @@ class Service:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
             self._log.close()
 

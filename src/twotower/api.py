@@ -259,6 +259,21 @@ class Model:
             counts.append(int(ids.isna().sum()) + len(mine))
         return counts
 
+    def sync(self) -> bool:
+        """Apply the events another process appended to this model's event log since the last look (several
+        service workers share one log): cheap when none did. True when something was applied."""
+        log = self._log
+        if log is None:
+            if not self._log_path.is_file():
+                return False
+            self.catch_up()
+            return True
+        if not log.written_elsewhere():
+            return False
+        with self._write:
+            self._apply_logged(after=self._trained_until)
+        return True
+
     def catch_up(self) -> None:
         """Apply the events another version beside this one appended to the log while this one opened (as on
         open: an outside log's events up to this model's training data are taken as trained on)."""

@@ -4,6 +4,7 @@ bad request, metrics, and the admin swap with its token."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -122,7 +123,7 @@ def test_unknown_items_bodies_too_large_and_broken_json(folders):
 def test_health_readiness_docs_and_metrics(folders):
     a, _, state = folders
     with client_for(a, state) as client:
-        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/healthz").json() == {"status": "ok", "pid": os.getpid()}
         ready = client.get("/readyz").json()
         assert ready["status"] == "ready"
         client.post("/recommend", json={"user_id": "u001", "k": 2})

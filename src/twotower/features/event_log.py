@@ -43,6 +43,7 @@ class EventLog:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.executescript(SCHEMA)
             self.log_id = self._db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0]
+            self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise InputError(str(self.path), f"the ingested-event log is damaged ({exc})",
                              "restore it from a copy, or move it away to start the log anew") from exc
@@ -68,6 +69,14 @@ class EventLog:
                 self._db.execute("ROLLBACK")
                 raise
         return _frame(stored)
+
+    def written_elsewhere(self) -> bool:
+        """True when another connection (another process) committed to the log since the last call: SQLite's
+        data_version, a few microseconds."""
+        with self._lock:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            changed, self._data_version = version != self._data_version, version
+        return changed
 
     def since(self, seq: int = 0) -> pd.DataFrame:
         """Every stored event after position `seq`, in the order they were stored."""

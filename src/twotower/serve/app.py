@@ -49,14 +49,17 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        stop, follower = threading.Event(), None
+        stop, followers = threading.Event(), []
         if cfg.follow_seconds > 0 and "@" in served.current.ref:
-            follower = threading.Thread(target=_follow_alias, args=(served, metrics, cfg.follow_seconds, stop),
-                                        name="twotower-follow", daemon=True)
+            followers.append(threading.Thread(target=_follow_alias, args=(served, metrics, cfg.follow_seconds, stop),
+                                              name="twotower-follow", daemon=True))
+        followers.append(threading.Thread(target=_follow_workers, args=(served, stop), name="twotower-workers",
+                                          daemon=True))
+        for follower in followers:
             follower.start()
         yield
         stop.set()
-        if follower is not None:
+        for follower in followers:
             follower.join()                       # a reload in progress ends before the versions close
         batcher.close()
         served.close()
@@ -143,16 +146,16 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
         return SearchResponse(query=req.query, user_id=req.user_id, personalized=personal, model_version=v.version,
                               items=_scored(found["item_id"].to_numpy(dtype=object), found["score"].to_numpy()))
 
-    @app.get("/healthz", summary="The process is alive")
+    @app.get("/healthz", summary="The process is alive (with --workers, the one that answered)")
     def healthz():
-        return {"status": "ok"}
+        return {"status": "ok", "pid": os.getpid()}
 
     @app.get("/readyz", summary="A model version is loaded and answering")
     def readyz():
         v = served.current
         if v.retired:
             return JSONResponse({"status": "closing"}, status_code=503)
-        return {"status": "ready", "model_version": v.version, "since": v.loaded_at}
+        return {"status": "ready", "model_version": v.version, "model": v.ref, "since": v.loaded_at}
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     def prometheus():
@@ -219,6 +222,12 @@ def _json_safe(value):
 def _scored(ids, scores) -> list[ScoredItem]:
     return [ScoredItem(item_id=str(i), score=float(s), rank=r)
             for r, (i, s) in enumerate(zip(ids, np.asarray(scores, dtype=np.float64)), start=1)]
+
+
+def _follow_workers(served: ServedModels, stop: threading.Event, every: float = 1.0) -> None:
+    """Follow the reloads and events of the service's other processes even while no request comes."""
+    while not stop.wait(every):
+        served.follow_swaps()
 
 
 def _follow_alias(served: ServedModels, metrics: ServiceMetrics, every: float, stop: threading.Event) -> None:

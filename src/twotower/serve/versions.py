@@ -5,7 +5,9 @@ is closed when its last request finishes. A failed load leaves the old version s
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -13,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..api import Model, model_folder
+from ..atomic import atomic_path
 from ..config import RegistryConfig
 from ..errors import InputError
 from ..search import SEARCH_DIR
 
 EVENTS_FILE = "events.sqlite"
+SWAPS_FILE = "serving.json"          # beside the event log: the version the service's processes should serve
 log = logging.getLogger("twotower.serve")
 
 
@@ -59,6 +63,10 @@ class ServedModels:
         self._pending: list[_Ticket] = []        # events waiting for the next group commit
         self._pending_lock = threading.Lock()
         self._current = self._open(ref)
+        # other processes of the service record their reloads here; what it held at start is not followed
+        self._swaps = self.events.parent / SWAPS_FILE if self.events is not None else None
+        self._swaps_seen = self._swaps_stamp()
+        self._following = threading.Lock()
 
     @property
     def current(self) -> Version:
@@ -66,7 +74,14 @@ class ServedModels:
 
     @contextmanager
     def lease(self):
-        """The current version, kept open until the block ends even if another is swapped in meanwhile."""
+        """The current version, kept open until the block ends even if another is swapped in meanwhile. It has
+        applied the events other processes of the service logged (read-your-writes across workers), and a
+        reload another process recorded is started in the background."""
+        self.follow_swaps()
+        try:
+            self._current.model.sync()
+        except Exception:                         # the read is still answered, from what this process holds
+            log.exception("could not apply events another worker logged")
         with self._lock:
             held = self._current
             held.in_flight += 1
@@ -123,7 +138,50 @@ class ServedModels:
                 idle = old.in_flight == 0
         if idle:
             old.model.close()
+        self._record_swap(new)
         return old, new
+
+    def _record_swap(self, new: Version) -> None:
+        """Tell the service's other processes which version this one now serves (atomically replaced)."""
+        if self._swaps is None:
+            return
+        with atomic_path(self._swaps) as tmp:
+            tmp.write_text(json.dumps({"ref": new.ref, "version": new.version, "pid": os.getpid()}))
+        self._swaps_seen = self._swaps_stamp()
+
+    def _swaps_stamp(self) -> int | None:
+        try:
+            return self._swaps.stat().st_mtime_ns if self._swaps is not None else None
+        except OSError:
+            return None
+
+    def follow_swaps(self) -> None:
+        """Start the reload another process recorded, once, in a background thread (requests meanwhile are
+        answered by the version this process holds)."""
+        stamp = self._swaps_stamp()
+        if stamp is None or stamp == self._swaps_seen or not self._following.acquire(blocking=False):
+            return
+        self._swaps_seen = stamp
+        try:
+            wanted = json.loads(self._swaps.read_text())
+        except (OSError, ValueError):
+            self._following.release()
+            return
+        current = self._current
+        if wanted.get("pid") == os.getpid() or (wanted.get("ref"), wanted.get("version")) == (current.ref,
+                                                                                            current.version):
+            self._following.release()
+            return
+
+        def swap() -> None:
+            try:
+                self.reload(wanted["ref"])
+            except ReloadError as exc:
+                log.warning("could not follow another worker's reload: %s", exc)
+            finally:
+                self._following.release()
+
+        threading.Thread(target=swap, name="twotower-follow-swap", daemon=True).start()
 
     def resolve(self, ref: str | None = None) -> str:
         """The version `ref` (default: the current one's) names now: for following an alias."""
