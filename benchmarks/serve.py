@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--event-rate", type=float, default=50.0)
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
     ap.add_argument("--work", type=Path, default=Path("/tmp/twotower-serve-bench"))
+    ap.add_argument("--workers", type=int, default=1, help="service processes (twotower serve --workers)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -158,7 +159,7 @@ def main() -> None:
     token = secrets.token_hex(16)
     state = args.work / "state"
     shutil.rmtree(state, ignore_errors=True)
-    service = Service(big, state, token).start()
+    service = Service(big, state, token, workers=args.workers).start()
     rows = []
     try:
         console.print(f"service ready in {service.wait_ready(900):.1f}s on {service.base}")
@@ -189,8 +190,8 @@ def main() -> None:
         service.stop()
 
     table = pd.DataFrame(rows)
-    show = Table(title=f"twotower serve, {args.items:,}-item catalog ({args.index} index), {args.rate:g} req/s "
-                       f"per read route, {args.seconds:g} s per phase, {os.cpu_count()} cores")
+    show = Table(title=f"twotower serve --workers {args.workers}, {args.items:,}-item catalog ({args.index} index), "
+                       f"{args.rate:g} req/s per read route, {args.seconds:g} s per phase, {os.cpu_count()} cores")
     for c in table.columns:
         show.add_column(c)
     for r in table.itertuples(index=False):
@@ -206,9 +207,10 @@ def main() -> None:
         breakdown.add_row(k, f"{v:.2f}")
     console.print(breakdown)
     args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "serve.csv", index=False)
-    pd.Series(stages, name="ms").to_csv(args.out / "serve-stages.csv", index_label="stage")
-    console.print(f"tables in {args.out / 'serve.csv'} and {args.out / 'serve-stages.csv'}")
+    name = "serve" if args.workers == 1 else f"serve-workers{args.workers}"
+    table.to_csv(args.out / f"{name}.csv", index=False)
+    pd.Series(stages, name="ms").to_csv(args.out / f"{name}-stages.csv", index_label="stage")
+    console.print(f"tables in {args.out / name}.csv and {args.out / name}-stages.csv")
 
 
 if __name__ == "__main__":
