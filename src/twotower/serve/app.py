@@ -95,7 +95,8 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
                                  items=_scored(answer.item_ids, answer.scores))
 
     @app.get("/items/{item_id:path}/similar", response_model=SimilarResponse, summary="Items nearest to an item")
-    def similar(item_id: str, k: Annotated[int, Query(ge=1)] = 10) -> SimilarResponse:
+    async def similar(item_id: str, k: Annotated[int, Query(ge=1)] = 10) -> SimilarResponse:
+        # answered on the event loop: a millisecond of index search costs less than a hop to the thread pool
         if k > cfg.max_k:
             raise HTTPException(422, f"k={k} is over the service's limit {cfg.max_k}; ask for fewer items")
         with served.lease() as v:
