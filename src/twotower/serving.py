@@ -140,13 +140,13 @@ class Server:
         """This server with more events in the history it serves from (see `with_events`): the same index,
         ranker and feature store; what requests read about users is recomputed for the users they touch."""
         history = with_events(self.saved.history, events)
-        positive = events[events["weight"].astype(float) > 0]
+        positive = np.asarray(events["weight"], dtype=np.float64) > 0
         reranker = self.reranker
         if reranker is not None:
-            items = history.items.encode(positive["item_id"].to_numpy())
-            times = positive["timestamp"].to_numpy(np.float64)
+            items = history.items.encode(np.asarray(events["item_id"])[positive])
+            times = np.asarray(events["timestamp"], dtype=np.float64)[positive]
             reranker = reranker.with_events(times[items > 0], items[items > 0])
-        touched = history.users.encode(positive["user_id"].to_numpy())
+        touched = history.users.encode(np.asarray(events["user_id"])[positive])
         return replace(self, saved=replace(self.saved, history=history), reranker=reranker,
                        users=self.users.with_events(history, touched), catalog=self.catalog)
 

@@ -179,26 +179,29 @@ def with_events(data: Dataset, events: pd.DataFrame) -> Dataset:
     a saved history keeps none): users not seen before get new codes (no features), and events on items the
     model does not know are left out, since its towers cannot read them. Events stay sorted by (user, time,
     arrival)."""
-    events = events[events["weight"].astype(float) > 0]
-    new_users = pd.unique(events.loc[~events["user_id"].astype(str).map(data.users.__contains__), "user_id"].astype(str))
+    weight = np.asarray(events["weight"], dtype=np.float64)
+    positive = weight > 0
+    user_ids = np.asarray(events["user_id"]).astype(str).astype(object)[positive]
+    item_ids = np.asarray(events["item_id"]).astype(str).astype(object)[positive]
+    new_users = pd.unique(np.array([u for u in user_ids if u not in data.users], dtype=object))
     users = data.users.extended(new_users) if len(new_users) else data.users
-    items = data.items.encode(events["item_id"].to_numpy())
+    items = data.items.encode(item_ids)
     known = items > 0
-    first = int(data.events["order"].max()) + 1 if len(data.events) else 0
-    added = pd.DataFrame({"user": users.encode(events["user_id"].to_numpy())[known], "item": items[known],
-                          "timestamp": events["timestamp"].to_numpy(np.float64)[known],
-                          "weight": events["weight"].to_numpy(np.float32)[known],
-                          "order": first + np.arange(int(known.sum()), dtype=np.int64)})
-    added = added.iloc[np.lexsort((added["order"].to_numpy(), added["timestamp"].to_numpy(),
-                                   added["user"].to_numpy()))]
+    first = int(data.events["order"].to_numpy().max()) + 1 if len(data.events) else 0
+    added = {"user": users.encode(user_ids)[known], "item": items[known],
+             "timestamp": np.asarray(events["timestamp"], dtype=np.float64)[positive][known],
+             "weight": weight[positive][known].astype(np.float32),
+             "order": first + np.arange(int(known.sum()), dtype=np.int64)}
+    by_user_time = np.lexsort((added["order"], added["timestamp"], added["user"]))
+    added = {c: v[by_user_time] for c, v in added.items()}
     # insert the few new rows into the sorted log (their arrival is after every stored row): no full sort
     old_users, old_times = data.events["user"].to_numpy(), data.events["timestamp"].to_numpy(np.float64)
-    lo = np.searchsorted(old_users, added["user"].to_numpy(), "left")
-    hi = np.searchsorted(old_users, added["user"].to_numpy(), "right")
+    lo = np.searchsorted(old_users, added["user"], "left")
+    hi = np.searchsorted(old_users, added["user"], "right")
     at = np.array([a + np.searchsorted(old_times[a:b], t, "right")
-                   for a, b, t in zip(lo, hi, added["timestamp"].to_numpy())], dtype=np.int64)
-    ev = pd.DataFrame({c: np.insert(data.events[c].to_numpy(), at, added[c].to_numpy().astype(data.events[c].dtype))
-                       for c in data.events.columns if c in added.columns})
+                   for a, b, t in zip(lo, hi, added["timestamp"])], dtype=np.int64)
+    ev = pd.DataFrame({c: np.insert(data.events[c].to_numpy(), at, added[c].astype(data.events[c].dtype))
+                       for c in data.events.columns if c in added})
     return Dataset(ev, users, data.items, data.item_specs, data.item_features,
                    data.user_specs, data.user_features, data.context_specs, {}, data.item_texts)
 

@@ -148,9 +148,10 @@ class TrendingSource:
 
     def with_events(self, times: np.ndarray, items: np.ndarray) -> "TrendingSource":
         """The same window over the stored events and these new positive ones (item codes)."""
-        times = np.concatenate([self.times, np.asarray(times, dtype=np.float64)])
-        order = np.argsort(times, kind="stable")
-        return replace(self, times=times[order], items=np.concatenate([self.items, np.asarray(items, np.int64)])[order])
+        times, items = np.asarray(times, dtype=np.float64), np.asarray(items, np.int64)
+        order = np.argsort(times, kind="stable")                 # the few new ones, then merged in place
+        at = np.searchsorted(self.times, times[order], side="right")
+        return replace(self, times=np.insert(self.times, at, times[order]), items=np.insert(self.items, at, items[order]))
 
     def save(self, folder: Path) -> None:
         np.savez_compressed(folder / "trending.npz", times=self.times, items=self.items,
