@@ -173,7 +173,8 @@ def latency(catalog: int, queries: int, work: Path) -> tuple[pd.DataFrame, float
         search(index, q, 10, cfg)
         took.append((time.perf_counter() - t0) * 1000)
     took = np.array(took)
-    return pd.DataFrame([{"catalog": f"{catalog:,}", "queries": queries, "p50_ms": round(float(np.percentile(took, 50)), 1),
+    return pd.DataFrame([{"catalog": f"{catalog:,}", "queries": queries,
+                          "p50_ms": round(float(np.percentile(took, 50)), 1),
                           "p95_ms": round(float(np.percentile(took, 95)), 1),
                           "p99_ms": round(float(np.percentile(took, 99)), 1)}]), rate
 

@@ -321,5 +321,6 @@ def catalog_churn(service: Service, token: str, users: list[str], items: list[st
             t.join()
     valid = set(items) | {r["item_id"] for r in new_items}
     return CatalogChurn(len(answers), len(errors), sum(len(ids - valid) for _, ids in answers),
-                        sum(1 for started, ids in answers for item, at in deleted.items() if started > at and item in ids),
+                        sum(1 for started, ids in answers for item, at in deleted.items()
+                            if started > at and item in ids),
                         changes)

@@ -105,7 +105,8 @@ class Model:
         requests together needs, without a frame per request."""
         _, items, scores = self._top(user_ids, k, context, at, exclude_seen, rank, batch=256)
         keep = pd.notna(items) & np.isfinite(scores)
-        return [(row_items[row_keep], row_scores[row_keep]) for row_items, row_scores, row_keep in zip(items, scores, keep)]
+        return [(row_items[row_keep], row_scores[row_keep])
+                for row_items, row_scores, row_keep in zip(items, scores, keep)]
 
     def _top(self, user_ids, k, context, at, exclude_seen, rank, batch) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(ids, [n, k] item ids with None for none, [n, k] scores) of each request."""

@@ -131,9 +131,10 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
             with watch.stage("search index"):
                 searchable = build_search_index(build, data.items.ids, texts[1:], cfg.search, show_progress,
                                                 learn_from=(data.item_texts, data.events))
+            held_out = searchable.fusion.get("held_out")
             log(f"search index: {searchable.items:,} items with text, encoded at "
                 f"{searchable.texts_per_second:,.0f} texts/s; fusion weights {searchable.weights}"
-                + (f" (chosen on {searchable.fusion['held_out']} later searches)" if searchable.fusion.get("held_out") else ""))
+                + (f" (chosen on {held_out} later searches)" if held_out else ""))
         built = save_ranker(build, learned, cfg, show_progress, watch)
         update_meta(build, stages_s={k: round(v, 1) for k, v in watch.seconds.items()},
                     tuning=asdict(tuning) if tuning else None,

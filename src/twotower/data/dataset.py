@@ -133,8 +133,8 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
     context_specs = fit_specs(src, ctx_cols, cfg.feature_kinds, cfg.multi_separator, config.model.text_buckets)
     times = ev["timestamp"].to_numpy(np.float64)
     if config.model.request_time and has_clock(times):
-        derived = pd.DataFrame(time_columns(times, previous_positive_times(ev["user"].to_numpy(), times,
-                                                                          ev["weight"].to_numpy() > 0)), index=src.index)
+        previous = previous_positive_times(ev["user"].to_numpy(), times, ev["weight"].to_numpy() > 0)
+        derived = pd.DataFrame(time_columns(times, previous), index=src.index)
         context_specs += fit_specs(derived, list(derived.columns), {c: "numeric" for c in derived.columns})
         src = pd.concat([src, derived], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)

@@ -41,7 +41,8 @@ def with_click_queries(texts: np.ndarray, events: pd.DataFrame, cfg: SearchConfi
     clicked = events[(events["weight"] > 0) & events["query"].notna() & (events["item"] > 0)]
     if not len(clicked):
         return texts
-    counts = pd.DataFrame({"item": clicked["item"].to_numpy(), "query": clicked["query"].astype(str).str.strip().to_numpy()})
+    counts = pd.DataFrame({"item": clicked["item"].to_numpy(),
+                           "query": clicked["query"].astype(str).str.strip().to_numpy()})
     counts = counts[counts["query"] != ""].value_counts(sort=True)
     out = [[t] if t else [] for t in texts]
     for (code, query), _ in counts.groupby(level=0, sort=False).head(MAX_QUERIES).items():

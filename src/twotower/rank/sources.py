@@ -151,7 +151,8 @@ class TrendingSource:
         times, items = np.asarray(times, dtype=np.float64), np.asarray(items, np.int64)
         order = np.argsort(times, kind="stable")                 # the few new ones, then merged in place
         at = np.searchsorted(self.times, times[order], side="right")
-        return replace(self, times=np.insert(self.times, at, times[order]), items=np.insert(self.items, at, items[order]))
+        return replace(self, times=np.insert(self.times, at, times[order]),
+                       items=np.insert(self.items, at, items[order]))
 
     def save(self, folder: Path) -> None:
         np.savez_compressed(folder / "trending.npz", times=self.times, items=self.items,
