@@ -51,10 +51,11 @@ def metrics(ranked: list[list[str]], targets: list[str]) -> dict[str, float]:
     return {"recall@10": float(np.mean(hits)), "MRR@10": float(np.mean(rr)), "_rr": np.array(rr)}
 
 
-def interval(values: np.ndarray, seed: int = 0) -> str:
-    rng = np.random.default_rng(seed)
-    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(1000)]
-    return f"[{np.percentile(means, 2.5):.3f}, {np.percentile(means, 97.5):.3f}]"
+def interval(values: np.ndarray) -> str:
+    from twotower.evaluate.metrics import mean_interval
+
+    _, low, high = mean_interval(values, draws=1000)
+    return f"[{low:.3f}, {high:.3f}]"
 
 
 def bestbuy(work: Path) -> pd.DataFrame:

@@ -129,8 +129,8 @@ class Server:
 
     def personal_scores(self, user: int, item_ids: np.ndarray, at: float, context: dict | None) -> np.ndarray:
         """The towers' score of one known user (code) with each item (ids), on the ranker's scale; -inf for
-        items the towers never saw (added to the catalog after training)."""
-        check_context(self.saved.history.context_specs, context)
+        items the towers never saw (added to the catalog after training). An unknown context column is an
+        error (`request_context` checks)."""
         query, _ = self.query_vectors(np.array([user]), np.array([at], dtype=np.float64), context)
         items = self.saved.history.items.encode(np.asarray(item_ids, dtype=object))
         scores = self.catalog.tower_score(np.repeat(query, len(items), axis=0), items)

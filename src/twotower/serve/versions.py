@@ -75,9 +75,8 @@ class ServedModels:
     @contextmanager
     def lease(self):
         """The current version, kept open until the block ends even if another is swapped in meanwhile. It has
-        applied the events other processes of the service logged (read-your-writes across workers), and a
-        reload another process recorded is started in the background."""
-        self.follow_swaps()
+        applied the events other processes of the service logged (read-your-writes across workers); their
+        reloads are followed by the app's background thread (`follow_swaps`), not on a request's path."""
         try:
             self._current.model.sync()
         except Exception:                         # the read is still answered, from what this process holds
