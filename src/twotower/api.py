@@ -18,6 +18,7 @@ from .data.schema import EARLIEST, LATEST, validate_event_rows, validate_events
 from .errors import InputError
 from .features.event_log import LOG_FILE, EventLog, follows
 from .features.materialize import FEATURES_DIR, catch_up
+from .explain import Explainer, Explanation
 from .search import SearchIndex, search
 from .serving import Server, context_rows
 
@@ -49,6 +50,7 @@ class Model:
         self._history_seq = 0             # the last logged event the served history holds
         self._search: SearchIndex | None = None
         self._search_lock = threading.Lock()
+        self._explain: tuple | None = None           # (the saved model it reads, its Explainer), made on first use
         try:
             if self._log_path.is_file():
                 self._log = EventLog(self._log_path)
@@ -125,6 +127,43 @@ class Model:
                                exclude_seen=exclude_seen, context=context_rows(context, sl))
             items[sl], scores[sl] = top.ids, top.scores.astype(np.float64)
         return ids, items, scores
+
+    def explain(self, user_id: str, k: int = 10, context: dict | None = None, at=None,
+                exclude_seen: bool | None = None) -> Explanation:
+        """The user's top `k` exactly as `recommend` serves them, each with its towers' score, the ranker's
+        score and its reasons: the ranker's per-feature contributions (they sum to the served score) grouped
+        into words, and the user's history items nearest to it in the towers' space."""
+        server = self._server
+        times = _times(at, 1)
+        _check_context_lengths(context, 1)
+        return self._explainer().explain(server, _id_list([user_id], "user_id")[0], min(_positive(k, "k"),
+                                         max(len(server.index), 1)), None if times is None else float(times[0]),
+                                         context, exclude_seen)
+
+    def item_names(self, item_ids) -> list[str]:
+        """Each item's name for people (the items table's title or name column), or its id where none."""
+        return self._explainer().info.names(_id_list(item_ids, "item_ids"))
+
+    def item(self, item_id: str) -> dict[str, str] | None:
+        """The item's readable attributes ({column: value}), or None for an item the model never had."""
+        return self._explainer().info.attributes(str(item_id))
+
+    def active_users(self, n: int = 20) -> list[str]:
+        """The `n` users with the most positive events (ties: the most recent first): good users to look at."""
+        hist = self._server.saved.history
+        counts = np.bincount(hist.events["user"].to_numpy(), minlength=hist.n_users + 1)[1:]
+        best = np.argsort(-counts, kind="stable")[:_positive(n, "n")]
+        return [str(u) for u in hist.users.decode(best[counts[best] > 0] + 1)]
+
+    def has_items(self, item_ids) -> np.ndarray:
+        """[n] True for items the model can recommend now (in its index)."""
+        return np.asarray(self._server.index.contains(_id_list(item_ids, "item_ids")), dtype=bool)
+
+    def _explainer(self) -> Explainer:
+        with self._search_lock:
+            if self._explain is None or self._explain[0] is not self._server.saved:
+                self._explain = (self._server.saved, Explainer(self._server.saved))
+            return self._explain[1]
 
     def user_ids(self) -> list[str]:
         """Every user the model knows (trained on, or arrived through `ingest`)."""

@@ -76,7 +76,7 @@ class Server:
 
     def top_k(self, users: np.ndarray, k: int, at: np.ndarray | None = None, rank: bool = True,
               exclude_seen: bool | None = None, context: dict | None = None,
-              watch: Stopwatch | None = None) -> SearchResult:
+              watch: Stopwatch | None = None, keep: list | None = None) -> SearchResult:
         """[n] user codes (0 = unknown) -> their top k items (ids) and scores. Known users get retrieved (and,
         with `rank`, ranked) items, unseen ones when `exclude_seen` (default: the config's
         recommend.exclude_seen); others the most popular indexed items.
@@ -86,7 +86,8 @@ class Server:
         are a batch for visits at an unknown time: the towers get no time features, the ranker reads
         features as of the latest event (its hour and weekday features are then that event's). `context`
         gives the log's own context columns (see `request_context`). `watch` collects the seconds of each
-        stage (query tower, index, the ranker's candidates, features and trees)."""
+        stage (query tower, index, the ranker's candidates, features and trees); `keep` receives the ranked
+        candidate rows (see `rank_candidates`)."""
         hist, cfg = self.saved.history, self.saved.config
         check_context(hist.context_specs, context)
         exclude_seen = cfg.recommend.exclude_seen if exclude_seen is None else exclude_seen
@@ -116,7 +117,7 @@ class Server:
                     allowed[state.seen[u].nonzero()] = False
                 beside = Beside(allowed, lambda local, item: cat.tower_score(queries[local], item),
                                 cat.temperature, state.recent)
-                found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside, ctx, watch)
+                found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside, ctx, watch, keep)
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
 
@@ -253,10 +254,12 @@ def open_reranker(saved: SavedModel) -> tuple[Reranker | None, str]:
 
 def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, users: np.ndarray,
                     found: SearchResult, k: int, at: np.ndarray, beside: Beside,
-                    context: dict[str, np.ndarray] | None = None, watch: Stopwatch | None = None) -> SearchResult:
+                    context: dict[str, np.ndarray] | None = None, watch: Stopwatch | None = None,
+                    keep: list | None = None) -> SearchResult:
     """Order each request's candidates (the towers' `found`, and each of the ranker's sources' top N) by the
     ranker, with features as of its time `at[i]` and the requests' own encoded `context` (`request_context`);
-    keep the top k. Rows travel as numpy columns: a request's whole ranking costs less than building frames."""
+    keep the top k. Rows travel as numpy columns: a request's whole ranking costs less than building frames.
+    `keep` (a list) receives (rows, scores) of every candidate, for explaining the order."""
     watch = watch or Stopwatch()
     with watch.stage("ranker: candidates"):
         rows = _candidate_rows(reranker, hist, users, found, at, beside, context or {})
@@ -264,6 +267,8 @@ def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, 
         rows = ranking_rows(rows, features, reranker, hist, beside.recent)
     with watch.stage("ranker: trees"):
         score = reranker.score(rows)
+    if keep is not None:
+        keep.append((rows, score))
     order = np.lexsort((-score, rows["request"]))       # by request, then score (stable: ties keep their order)
     request = rows["request"][order]
     place = np.arange(len(order)) - np.searchsorted(request, request, "left")

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from ..config import Config
 from ..errors import InputError
 from .features import FeatureSpec, encode, fit_specs
-from .item_text import item_texts
+from .item_text import item_labels, item_texts
 from .schema import context_columns
 from .time_features import NAMES as TIME_NAMES
 from .time_features import has_clock, previous_positive_times, time_columns
@@ -72,6 +72,7 @@ class Dataset:
     context_specs: list[FeatureSpec] = field(default_factory=list)
     context_features: dict[str, np.ndarray] = field(default_factory=dict)  # one row per event
     item_texts: np.ndarray | None = None     # [n_items + 1] what each item's text columns say (`item_text`)
+    item_labels: np.ndarray | None = None    # [n_items + 1] each item's name for people (`item_text.item_labels`)
 
     @property
     def n_users(self) -> int:
@@ -88,6 +89,7 @@ class Dataset:
             self.events[mask].reset_index(drop=True), self.users, self.items,
             self.item_specs, self.item_features, self.user_specs, self.user_features,
             self.context_specs, {k: v[mask] for k, v in self.context_features.items()}, self.item_texts,
+            self.item_labels,
         )
 
 
@@ -141,7 +143,7 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
     texts = item_texts(items, item_vocab.ids, item_specs, config.search, cfg.multi_separator) \
         if config.search.encoder != "none" else None
     return Dataset(ev, user_vocab, item_vocab, item_specs, item_features, user_specs, user_features,
-                   context_specs, context_features, texts)
+                   context_specs, context_features, texts, item_labels(items, item_vocab.ids, item_specs))
 
 
 def request_context(specs: list[FeatureSpec], times, previous=None, values: dict | None = None) -> dict[str, np.ndarray]:
@@ -203,7 +205,7 @@ def with_events(data: Dataset, events: pd.DataFrame) -> Dataset:
     ev = pd.DataFrame({c: np.insert(data.events[c].to_numpy(), at, added[c].astype(data.events[c].dtype))
                        for c in data.events.columns if c in added})
     return Dataset(ev, users, data.items, data.item_specs, data.item_features,
-                   data.user_specs, data.user_features, data.context_specs, {}, data.item_texts)
+                   data.user_specs, data.user_features, data.context_specs, {}, data.item_texts, data.item_labels)
 
 
 def seen_matrix(data: Dataset) -> sp.csr_matrix:

@@ -12,6 +12,7 @@ from .features import FeatureSpec
 
 TEXT_KINDS = ("text", "categorical", "multi")
 MAX_QUERIES = 20              # an item's most frequent click queries kept in its text
+LABEL_NAMES = ("title", "name", "product_name", "product_title", "item_name", "label")   # what people call an item
 
 
 def item_texts(items: pd.DataFrame | None, item_ids: np.ndarray, specs: list[FeatureSpec], cfg: SearchConfig,
@@ -31,6 +32,26 @@ def item_texts(items: pd.DataFrame | None, item_ids: np.ndarray, specs: list[Fea
                 if isinstance(value, str) and value.strip():
                     texts[code].append(value.replace(separator, " ") if kinds.get(column) == "multi" else value)
     return np.array([" . ".join(parts) for parts in texts], dtype=object)
+
+
+def label_column(items: pd.DataFrame, specs: list[FeatureSpec]) -> str | None:
+    """The items table's column that names an item for a person: a title/name column, else its first text
+    column, else none (the id is then the name)."""
+    by_name = {str(c).lower(): c for c in items.columns if c != "item_id"}
+    for name in LABEL_NAMES:
+        if name in by_name:
+            return by_name[name]
+    return next((s.name for s in specs if s.kind == "text" and s.name in items.columns), None)
+
+
+def item_labels(items: pd.DataFrame | None, item_ids: np.ndarray, specs: list[FeatureSpec]) -> np.ndarray | None:
+    """[n_items + 1] each item code's name for people (None where the table has none), or None without one."""
+    column = label_column(items, specs) if items is not None else None
+    if column is None:
+        return None
+    values = items.drop_duplicates("item_id").set_index("item_id")[column]
+    aligned = values.reindex(pd.Index(np.asarray(item_ids).astype(str))).to_numpy(dtype=object)
+    return np.concatenate([[None], [v if isinstance(v, str) and v.strip() else None for v in aligned]]).astype(object)
 
 
 def with_click_queries(texts: np.ndarray, events: pd.DataFrame, cfg: SearchConfig) -> np.ndarray:

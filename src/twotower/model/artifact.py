@@ -73,7 +73,8 @@ def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Co
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=float))
         np.savez(tmp / "features.npz", **{f"item/{k}": v for k, v in data.item_features.items()},
                  **{f"user/{k}": v for k, v in data.user_features.items()})
-        pd.DataFrame({"item_id": data.items.ids.astype(str)}).to_parquet(tmp / "items.parquet")
+        labels = {"label": data.item_labels[1:]} if data.item_labels is not None else {}
+        pd.DataFrame({"item_id": data.items.ids.astype(str), **labels}).to_parquet(tmp / "items.parquet")
         pd.DataFrame({"user_id": data.users.ids.astype(str)}).to_parquet(tmp / "users.parquet")
         ev = data.events[data.events["weight"] > 0][["user", "item", "timestamp", "weight", "order"]]
         ev.to_parquet(tmp / "history.parquet")

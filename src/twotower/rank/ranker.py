@@ -97,6 +97,16 @@ class LambdaRanker:
         score = self.model.predict(matrix, num_iteration=self.model.best_iteration or None)
         return score + self._base_score(rows) if self.base else score
 
+    def contributions(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """([n, features] each feature's SHAP contribution to each row's score (LightGBM's `pred_contrib`),
+        [n] the trees' expected value, [n] the base term): the three sum to `score(rows)`."""
+        if self.model is None:
+            raise InputError("ranker", "not trained", "call fit first")
+        matrix = np.column_stack([np.asarray(rows[c], dtype=np.float64) for c in self.features])
+        contrib = self.model.predict(matrix, num_iteration=self.model.best_iteration or None, pred_contrib=True)
+        base = self._base_score(rows) if self.base else np.zeros(len(matrix))
+        return contrib[:, :-1], contrib[:, -1], base
+
     def _base_score(self, rows) -> np.ndarray:
         return np.asarray(rows[self.base], dtype=np.float64) * self.base_scale
 

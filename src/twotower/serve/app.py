@@ -31,6 +31,7 @@ from ..config import ServeConfig
 from ..errors import InputError
 from .batching import Ask, Overloaded, RecommendBatcher
 from .metrics import ServiceMetrics
+from .page import add_page
 from .schemas import (CatalogChange, CatalogResponse, Event, EventsResponse, HistoryEvent, HistoryResponse,
                       RecommendRequest, RecommendResponse, ReloadRequest, ReloadResponse, ScoredItem, SearchRequest,
                       SearchResponse, SimilarResponse)
@@ -111,8 +112,9 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
     def history(user_id: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> HistoryResponse:
         with served.lease() as v:
             rows = v.model.history(user_id, limit=limit)
+            actions = action_names(v.model.config.data.actions)
         return HistoryResponse(user_id=user_id, model_version=v.version, events=[
-            HistoryEvent(item_id=str(i), timestamp=float(t), weight=float(w), event_id=e)
+            HistoryEvent(item_id=str(i), timestamp=float(t), weight=float(w), event_id=e, action=actions.get(float(w)))
             for i, t, w, e in zip(rows["item_id"], rows["timestamp"], rows["weight"], rows["event_id"])])
 
     @app.post("/events", response_model=EventsResponse,
@@ -162,6 +164,8 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
     def prometheus():
         return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
 
+    add_page(app, served, cfg)
+
     if token:
         @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(AdminToken(token))],
                   summary="Load a version beside the current one, check it, swap it in")
@@ -196,6 +200,14 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
 
 
 BEARER = HTTPBearer(auto_error=False)
+
+
+def action_names(actions: dict[str, float]) -> dict[float, str]:
+    """Label weight -> the first action the config names with it (click, cart, purchase by default)."""
+    names: dict[float, str] = {}
+    for name, weight in actions.items():
+        names.setdefault(float(weight), name)
+    return names
 
 
 class AdminToken:

@@ -62,6 +62,7 @@ class HistoryEvent(BaseModel):
     timestamp: float
     weight: float
     event_id: str | None
+    action: str | None = Field(None, description="the config's action name for the event's weight")
 
 
 class HistoryResponse(BaseModel):
@@ -110,3 +111,67 @@ class ReloadResponse(BaseModel):
     previous: str
     model_version: str
     seconds: float
+
+
+class ExplainRequest(_Body):
+    user_id: StrictStr = Field(min_length=1, max_length=512)
+    k: int = Field(10, ge=1, description="how many items (at most serve.max_k)")
+    context: dict[str, Scalar] = Field(default_factory=dict, description="values of the log's context columns")
+    exclude_seen: StrictBool | None = Field(None, description="default: the model config's recommend.exclude_seen")
+    at: StrictFloat | StrictInt | StrictStr | None = Field(
+        None, description="request time (unix seconds or ISO date-time, UTC); default now")
+
+
+class ReasonOut(BaseModel):
+    kind: str = Field(description="towers, covisit, trending, popular, affinity:<feature>, ...")
+    text: str = Field(description="the reason in words")
+    contribution: float = Field(description="its features' summed contribution to the served score")
+    features: list[str]
+
+
+class Neighbour(BaseModel):
+    item_id: str
+    name: str
+    similarity: float
+
+
+class ExplainedItemOut(BaseModel):
+    item_id: str
+    name: str
+    rank: int
+    score: float = Field(description="the served score (the ranker's; the towers' in retrieval order)")
+    tower_score: float | None
+    expected_value: float
+    base: float
+    contributions: dict[str, float] = Field(description="each ranker feature's contribution (LightGBM pred_contrib): "
+                                            "expected_value + base + their sum = score")
+    reasons: list[ReasonOut]
+    nearest_history: list[Neighbour] = Field(description="the user's history items closest in the towers' space")
+
+
+class ExplainResponse(BaseModel):
+    user_id: str
+    personalized: bool
+    ranked: bool
+    items: list[ExplainedItemOut]
+    model_version: str
+
+
+class NamesRequest(_Body):
+    item_ids: list[StrictStr] = Field(max_length=1000)
+
+
+class NamesResponse(BaseModel):
+    names: dict[str, str]
+
+
+class ItemResponse(BaseModel):
+    item_id: str
+    name: str
+    attributes: dict[str, str]
+    model_version: str
+
+
+class UsersResponse(BaseModel):
+    users: list[str] = Field(description="the most active users")
+    model_version: str
