@@ -29,31 +29,53 @@ def sampled_softmax_loss(queries: torch.Tensor, targets: torch.Tensor, target_ve
                          negatives: torch.Tensor | None = None, negative_vectors: torch.Tensor | None = None,
                          candidate_log_q: torch.Tensor | None = None,
                          explicit: torch.Tensor | None = None, explicit_vectors: torch.Tensor | None = None,
-                         ) -> torch.Tensor:
-    """Sampled softmax with in-batch and mixed negatives, logQ correction and accidental-hit masking.
+                         offset: int = 0) -> torch.Tensor:
+    """Sampled softmax with in-batch and mixed negatives, logQ correction and accidental-hit masking: the
+    label-weighted cross-entropy of `sampled_softmax_logits` (see there) at each row's own positive."""
+    logits = sampled_softmax_logits(queries, targets, target_vectors, similarity, negatives, negative_vectors,
+                                    candidate_log_q, explicit, explicit_vectors, offset)
+    return positive_loss(logits, weights, offset)
 
-    Candidates for row i are every row's target (in-batch; column i is row i's positive), then the shared
-    `negatives` [K] (e.g. uniform over the catalog), then row i's own `explicit` [N, M] negatives (logged
-    weight-0 impressions; code 0 = none).
-    candidate_log_q [N + K]: log of each candidate's expected count per batch under the mixed sampling
+
+def sampled_softmax_logits(queries: torch.Tensor, targets: torch.Tensor, target_vectors: torch.Tensor,
+                           similarity: Similarity,
+                           negatives: torch.Tensor | None = None, negative_vectors: torch.Tensor | None = None,
+                           candidate_log_q: torch.Tensor | None = None,
+                           explicit: torch.Tensor | None = None, explicit_vectors: torch.Tensor | None = None,
+                           offset: int = 0) -> torch.Tensor:
+    """queries [N, d] -> logits [N, G + K + M] over in-batch, shared sampled and per-row explicit negatives.
+
+    Candidates for row i are every batch target `targets` [G] (in-batch; row i's own positive is column
+    offset + i: G = N and offset 0 in one process, while under data parallelism `targets` is the global
+    batch gathered from every rank), then the shared `negatives` [K] (e.g. uniform over the catalog), then
+    row i's own `explicit` [N, M] negatives (logged weight-0 impressions; code 0 = none).
+    candidate_log_q [G + K]: log of each candidate's expected count per batch under the mixed sampling
     distribution; it is subtracted from the logits (Yi et al. 2019), which makes the sampled softmax an
     unbiased stand-in for the full one. Explicit negatives are not sampled, so get no correction.
-    A candidate with the same item as row i's target (other than column i) is an accidental hit: masked.
+    A candidate with the same item as row i's target (other than row i's own column) is an accidental hit:
+    masked (-inf).
     """
+    n = len(queries)
+    own = targets[offset:offset + n]
     cand_items = targets if negatives is None else torch.cat([targets, negatives])
     cand_vectors = target_vectors if negatives is None else torch.cat([target_vectors, negative_vectors])
-    logits = similarity.all_pairs(queries, cand_vectors)                        # [N, N + K]
+    logits = similarity.all_pairs(queries, cand_vectors)                        # [N, G + K]
     if candidate_log_q is not None:
         logits = logits - candidate_log_q.unsqueeze(0)
-    n = len(targets)
-    hit = targets.unsqueeze(1) == cand_items.unsqueeze(0)
-    hit[torch.arange(n), torch.arange(n)] = False
+    hit = own.unsqueeze(1) == cand_items.unsqueeze(0)
+    rows = torch.arange(n)
+    hit[rows, offset + rows] = False
     logits = logits.masked_fill(hit, NEG_INF)
     if explicit is not None and explicit.shape[1] > 0:
         ex = similarity.pairs(queries.unsqueeze(1), explicit_vectors)           # [N, M]
-        ex = ex.masked_fill((explicit == 0) | (explicit == targets.unsqueeze(1)), NEG_INF)
+        ex = ex.masked_fill((explicit == 0) | (explicit == own.unsqueeze(1)), NEG_INF)
         logits = torch.cat([logits, ex], dim=1)
-    labels = torch.arange(n, device=queries.device)
+    return logits
+
+
+def positive_loss(logits: torch.Tensor, weights: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """Label-weighted cross-entropy of logits [N, C] whose row i's positive is column offset + i."""
+    labels = offset + torch.arange(len(logits), device=logits.device)
     return weighted_mean(F.cross_entropy(logits, labels, reduction="none"), weights)
 
 
