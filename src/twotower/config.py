@@ -103,6 +103,9 @@ class TrainConfig(_Section):
     tune_seconds: float = Field(0.0, ge=0, description="seconds to spend choosing dropout, learning rate, history "
                                 "length and dimension on validation before training (0 = use the config as is)")
     tune_epochs: int = Field(3, ge=1, description="epochs of each tuning trial")
+    workers: int = Field(1, ge=1, le=256, description="processes training the towers together on this machine "
+                         "(torchrun, DistributedDataParallel over loopback; batch_size stays the global batch); "
+                         "`twotower train --workers` overrides it")
 
 
 class IndexConfig(_Section):

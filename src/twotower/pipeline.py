@@ -13,11 +13,13 @@ from typing import Callable
 
 import pandas as pd
 
+from . import distributed
 from .catalog import IndexBuild, build_model_index
 from .config import Config
 from .data.dataset import Dataset, build_dataset
 from .data.schema import read_events, read_table, validate_events, validate_table
 from .data.split import holdout_last
+from .errors import InputError
 from .evaluate.baselines import classic_baselines
 from .evaluate.metrics import ndcg_at, paired_interval
 from .evaluate.protocol import EvalSet, protocol_rows, protocol_split
@@ -93,13 +95,23 @@ class RankerBuild:
 
 def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint: dict,
                    show_progress: bool = True, ranker: bool = True,
-                   log: Callable[[str], None] = lambda _: None) -> TrainOutcome:
+                   log: Callable[[str], None] = lambda _: None) -> TrainOutcome | None:
     """Train and save a model folder: unless `ranker` is off (or `rank.enabled` is false) the ranker first,
     on a later slice than its own towers; then the model's towers (early-stopped on each user's last event
     unless disabled), started from the ranker's towers and fine-tuned on every event, so the two share most
     of their training; the model is saved with the full history, so recommendations use every event; then
-    its index, and the ranker with its online feature store."""
+    its index, and the ranker with its online feature store.
+
+    Under torchrun (`twotower.distributed`) every rank calls it: rank 0 does all of the above and returns the
+    outcome; the others join each tower training (collective) and return None after the last one."""
     out = Path(out)
+    group = distributed.current()
+    if group.world > 1 and cfg.train.tune_seconds > 0 and cfg.train.early_stopping:
+        raise InputError("train.tune_seconds", "tuning runs in one process, not under torchrun",
+                         "tune with one process, put the chosen settings in the config and set tune_seconds = 0")
+    if not group.leader:
+        follow_training(data, cfg, ranker)
+        return None
     watch = Stopwatch()
     tuning = None
     if cfg.train.tune_seconds > 0 and cfg.train.early_stopping:
@@ -144,6 +156,31 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
         built.store.where = built.store.where.replace(str(build), str(out))
     return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()), index,
                         built, watch.seconds, searchable)
+
+
+class _RetrieverTrained(Exception):
+    """A follower rank has joined the ranker's retriever training: the rest of the ranker is rank 0's."""
+
+
+def follow_training(data: Dataset, cfg: Config, ranker: bool) -> None:
+    """A rank other than 0 in `train_and_save`: the same tower trainings as rank 0, in the same order and on
+    the same data (the ranker's retriever on the same slice, then the model's towers from its weights), each
+    collective; nothing written."""
+    retriever: dict = {}
+    if ranker and cfg.rank.enabled:
+        def fit_retriever(history: Dataset, early_stopping: EvalSet):
+            towers = TowerRecommender(short_patience(cfg), show_progress=False)
+            towers.fit(history, early_stopping)
+            retriever["state"] = towers.model.state_dict()
+            raise _RetrieverTrained
+
+        try:        # rank 0's own path up to its retriever: the slice is chosen by the same code
+            train_reranker(data, fit_retriever, cfg.rank, None, exclude_seen=cfg.recommend.exclude_seen)
+        except (NoRankerData, _RetrieverTrained):
+            pass
+    warm = retriever.get("state")
+    towers = TowerRecommender(cfg if warm is None else short_patience(cfg), show_progress=False)
+    towers.fit(*(early_stopping_split(data, cfg) if cfg.train.early_stopping else (data, None)), warm_start=warm)
 
 
 def short_patience(cfg: Config) -> Config:
