@@ -112,18 +112,19 @@ def svg(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     return buf.getvalue()
 
 
-def figure(width: float = 6.0, height: float = 3.6):
+def figure(width: float = 6.0, height: float = 3.6, columns: int = 1):
+    """(figure, axes) drawn off screen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height))
+    return plt.subplots(1, columns, figsize=(width, height))
 
 
 def _empty(ax, message: str) -> None:

@@ -30,7 +30,7 @@ def served_metrics(model_dir: str | Path, test: EvalSet, rerank: bool = True, ba
     try:
         for lo in range(0, len(t), batch):
             sl = slice(lo, lo + batch)
-            top = server.top_k(t.users[sl], max(KS), at=t.times[sl])
+            top = server.top_k(t.users[sl], max(KS), at=None if t.times is None else t.times[sl])
             codes = np.where(top.ids == None, 0, vocab.encode(top.ids.ravel()).reshape(top.ids.shape))  # noqa: E711
             ranks.append(list_ranks(codes, t.items[sl]))
             tops.append(codes[:, :10])
