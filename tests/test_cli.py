@@ -39,7 +39,8 @@ def trained(small_files, config, tmp_path):
     return out
 
 
-@pytest.mark.parametrize("verb", ["train", "recommend", "evaluate", "demo", "index", "materialize", "models list",
+@pytest.mark.parametrize("verb", ["train", "recommend", "evaluate", "demo", "index", "materialize", "report", "search",
+                                  "serve", "models list",
                                   "models show", "models promote", "models rollback"])
 def test_every_verb_has_help(verb):
     result = runner.invoke(app, [*verb.split(), "--help"])
