@@ -118,3 +118,21 @@ def test_generated_bad_paths_never_change_an_input(tmp_path_factory, kind, ext):
     except InputError:
         assert not (kind == "fresh" and ext)
     assert before == {p: digest(p) for p in before}
+
+
+@pytest.mark.parametrize("name", ["recs.csv", "recs.tsv", "recs.csv.gz", "recs.parquet"])
+def test_a_table_written_in_chunks_equals_the_table_written_whole(tmp_path, name):
+    def read(path):
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype={"user_id": str, "item_id": str})
+
+    df = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "item_id": ["a", "b", "a", "c"],
+                       "rank": [1, 2, 1, 1], "score": [0.5, 0.25, 0.125, 1.0]})
+    whole, chunked = table_output(tmp_path / f"whole-{name}"), table_output(tmp_path / f"chunked-{name}")
+    whole.write(df)
+    assert chunked.write_chunks(iter([df[:1], df[1:3], df[3:]]), columns=list(df.columns)) == len(df)
+    a, b = (read(o.path) for o in (whole, chunked))
+    pd.testing.assert_frame_equal(a, b)
+    empty = table_output(tmp_path / f"empty-{name}")
+    assert empty.write_chunks(iter([]), columns=list(df.columns)) == 0 and empty.path.is_file()

@@ -4,6 +4,7 @@ a device, FIFO or folder; written atomically in the format its extension names, 
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 import sys
 import tempfile
@@ -33,26 +34,77 @@ class TableOutput:
     def write(self, df: pd.DataFrame, float_format: str | None = None) -> None:
         """Write `df` whole: a crash leaves the previous file (or none), never half a table. CSV quotes as RFC
         4180 does; TSV is literal (no quoting), so a value holding a tab or a line break is refused."""
-        text = df.select_dtypes(include=["object", "string"])
-        breaks = {c: text[c].astype(str).str.contains("[\t\r\n]") for c in text.columns}
-        if self.format == "tsv" and any(b.any() for b in breaks.values()):
-            column = next(c for c, b in breaks.items() if b.any())
-            raise InputError(str(self), f"a {column} value holds a tab or a line break, which TSV cannot hold",
-                             "write .csv or .parquet")
-        # a value holding a carriage return is quoted only when \r ends lines too (else it reads as a break)
-        crlf = any(text[c].astype(str).str.contains("\r", regex=False).any() for c in text.columns)
+        self.write_chunks([df], float_format, crlf=_has_carriage_return(df), columns=list(df.columns))
+
+    def write_chunks(self, chunks: Iterable[pd.DataFrame], float_format: str | None = None, crlf: bool = False,
+                     columns: list[str] | None = None) -> int:
+        """Write a table that arrives in chunks of the same columns, each written as it comes: memory holds
+        one chunk, not the table; the file appears whole or not at all, as with `write`. `crlf`: some value
+        holds a carriage return (lines then end in CRLF, so it can be quoted); `columns` heads a table with
+        no chunk. Returns the rows written."""
         options = {"index": False, "float_format": float_format, "lineterminator": "\r\n" if crlf else "\n",
                    "sep": "\t" if self.format == "tsv" else ",",
                    "quoting": csv.QUOTE_NONE if self.format == "tsv" else csv.QUOTE_MINIMAL}
         if self.path is None:
-            df.to_csv(sys.stdout, **options)
-            sys.stdout.flush()
-            return
+            def to_stdout(df: pd.DataFrame, first: bool) -> None:
+                df.to_csv(sys.stdout, header=first, **options)
+                sys.stdout.flush()
+            return _stream(chunks, to_stdout, columns)
         with atomic_path(self.path) as tmp:
             if self.format == "parquet":
-                df.to_parquet(tmp, index=False)
-            else:
-                df.to_csv(tmp, compression="gzip" if self.path.name.lower().endswith(".gz") else None, **options)
+                return _parquet_chunks(tmp, chunks, columns)
+            gz = self.path.name.lower().endswith(".gz")
+            with (gzip.open(tmp, "wt", newline="") if gz else open(tmp, "w", newline="")) as fh:
+                return _stream(chunks, lambda df, first: df.to_csv(fh, header=first, **options), columns,
+                               self if self.format == "tsv" else None)
+
+
+def _has_carriage_return(df: pd.DataFrame) -> bool:
+    text = df.select_dtypes(include=["object", "string"])
+    return any(text[c].astype(str).str.contains("\r", regex=False).any() for c in text.columns)
+
+
+def _check_tsv(df: pd.DataFrame, out: TableOutput) -> None:
+    """TSV has no quoting: a value holding a tab or a line break is refused."""
+    text = df.select_dtypes(include=["object", "string"])
+    for column in text.columns:
+        if text[column].astype(str).str.contains("[\t\r\n]").any():
+            raise InputError(str(out), f"a {column} value holds a tab or a line break, which TSV cannot hold",
+                             "write .csv or .parquet")
+
+
+def _stream(chunks: Iterable[pd.DataFrame], write, columns: list[str] | None, tsv: TableOutput | None = None) -> int:
+    """write(chunk, first) for each chunk (the header with the first); a header alone when none came."""
+    rows, first = 0, True
+    for df in chunks:
+        if tsv is not None:
+            _check_tsv(df, tsv)
+        write(df, first)
+        rows, first = rows + len(df), False
+    if first:
+        write(pd.DataFrame(columns=columns or []), True)
+    return rows
+
+
+def _parquet_chunks(path: Path, chunks: Iterable[pd.DataFrame], columns: list[str] | None) -> int:
+    """One Parquet file, a row group per chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer, rows = None, 0
+    try:
+        for df in chunks:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            rows += len(df)
+        if writer is None:
+            pd.DataFrame(columns=columns or []).to_parquet(path, index=False)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
 
 
 def table_output(path: str | Path | TableOutput, flag: str = "--out", inputs: Iterable[str | Path | None] = (),

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from .data.schema import read_id_list
 from .errors import InputError
 from .folder import owned_paths, training_files
@@ -26,6 +24,9 @@ class RecommendSummary:
     note: str = ""             # why the ranker was not used, when it was asked for
 
 
+COLUMNS = ["user_id", "item_id", "rank", "score"]
+
+
 def read_user_ids(spec: str, model: Model) -> list[str]:
     """'all' -> every user the model knows; otherwise a file of user ids."""
     if spec == "all":
@@ -37,7 +38,8 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path | Table
               show_progress: bool = True, rerank: bool = True) -> RecommendSummary:
     """Write `user_id,item_id,rank,score` for each user (CSV, TSV or Parquet by the extension, or CSV on
     stdout for `-`): `Model.recommend` for visits at an unknown time, the ranker reading the online store as
-    of the latest event. k is capped at the catalog's size."""
+    of the latest event. k is capped at the catalog's size. Users are answered and written a batch at a
+    time: memory does not grow with their number."""
     if k < 1:
         raise InputError("--k", f"must be at least 1, got {k}", "pass a positive number")
     model_dir = model_folder(model_dir)
@@ -45,14 +47,17 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path | Table
                        protected=owned_paths(model_dir))
     with Model(model_dir, rank=rerank) as model:
         ids = read_user_ids(users, model)
-        frames = []
+        crlf = any("\r" in i for i in ids) or any("\r" in i for i in model.item_ids())   # CSV line ends
+
+        def chunks():        # written as they come: memory holds one batch of users, whatever their number
+            for lo in range(0, len(ids), batch):
+                yield model.recommend(ids[lo:lo + batch], k, rank=rerank, batch=batch)
+                done = min(lo + batch, len(ids))
+                bar.update(task, completed=done, rate=f"{done / max(bar.tasks[0].elapsed or 0, 1e-9):,.0f} users/s")
+
         with progress_bar(show_progress) as bar:
             task = bar.add_task("recommending", total=len(ids), rate="")
-            for lo in range(0, len(ids), batch):
-                frames.append(model.recommend(ids[lo:lo + batch], k, rank=rerank, batch=batch))
-                bar.update(task, advance=len(ids[lo:lo + batch]))
+            rows = out.write_chunks(chunks(), float_format="%.6g", crlf=crlf, columns=COLUMNS)
         known = int(model.knows(ids).sum()) if ids else 0
         ranked, note = rerank and model.ranked, model.note if rerank else ""
-    recs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["user_id", "item_id", "rank", "score"])
-    out.write(recs, float_format="%.6g")
-    return RecommendSummary(len(ids), known, len(ids) - known, len(recs), out, ranked, note)
+    return RecommendSummary(len(ids), known, len(ids) - known, rows, out, ranked, note)
