@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .atomic import atomic_path
 from .config import IndexConfig
@@ -27,6 +26,7 @@ from .index.base import IndexSpec, VectorIndex
 from .index.faiss_index import FaissIndex, choose_layout
 from .index.tuning import RecallReport, exact_truth, measure, tune
 from .model.artifact import SavedModel, load_model
+from .model.item_vectors import encode_items
 from .model.recommender import tower_queries
 from .progress import progress_bar
 
@@ -80,14 +80,14 @@ def read_new_items(saved: SavedModel, items_file: Path) -> pd.DataFrame:
     return table
 
 
-def new_item_vectors(saved: SavedModel, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def new_item_vectors(saved: SavedModel, table: pd.DataFrame, show_progress: bool = False,
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) for every row of an items table: known items keep their id embedding, all get their
     features from the table. Items the model never saw are searchable by their features alone."""
     specs = saved.history.item_specs
     encoded = encode(table, specs, saved.config.data.multi_separator)
-    values = {k: torch.from_numpy(np.array(v)) for k, v in encoded.items()}     # writable copies
-    codes = torch.as_tensor(saved.history.items.encode(table["item_id"]))
-    vectors = saved.model.index_vectors(codes, values).numpy()
+    codes = saved.history.items.encode(table["item_id"])
+    vectors = encode_items(saved.model, codes, encoded, show_progress=show_progress)
     return table["item_id"].astype(str).to_numpy(dtype=object), vectors
 
 
@@ -150,7 +150,7 @@ def update_model_index(model_dir: str | Path, items_file: Path | None = None, re
     saved = load_model(model_dir)
     table = read_new_items(saved, items_file) if items_file is not None else None
     removed = [str(i) for i in read_id_list(remove_file, "item_id")] if remove_file is not None else []
-    embedded = new_item_vectors(saved, table) if table is not None else None    # a table it cannot embed: no record
+    embedded = new_item_vectors(saved, table, show_progress) if table is not None else None    # a table it cannot embed: no record
     record_changes(model_dir, table, removed)
     if not (model_dir / INDEX_DIR / "index.json").is_file():
         return build_model_index(model_dir, show_progress=show_progress)

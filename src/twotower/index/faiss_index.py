@@ -174,13 +174,13 @@ class FaissIndex:
             keep = list(self._label_of)
             self.build(keep + ids, np.concatenate([self.vectors(keep), vectors]) if keep else vectors, progress)
             return
-        vectors = self._stored(vectors)
         labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
         self._next_label += len(ids)
-        for lo in range(0, len(ids), chunk):
-            self._index.add_with_ids(vectors[lo:lo + chunk], labels[lo:lo + chunk])
+        for lo in range(0, len(ids), chunk):      # stored form a chunk at a time: no second copy of the catalog
+            part = self._stored(vectors[lo:lo + chunk])
+            self._index.add_with_ids(part, labels[lo:lo + chunk])
             if self._exact is not None:
-                self._exact.add_with_ids(vectors[lo:lo + chunk], labels[lo:lo + chunk])
+                self._exact.add_with_ids(part, labels[lo:lo + chunk])
             if progress is not None:
                 progress(min(chunk, len(ids) - lo))
         self._label_of.update(zip(ids, labels.tolist()))

@@ -20,6 +20,7 @@ from ..config import Config, config_from_dict
 from ..data.dataset import Dataset, IdVocab
 from ..data.features import FeatureSpec
 from ..errors import InputError, first_line, read_stored
+from .item_vectors import encode_items
 from .trainer import TrainReport
 from .twotower import TwoTowerModel
 
@@ -78,9 +79,10 @@ def save_model(out_dir: str | Path, model: TwoTowerModel, data: Dataset, cfg: Co
         pd.DataFrame({"user_id": data.users.ids.astype(str)}).to_parquet(tmp / "users.parquet")
         ev = data.events[data.events["weight"] > 0][["user", "item", "timestamp", "weight", "order"]]
         ev.to_parquet(tmp / "history.parquet")
-        with torch.no_grad():
-            vectors = model.index_vectors(torch.arange(data.n_items + 1)).numpy()
-        np.save(tmp / "item_vectors.npy", vectors.astype(np.float32))
+        vectors = np.lib.format.open_memmap(tmp / "item_vectors.npy", "w+", np.float32, (data.n_items + 1, cfg.model.dim))
+        encode_items(model, np.arange(data.n_items + 1), out=vectors)     # straight to the file, a chunk at a time
+        vectors.flush()
+        del vectors
         for name in sorted(ARTIFACT_FILES, key=lambda n: n == "model.json"):
             os.replace(tmp / name, out_dir / name)
     return out_dir
