@@ -2,11 +2,13 @@
 processes in the same run (torchrun, gloo over loopback), and the peak memory (RSS) of `twotower recommend`
 over a 100k- and a 1M-item catalog, for 500 users and for all of them (it must not grow with the users).
 
-    .venv/bin/python benchmarks/distributed.py [--work /tmp/distributed-bench] [--only training|memory]
+    .venv/bin/python benchmarks/distributed.py [--work /tmp/distributed-bench] [--only training|memory|redis]
+        [--users 1500] [--rounds 2]
 
-Training: one epoch of the default towers with sampled softmax (in-batch + 512 uniform negatives) as
-1 process x 1 thread, 1 process x all cores, and 2 processes x (cores / 2) threads; examples/s counts every
-rank's examples. Memory: a model trained on MovieLens-1M (small settings: the figure is the catalog's and
+Training: one epoch of the default towers with sampled softmax (in-batch + 512 uniform negatives) on the
+first --users users of MovieLens-1M, as 1 process x 1 thread, 1 process x all cores, and 2 processes x
+(cores / 2) threads, each --rounds times interleaved; examples/s counts every rank's examples; the 1-minute
+load average at the end of each run is printed beside it (it includes the run's own processes). Memory: a model trained on MovieLens-1M (small settings: the figure is the catalog's and
 the users', not the model's quality), its catalog grown with synthetic items (benchmarks/serve.py), then
 `recommend --k 100` with its ranker, one process each, its peak RSS read from the kernel (ru_maxrss). Redis:
 that model's online store loaded into a private redis-server, its memory per event.
@@ -27,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # the checkout
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TWOTOWER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -43,19 +46,16 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-def tower_epoch(work: Path, processes: int, threads: int) -> dict:
+def tower_epoch(work: Path, processes: int, threads: int, users: int) -> dict:
     """One timed epoch (benchmarks/lib/tower_epoch.py) as `processes` processes of `threads` threads each."""
-    from twotower.distributed import LOOPBACK, free_port, loopback_interface
+    from twotower.distributed import free_port, loopback_env, torchrun_command
 
     out = work / f"epoch-{processes}x{threads}.json"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": loopback_interface()}
-    if processes == 1:
-        cmd = [sys.executable, str(EPOCH), str(out)]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(processes),
-               "--master-addr", LOOPBACK, "--master-port", str(free_port()), str(EPOCH), str(out)]
+    program = [str(EPOCH), str(out), "--users", str(users)]
+    cmd = [sys.executable, *program] if processes == 1 else torchrun_command(program, processes, free_port())
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env={**loopback_env(processes), "OMP_NUM_THREADS": str(threads)}, capture_output=True,
+                          text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     row = json.loads(out.read_text())
@@ -63,15 +63,24 @@ def tower_epoch(work: Path, processes: int, threads: int) -> dict:
     return row
 
 
-def training(work: Path) -> pd.DataFrame:
-    runs = [(1, 1), (1, cores()), (2, max(1, cores() // 2))]
+def training(work: Path, users: int, rounds: int) -> pd.DataFrame:
+    """Each setting `rounds` times, in the order A B C, C B A, ... (drift in the machine's other load falls
+    on every setting alike); the median of each, with the load average seen at the end of its runs."""
+    runs = list(dict.fromkeys([(1, 1), (1, cores()), (2, max(1, cores() // 2))]))
+    order = [run for r in range(rounds) for run in (runs if r % 2 == 0 else runs[::-1])]
+    seen: dict[tuple, list[dict]] = {run: [] for run in runs}
+    for processes, threads in order:
+        console.print(f"one epoch of MovieLens-1M ({users or 'all'} users): {processes} process(es) x {threads} "
+                      "thread(s) ...")
+        seen[(processes, threads)].append(r := tower_epoch(work, processes, threads, users))
+        console.print(r)
     rows = []
-    for processes, threads in dict.fromkeys(runs):
-        console.print(f"training one epoch of MovieLens-1M: {processes} process(es) x {threads} thread(s) ...")
-        r = tower_epoch(work, processes, threads)
-        rows.append({"processes": processes, "threads_each": r["threads"], "examples": r["examples"],
-                     "epoch_s": r["seconds"], "examples_per_s": r["examples_per_s"],
-                     "per_process": round(r["examples_per_s"] / processes, 1), "wall_s_with_startup": r["wall_s"]})
+    for (processes, threads), rs in seen.items():
+        rate = float(np.median([r["examples_per_s"] for r in rs]))
+        rows.append({"processes": processes, "threads_each": rs[0]["threads"], "examples": rs[0]["examples"],
+                     "runs": len(rs), "examples_per_s": round(rate), "per_process": round(rate / processes),
+                     "each_run": " ".join(f"{r['examples_per_s']:.0f}" for r in rs),
+                     "load_1min": " ".join(f"{r['load_1min']:.1f}" for r in rs)})
     table = pd.DataFrame(rows)
     table["speedup_vs_1x1"] = (table["examples_per_s"] / table["examples_per_s"].iloc[0]).round(2)
     return table
@@ -179,14 +188,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/distributed-bench"))
     parser.add_argument("--only", choices=["training", "memory", "redis"])
+    parser.add_argument("--users", type=int, default=1500, help="training: the first N users of MovieLens-1M "
+                        "(0: all 6,040; one epoch of all takes ~4 minutes on one core)")
+    parser.add_argument("--rounds", type=int, default=2, help="training: runs of each setting")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     console.print(f"machine: {cores()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.only in (None, "training"):
-        train = training(args.work)
+        train = training(args.work, args.users, args.rounds)
         train.to_csv(RESULTS / "distributed-training.csv", index=False)
-        show("tower training on MovieLens-1M, one epoch (examples/s: every process's examples)", train)
+        show("tower training on MovieLens-1M, one epoch (examples/s: every process's examples; median of runs)",
+             train)
     if args.only in (None, "memory"):
         mem = memory(args.work)
         mem.to_csv(RESULTS / "distributed-memory.csv", index=False)

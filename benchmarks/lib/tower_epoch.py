@@ -1,7 +1,9 @@
 """One epoch of tower training on MovieLens-1M, timed: run plain (one process) or by torchrun (each rank).
 Rank 0 writes {examples, seconds, examples_per_s, processes, threads} to OUT as JSON.
 
-    python benchmarks/lib/tower_epoch.py OUT
+    python benchmarks/lib/tower_epoch.py OUT [--users N]
+
+--users N keeps the first N users of MovieLens-1M (all of their events), for a shorter epoch.
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
+    parser.add_argument("--users", type=int, default=0, help="the first N users only (0: all)")
     args = parser.parse_args()
     cfg = config_from_dict(SETTINGS)
-    data = dataset_from_frames(*load_ml1m(locate("ml-1m", download=False)), cfg)
+    events, items, users = load_ml1m(locate("ml-1m", download=False))
+    if args.users:
+        keep = users["user_id"].iloc[:args.users]
+        events, users = events[events["user_id"].isin(keep)], users[users["user_id"].isin(keep)]
+    data = dataset_from_frames(events.reset_index(drop=True), items, users, cfg)
     with process_group() as group:
         model = build_model(data, cfg)
         report = train_towers(model, data, cfg.train, show_progress=False)
@@ -43,7 +50,8 @@ def main() -> None:
             args.out.write_text(json.dumps({
                 "processes": group.world, "threads": torch.get_num_threads(),
                 "examples": int(report.in_batch["global_examples"]),
-                "examples_per_s": epoch["examples_per_s"], "seconds": round(report.seconds, 1)}))
+                "examples_per_s": epoch["examples_per_s"], "seconds": round(report.seconds, 1),
+                "load_1min": round(os.getloadavg()[0], 2)}))
 
 
 if __name__ == "__main__":

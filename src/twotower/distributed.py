@@ -75,19 +75,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun_command(args: list[str], workers: int, port: int) -> list[str]:
-    """`python -m torch.distributed.run` starting `workers` processes of `twotower ARGS` on this machine,
-    the rendezvous on the loopback address."""
+def torchrun_command(program: list[str], workers: int, port: int) -> list[str]:
+    """`python -m torch.distributed.run` starting `workers` processes of `program` (a script and its
+    arguments, or `-m module ...`) on this machine, the rendezvous on the loopback address."""
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(workers),
-            "--master-addr", LOOPBACK, "--master-port", str(port), "-m", "twotower.cli", *args]
+            "--master-addr", LOOPBACK, "--master-port", str(port), *program]
+
+
+def loopback_env(workers: int) -> dict[str, str]:
+    """This process's environment for torchrun's processes: gloo's connections over the loopback interface,
+    and the cores shared out among them (unless the caller set these)."""
+    env = {**os.environ, "MASTER_ADDR": LOOPBACK}
+    iface = loopback_interface()
+    env.setdefault("GLOO_SOCKET_IFNAME", iface)
+    env.setdefault("TP_SOCKET_IFNAME", iface)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    return env
 
 
 def launch(args: list[str], workers: int) -> int:
     """Run `twotower ARGS` as `workers` processes under torchrun, talking over loopback only; the exit
     status (non-zero when any process failed)."""
-    env = {**os.environ, "MASTER_ADDR": LOOPBACK}
-    iface = loopback_interface()
-    env.setdefault("GLOO_SOCKET_IFNAME", iface)       # gloo's connections between processes: loopback
-    env.setdefault("TP_SOCKET_IFNAME", iface)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-    return subprocess.call(torchrun_command(args, workers, free_port()), env=env)
+    return subprocess.call(torchrun_command(["-m", "twotower.cli", *args], workers, free_port()),
+                           env=loopback_env(workers))

@@ -5,7 +5,6 @@ ranks, a checkpoint resumed by both ranks, and `twotower train --workers 2` end 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import TINY_TOML, synthetic_log
 from twotower.cli import app
-from twotower.distributed import LOOPBACK, free_port, loopback_interface
+from twotower.distributed import free_port, loopback_env, torchrun_command
 from twotower.model.ddp import rank_share, step_bounds
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -26,13 +25,10 @@ NDCG_TOLERANCE = 0.01      # absolute; one process reaches ~0.085 on this slice 
 def run_worker(folder: Path, mode: str, processes: int) -> list[dict]:
     """Each rank's result of `ddp_worker.py MODE`: in a plain process, or under torchrun on loopback."""
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": loopback_interface(), "OMP_NUM_THREADS": "1"}
-    if processes == 1:
-        cmd = [sys.executable, str(WORKER), str(folder), mode]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(processes),
-               "--master-addr", LOOPBACK, "--master-port", str(free_port()), str(WORKER), str(folder), mode]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    program = [str(WORKER), str(folder), mode]
+    cmd = [sys.executable, *program] if processes == 1 else torchrun_command(program, processes, free_port())
+    done = subprocess.run(cmd, env={**loopback_env(processes), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads((folder / f"rank{r}.json").read_text()) for r in range(processes)]
 
