@@ -66,6 +66,28 @@ def test_a_version_compared_with_itself_differs_nowhere(held_out, tmp_path):
     assert (table["difference"] == 0).all() and (table["users better"] == 0).all() and (table["users worse"] == 0).all()
 
 
+def test_two_versions_are_paired_by_user_id_not_by_their_own_codes(held_out, tiny_model, tmp_path):
+    from tests.conftest import synthetic_log
+    from twotower.config import load_config
+    from twotower.html_report import held_out_evaluation, paired_ranks
+    from twotower.pipeline import load_inputs, train_and_save
+
+    model, test = held_out
+    log = synthetic_log()
+    fewer = tmp_path / "fewer.csv"
+    log[log["user_id"] != "u000"].iloc[::-1].to_csv(fewer, index=False)     # other users first: other codes
+    cfg = load_config(tiny_model[2])
+    other = tmp_path / "other"
+    train_and_save(load_inputs(fewer, None, None, cfg), cfg, other, {}, show_progress=False, ranker=False)
+    a = held_out_evaluation(model, test, baselines=False, log=lambda _: None)
+    b = held_out_evaluation(other, test, baselines=False, log=lambda _: None)
+    common, ranks_a, ranks_b = paired_ranks(a, b)
+    assert "u000" in set(a.users) and "u000" not in set(b.users) and "u000" not in set(common)
+    assert len(common) == len(set(a.users) & set(b.users)) and len(ranks_a) == len(ranks_b) == len(common)
+    by_user_a = dict(zip(a.users, a.ranks["twotower (served, ranked)"]))
+    assert all(by_user_a[u] == r for u, r in zip(common, ranks_a))
+
+
 def test_compare_without_held_out_events_is_one_clear_error(held_out, tmp_path):
     model, _ = held_out
     with pytest.raises(InputError, match="--test"):

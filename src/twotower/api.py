@@ -50,7 +50,8 @@ class Model:
         self._history_seq = 0             # the last logged event the served history holds
         self._search: SearchIndex | None = None
         self._search_lock = threading.Lock()
-        self._explain: tuple | None = None           # (the saved model it reads, its Explainer), made on first use
+        self._explain: Explainer | None = None       # names, attributes, unit item vectors: made on first use
+        self._explain_lock = threading.Lock()
         try:
             if self._log_path.is_file():
                 self._log = EventLog(self._log_path)
@@ -149,7 +150,7 @@ class Model:
         return self._explainer().info.attributes(str(item_id))
 
     def active_users(self, n: int = 20) -> list[str]:
-        """The `n` users with the most positive events (ties: the most recent first): good users to look at."""
+        """The `n` users with the most positive events (ties: the first known first): good users to look at."""
         hist = self._server.saved.history
         counts = np.bincount(hist.events["user"].to_numpy(), minlength=hist.n_users + 1)[1:]
         best = np.argsort(-counts, kind="stable")[:_positive(n, "n")]
@@ -160,10 +161,11 @@ class Model:
         return np.asarray(self._server.index.contains(_id_list(item_ids, "item_ids")), dtype=bool)
 
     def _explainer(self) -> Explainer:
-        with self._search_lock:
-            if self._explain is None or self._explain[0] is not self._server.saved:
-                self._explain = (self._server.saved, Explainer(self._server.saved))
-            return self._explain[1]
+        """Made on first use; new events keep it (they change no item), a catalog change makes a new one."""
+        with self._explain_lock:
+            if self._explain is None:
+                self._explain = Explainer(self._server.saved)
+            return self._explain
 
     def user_ids(self) -> list[str]:
         """Every user the model knows (trained on, or arrived through `ingest`)."""
@@ -371,6 +373,8 @@ class Model:
                 if items is not None else None
             server = self._server
             self._server = server.with_index(open_model_index(server.saved))
+            with self._explain_lock:
+                self._explain = None                  # names and attributes of the items added
             if searchable is not None:
                 with self._search_lock:
                     self._search = searchable
@@ -385,7 +389,8 @@ class Model:
         ev = ev.sort_values(["timestamp", "order"], ascending=False, kind="stable")
         if limit is not None:
             ev = ev.iloc[:_positive(limit, "limit")]
-        out = pd.DataFrame({"item_id": hist.items.decode(ev["item"].to_numpy()).astype(object) if len(ev) else [],
+        out = pd.DataFrame({"item_id": hist.items.decode(ev["item"].to_numpy()).astype(object) if len(ev)
+                            else np.array([], dtype=object),
                             "timestamp": ev["timestamp"].to_numpy(np.float64),
                             "weight": ev["weight"].to_numpy(np.float64)})
         logged = self._log.of_user(str(user_id)) if self._log is not None and code else None

@@ -17,7 +17,7 @@ from .serving import Server
 TOWERS = "towers"
 WORDS = {                         # reason kind -> what it says (affinity and co-visitation get their values)
     TOWERS: "close to your history in the towers' space",
-    "covisit": "often chosen right after items you had",
+    "covisit": "often chosen together with items you had",
     "ease": "liked by people whose history is like yours",
     "als": "liked by people with tastes like yours",
     "trending": "trending this week",
@@ -27,6 +27,9 @@ WORDS = {                         # reason kind -> what it says (affinity and co
     "activity": "fits how much you use the service",
     "context": "fits the time and context of the visit",
 }
+DIRECTION = {"trending": "item_count_7d", "popular": "item_count_all", "new": "item_age_days"}
+NEUTRAL = {"trending": "its recent activity", "popular": "its overall popularity", "new": "its age in the catalog",
+           "covisit": "its co-visits with your recent items (none)"}
 NEAREST_HISTORY = 2               # history items shown beside each recommendation
 REASONS_SHOWN = 3
 
@@ -125,19 +128,19 @@ def _explain(self: Explainer, server: Server, user_id: str, k: int, at: float | 
                                nearest_history=nearest[r])
                  for r, (i, s) in enumerate(zip(ids, scores))]
         return Explanation(user_id, True, False, items)
-    rows, _ = kept[0]
-    where = {item: j for j, item in enumerate(rows["item_id"])}
-    chosen = np.array([where[str(i)] for i in ids])
+    rows, row_scores = kept[0]
+    chosen = np.argsort(-row_scores, kind="stable")[:len(ids)]      # the served top k, as rank_candidates orders it
     picked = {c: np.asarray(v)[chosen] for c, v in rows.items()}
     reranker = server.reranker
-    items = []
     if reranker.serve_order == RANKER:
         contrib, expected, base = reranker.ranker.contributions(picked)
-        base_mean = float(np.mean(base_of_all(reranker.ranker, rows)))
+        base_mean = float(np.mean(reranker.ranker.base_score(rows)))
         names = reranker.ranker.features
     else:                                            # a score column orders the list: that source is the reason
         contrib, expected, base, base_mean = np.zeros((len(chosen), 0)), np.zeros(len(chosen)), scores, 0.0
         names = []
+    middle = {c: float(np.median(rows[c])) for c in DIRECTION.values() if c in rows}
+    items = []
     for r, item_id in enumerate(ids):
         by_feature = dict(zip(names, contrib[r].astype(float)))
         grouped: dict[str, tuple[float, list[str]]] = {}
@@ -147,7 +150,9 @@ def _explain(self: Explainer, server: Server, user_id: str, k: int, at: float | 
         kind = TOWERS if reranker.serve_order == RANKER else reason_kind(reranker.serve_order)
         total, features = grouped.get(kind, (0.0, []))
         grouped[kind] = (total + float(base[r]) - base_mean, features)
-        reasons = [Reason(kind, _words(server, self.info, kind, int(picked["item"][r]), recent), value, features)
+        values = {c: float(picked[c][r]) for c in middle}
+        reasons = [Reason(kind, _words(server, self.info, kind, int(picked["item"][r]), recent, values, middle),
+                          value, features)
                    for kind, (value, features) in grouped.items() if value > 0]
         reasons.sort(key=lambda reason: -reason.contribution)
         items.append(ExplainedItem(str(item_id), r + 1, float(scores[r]), float(picked["retrieval_score"][r]),
@@ -156,15 +161,16 @@ def _explain(self: Explainer, server: Server, user_id: str, k: int, at: float | 
     return Explanation(user_id, True, True, items)
 
 
-def base_of_all(ranker, rows) -> np.ndarray:
-    """The ranker's base term (the scaled towers' score) of every row; zeros for a ranker without one."""
-    n = len(rows["item_id"])
-    return np.asarray(rows[ranker.base], dtype=np.float64) * ranker.base_scale if ranker.base else np.zeros(n)
-
-
-def _words(server: Server, info: ItemInfo, kind: str, item: int, recent: np.ndarray) -> str:
-    """The reason in words, naming the history item or the categories behind it where it can."""
+def _words(server: Server, info: ItemInfo, kind: str, item: int, recent: np.ndarray, values: dict[str, float],
+           middle: dict[str, float]) -> str:
+    """The reason in words, naming the history item or the categories behind it where it can. A count or age
+    is called high (trending, popular, new) only when it is on that side of the request's candidates' median:
+    a feature can raise a score from either side."""
     hist = server.saved.history
+    column = DIRECTION.get(kind)
+    if column in values:
+        high = values[column] < middle[column] if kind == "new" else values[column] > middle[column]
+        return WORDS[kind] if high else f"{NEUTRAL[kind]} ({column} = {values[column]:g})"
     if kind == "covisit" and len(recent) and 0 < item < server.reranker.covisitation.counts.shape[0]:
         counts = server.reranker.covisitation.counts
         last = recent[-server.reranker.recent_length:]
@@ -172,6 +178,7 @@ def _words(server: Server, info: ItemInfo, kind: str, item: int, recent: np.ndar
         if together.max() > 0:
             after = hist.items.decode([last[int(np.argmax(together))]])[0]
             return f"often chosen right after {info.names([after])[0]}"
+        return NEUTRAL[kind]
     if kind.startswith("affinity:"):
         feature = kind.split(":", 1)[1]
         spec = next((s for s in hist.item_specs if s.name == feature), None)

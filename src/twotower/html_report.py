@@ -32,7 +32,7 @@ class HeldOut:
 
     table: pd.DataFrame
     ranks: dict[str, np.ndarray]
-    users: np.ndarray
+    users: np.ndarray          # [n] the targets' user ids (strings, as in the log)
     test: str
     targets: int
     dropped: int          # users or items the model never saw
@@ -100,7 +100,7 @@ def held_out_evaluation(model_dir: Path, test_file: Path, baselines: bool = True
         rows += base_rows
         ranks.update(base_ranks)
     table = pd.DataFrame(rows)
-    return HeldOut(table, ranks, test.targets.users, str(test_file), len(test.targets), int((~known).sum()), repeats)
+    return HeldOut(table, ranks, hist.users.decode(test.targets.users).astype(str), str(test_file), len(test.targets), int((~known).sum()), repeats)
 
 
 def first_test_events(table: pd.DataFrame, data_cfg, path: Path) -> pd.DataFrame:
@@ -152,8 +152,7 @@ def write_report(model_dir: Path, out: Path, test: Path | None = None, compare: 
         report.add("Metric@K", _img(_metric_curves(held.ranks)))
     if compare is not None:
         other = held_out_evaluation(Path(compare), test, baselines=False, log=log)
-        common, ia, ib = np.intersect1d(held.users, other.users, return_indices=True)
-        a, b = _served_ranks(held)[ia], _served_ranks(other)[ib]
+        common, a, b = paired_ranks(held, other)
         rows = []
         for metric, fn in (("NDCG@10", lambda r: np.where(r < 10, 1 / np.log2(r + 2), 0.0)),
                            ("HR@10", lambda r: (r < 10).astype(float)),
@@ -191,6 +190,13 @@ def served_lists(model_dir: Path, n: int = SAMPLE_USERS, seed: int = 0) -> pd.Da
         users = np.array(model.user_ids(), dtype=object)
         users = np.random.default_rng(seed).choice(users, min(n, len(users)), replace=False)
         return model.recommend(users, k=10)
+
+
+def paired_ranks(a: HeldOut, b: HeldOut) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the user ids both versions were scored on, each one's served rank under a, under b): paired by user
+    id, since two versions code their users differently."""
+    common, ia, ib = np.intersect1d(a.users, b.users, return_indices=True)
+    return common, _served_ranks(a)[ia], _served_ranks(b)[ib]
 
 
 def _served_ranks(held: HeldOut) -> np.ndarray:

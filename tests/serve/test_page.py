@@ -45,12 +45,13 @@ def client(page_model, tmp_path):
 
 
 def test_the_explained_list_is_the_served_list_and_its_parts_sum_to_each_score(client):
-    user = client.get("/users", params={"limit": 3}).json()["users"][0]
-    served = client.post("/recommend", json={"user_id": user, "k": 8, "at": 893_000_000}).json()["items"]
-    explained = client.post("/explain", json={"user_id": user, "k": 8, "at": 893_000_000}).json()
-    assert explained["ranked"] and explained["personalized"]
-    assert [i["item_id"] for i in explained["items"]] == [i["item_id"] for i in served]
-    assert np.allclose([i["score"] for i in explained["items"]], [i["score"] for i in served])
+    users = client.get("/users", params={"limit": 3}).json()["users"]
+    for user, at in [(users[0], {"at": 893_000_000}), (users[1], {})]:     # a given time, and now (the page's)
+        served = client.post("/recommend", json={"user_id": user, "k": 8, **at}).json()["items"]
+        explained = client.post("/explain", json={"user_id": user, "k": 8, **at}).json()
+        assert explained["ranked"] and explained["personalized"]
+        assert [i["item_id"] for i in explained["items"]] == [i["item_id"] for i in served]
+        assert np.allclose([i["score"] for i in explained["items"]], [i["score"] for i in served])
     for item in explained["items"]:
         parts = item["expected_value"] + item["base"] + sum(item["contributions"].values())
         assert parts == pytest.approx(item["score"], abs=1e-6)
@@ -65,14 +66,22 @@ def test_the_explained_list_is_the_served_list_and_its_parts_sum_to_each_score(c
 
 
 def test_reasons_name_the_history_item_and_the_shared_categories(client):
-    user = client.get("/users", params={"limit": 1}).json()["users"][0]
-    history = {e["item_id"] for e in client.get(f"/users/{user}/history", params={"limit": 10_000}).json()["events"]}
-    items = client.post("/explain", json={"user_id": user, "k": 20}).json()["items"]
-    for item in items:
-        for near in item["nearest_history"]:
-            assert near["item_id"] in history and -1.0 <= near["similarity"] <= 1.0
-    genres = [r["text"] for i in items for r in i["reasons"] if r["kind"] == "affinity:genres"]
-    assert all(t.startswith("matches your genres") for t in genres)
+    genres, after = [], []
+    for user in client.get("/users", params={"limit": 5}).json()["users"]:
+        history = {e["item_id"] for e in
+                   client.get(f"/users/{user}/history", params={"limit": 10_000}).json()["events"]}
+        names = set(client.post("/items/names", json={"item_ids": sorted(history)}).json()["names"].values())
+        items = client.post("/explain", json={"user_id": user, "k": 20}).json()["items"]
+        for item in items:
+            for near in item["nearest_history"]:
+                assert near["item_id"] in history and -1.0 <= near["similarity"] <= 1.0
+        reasons = [r for i in items for r in i["reasons"]]
+        genres += [r["text"] for r in reasons if r["kind"] == "affinity:genres"]
+        named = [r["text"] for r in reasons if r["kind"] == "covisit" and "right after" in r["text"]]
+        assert all(t.split("right after ", 1)[1] in names for t in named)
+        after += named
+    assert genres and all(t.startswith("matches your genres") for t in genres)
+    assert after
 
 
 def test_an_unknown_user_gets_popular_items_explained_as_such(client):

@@ -74,7 +74,7 @@ class LambdaRanker:
         def dataset(part, mask, reference=None):
             return lgb.Dataset(part[self.features], part[label], group=_sizes(part[group]), reference=reference,
                                weight=weights[mask] if weights is not None else None,
-                               init_score=self._base_score(part) if self.base else None)
+                               init_score=self.base_score(part) if self.base else None)
 
         train_set = dataset(train, ~is_valid)
         valid_set = dataset(valid, is_valid, train_set)
@@ -93,22 +93,26 @@ class LambdaRanker:
         """Each row's score (higher first); `rows` is a frame or named numpy columns."""
         if self.model is None:
             raise InputError("ranker", "not trained", "call fit first")
-        matrix = np.column_stack([np.asarray(rows[c], dtype=np.float64) for c in self.features])
-        score = self.model.predict(matrix, num_iteration=self.model.best_iteration or None)
-        return score + self._base_score(rows) if self.base else score
+        score = self.model.predict(self._matrix(rows), num_iteration=self.model.best_iteration or None)
+        return score + self.base_score(rows)
 
     def contributions(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """([n, features] each feature's SHAP contribution to each row's score (LightGBM's `pred_contrib`),
         [n] the trees' expected value, [n] the base term): the three sum to `score(rows)`."""
         if self.model is None:
             raise InputError("ranker", "not trained", "call fit first")
-        matrix = np.column_stack([np.asarray(rows[c], dtype=np.float64) for c in self.features])
-        contrib = self.model.predict(matrix, num_iteration=self.model.best_iteration or None, pred_contrib=True)
-        base = self._base_score(rows) if self.base else np.zeros(len(matrix))
-        return contrib[:, :-1], contrib[:, -1], base
+        contrib = self.model.predict(self._matrix(rows), num_iteration=self.model.best_iteration or None,
+                                     pred_contrib=True)
+        return contrib[:, :-1], contrib[:, -1], self.base_score(rows)
 
-    def _base_score(self, rows) -> np.ndarray:
+    def base_score(self, rows) -> np.ndarray:
+        """Each row's starting score: the base column scaled (zeros without a base)."""
+        if not self.base:
+            return np.zeros(len(rows[self.features[0]]))
         return np.asarray(rows[self.base], dtype=np.float64) * self.base_scale
+
+    def _matrix(self, rows) -> np.ndarray:
+        return np.column_stack([np.asarray(rows[c], dtype=np.float64) for c in self.features])
 
     def save(self, folder: Path) -> None:
         """ranker.txt (LightGBM's own format, best iteration only) and ranker.json (columns, base, report)."""

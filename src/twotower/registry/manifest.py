@@ -12,7 +12,8 @@ from ..errors import InputError
 
 MANIFEST = "manifest.json"
 # serving state, not the version: rebuilt from the version's own files, or written by `Model.ingest`
-MUTABLE = ("features/online.sqlite", "features/online.json", "features/ingested.sqlite", "pgdata/")
+MUTABLE = ("features/online.sqlite", "features/online.json", "features/ingested.sqlite", "pgdata/",
+           "evaluation.json")         # the last `twotower report --test` table, recorded with the version
 
 
 def is_mutable(relative: str) -> bool:

@@ -5,6 +5,7 @@ model view (its version, evaluation, training curves, index recall, item map).""
 from __future__ import annotations
 
 import threading
+import time
 from importlib import resources
 from typing import Annotated
 
@@ -37,8 +38,8 @@ def add_page(app: FastAPI, served: ServedModels, cfg: ServeConfig) -> None:
         if req.k > cfg.max_k:
             raise HTTPException(422, f"k={req.k} is over the service's limit {cfg.max_k}; ask for fewer items")
         with served.lease() as v:
-            found = v.model.explain(req.user_id, k=req.k, context=dict(req.context) or None, at=req.at,
-                                    exclude_seen=req.exclude_seen)
+            found = v.model.explain(req.user_id, k=req.k, context=dict(req.context) or None,
+                                    at=time.time() if req.at is None else req.at, exclude_seen=req.exclude_seen)
             ids = [i.item_id for i in found.items]
             ids += [n for i in found.items for n, _ in i.nearest_history]
             names = dict(zip(ids, v.model.item_names(ids)))
@@ -66,7 +67,12 @@ def add_page(app: FastAPI, served: ServedModels, cfg: ServeConfig) -> None:
     def model() -> JSONResponse:
         with served.lease() as v:
             facts = model_facts(v.model.folder)
+        actions = {}
+        for name, weight in v.model.config.data.actions.items():
+            if weight > 0:
+                actions.setdefault(weight, name)
         return JSONResponse({"model_version": v.version, "ref": v.ref, "ranked": v.model.ranked,
+                             "actions": [actions[w] for w in sorted(actions)],
                              "note": v.model.note, "plots": [f"/model/plots/{name}.svg" for name in PLOTS], **facts})
 
     @app.get("/model/plots/{name}.svg", tags=["page"], summary="One of the model view's plots, as SVG")

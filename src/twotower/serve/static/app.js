@@ -4,6 +4,7 @@
 const view = document.getElementById("view");
 const statusLine = document.getElementById("status");
 let lastList = [];
+let actions = ["click"];            // the positive actions of the model's config, read from /model
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -117,7 +118,7 @@ function recCard(userId, item, isNew) {
     el("div", {class: "head"}, itemLink(item.item_id, item.name),
        el("span", {class: "scores"}, `${tower}score ${item.score.toFixed(3)}`)),
     el("ul", {class: "reasons"}, reasons), near,
-    el("div", {class: "actions"}, send("click"), " ", send("purchase")));
+    el("div", {class: "actions"}, ...actions.flatMap((a) => [send(a), " "])));
 }
 
 // --- search ------------------------------------------------------------------------------------------------
@@ -206,18 +207,28 @@ async function showModel() {
 }
 
 // --- routing -----------------------------------------------------------------------------------------------
+function decoded(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch (err) {
+    say(`The address is not valid (${err.message}); showing it as written.`, true);
+    return text;
+  }
+}
+
 function route() {
   const hash = location.hash || "#/";
   const [path, query] = hash.slice(1).split("?");
   const params = new URLSearchParams(query || "");
-  if (path.startsWith("/user/")) return showUser(decodeURIComponent(path.slice(6)));
-  if (path.startsWith("/item/")) return showItem(decodeURIComponent(path.slice(6)));
+  if (path.startsWith("/user/")) return showUser(decoded(path.slice(6)));
+  if (path.startsWith("/item/")) return showItem(decoded(path.slice(6)));
   if (path === "/search") return showSearch(params);
   if (path === "/model") return showModel();
   return showUser("");
 }
 
 window.addEventListener("hashchange", route);
-api("/readyz").then((r) => { document.getElementById("version").textContent = `model ${r.model_version}`; })
-  .catch(() => {});
-route();
+api("/model").then((m) => {
+  document.getElementById("version").textContent = `model ${m.model_version}`;
+  if (m.actions && m.actions.length) actions = m.actions;
+}).catch(() => {}).finally(route);
