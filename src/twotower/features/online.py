@@ -84,6 +84,8 @@ def _raw_row(definitions: FeatureDefinitions, user: str, item: str, t: float, wi
 
 
 NEAR_CACHE_SIZE = 2_000_000      # items (or users) whose values a store keeps in memory before starting over
+NEAR_CACHE_PAIRS = 1_000_000     # user-item pairs the users' near cache holds at most (~100 MB): a batch over
+                                 # every user reads each once, so its memory must not grow with their number
 
 
 class _ItemCache:
@@ -144,6 +146,7 @@ class SQLiteOnlineStore:
         self._db.executescript(SCHEMA)
         self._items = _ItemCache()                       # the near cache: values read for earlier requests
         self._users: dict[str, _UserValues] = {}
+        self._cached_pairs = 0                          # pairs in self._users (an upper bound after drops)
         self._data_version = None
 
     def applied(self, log: str = "") -> int:
@@ -258,8 +261,9 @@ class SQLiteOnlineStore:
     def _cached_users(self, ids: list[str]) -> list["_UserValues"]:
         missing = [u for u in ids if u not in self._users]
         if missing:
-            if len(self._users) + len(missing) > NEAR_CACHE_SIZE:
+            if len(self._users) + len(missing) > NEAR_CACHE_SIZE or self._cached_pairs > NEAR_CACHE_PAIRS:
                 self._users.clear()
+                self._cached_pairs = 0
             totals = {}
             for chunk in _chunks(missing):
                 totals.update((user, (n, w, last_ts)) for user, n, w, last_ts in self._db.execute(
@@ -267,6 +271,7 @@ class SQLiteOnlineStore:
             for user in missing:
                 pairs = dict(self._db.execute("SELECT item_id, n FROM pair_totals WHERE user_id = ?", (user,)))
                 self._users[user] = _UserValues(totals.get(user, (np.nan, np.nan, np.nan)), pairs)
+                self._cached_pairs += len(pairs)
         return [self._users[u] for u in ids]
 
     def clear(self) -> None:
