@@ -20,7 +20,9 @@ from .atomic import atomic_path
 from .config import IndexConfig
 from .data.dataset import request_context
 from .data.features import encode
-from .data.schema import read_id_list, read_table
+from .data.item_text import TEXT_VECTOR, item_texts, text_vectors
+from .data.schema import read_id_list, read_items
+from .model.text_encoder import MINILM
 from .errors import InputError, read_stored
 from .index.base import IndexSpec, VectorIndex
 from .index.faiss_index import FaissIndex, choose_layout
@@ -72,8 +74,8 @@ def make_index(spec: IndexSpec, cfg: IndexConfig, n_items: int, model_dir: Path)
 
 def read_new_items(saved: SavedModel, items_file: Path) -> pd.DataFrame:
     """An items table to add: item_id and every feature column the model was trained with."""
-    table = read_table(items_file, id_column="item_id")
-    missing = [s.name for s in saved.history.item_specs if s.name not in table.columns]
+    table = read_items(items_file)
+    missing = [s.name for s in saved.history.item_specs if s.name not in table.columns and s.name != TEXT_VECTOR]
     if missing:
         raise InputError(str(items_file), f"missing feature column(s) {missing}",
                          "give the same item columns the model was trained with")
@@ -85,6 +87,11 @@ def new_item_vectors(saved: SavedModel, table: pd.DataFrame, show_progress: bool
     """(ids, vectors) for every row of an items table: known items keep their id embedding, all get their
     features from the table. Items the model never saw are searchable by their features alone."""
     specs = saved.history.item_specs
+    if any(s.name == TEXT_VECTOR for s in specs):           # the item tower reads their text: encode it
+        cfg = saved.config
+        texts = item_texts(table, table["item_id"].astype(str).to_numpy(), specs, cfg.search,
+                           cfg.data.multi_separator)[1:]
+        table = table.assign(**{TEXT_VECTOR: list(text_vectors(texts, MINILM))})
     encoded = encode(table, specs, saved.config.data.multi_separator)
     codes = saved.history.items.encode(table["item_id"])
     vectors = encode_items(saved.model, codes, encoded, show_progress=show_progress)

@@ -17,12 +17,13 @@ from . import distributed
 from .catalog import IndexBuild, build_model_index
 from .config import Config
 from .data.dataset import Dataset, build_dataset
-from .data.schema import read_events, read_table, validate_events, validate_table
+from .data.schema import read_events, read_items, read_table, validate_events, validate_table
 from .data.split import holdout_last
 from .errors import InputError
-from .evaluate.baselines import classic_baselines
+from .evaluate.baselines import Popularity, classic_baselines
+from .evaluate.cold import cold_rows, cold_split, cold_table
 from .evaluate.metrics import ndcg_at, paired_interval
-from .evaluate.protocol import EvalSet, protocol_rows, protocol_split
+from .evaluate.protocol import EvalSet, protocol_rows, protocol_split, rank_targets
 from .evaluate.served import served_metrics
 from .folder import check_model_folder, model_build
 from .features.materialize import Materialized, materialize, offline_store
@@ -45,7 +46,7 @@ SHORT_PATIENCE = 2
 def load_inputs(events: str | Path, items: str | Path | None, users: str | Path | None, cfg: Config) -> Dataset:
     """Read and validate the user's files into a `Dataset`."""
     ev = read_events(events, cfg.data)
-    it = read_table(items, id_column="item_id") if items else None
+    it = read_items(items) if items else None
     us = read_table(users, id_column="user_id") if users else None
     return build_dataset(ev, it, us, cfg)
 
@@ -279,12 +280,7 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
     baselines under the same split. The evaluated model is kept in `model_dir` when one is given."""
     split = protocol_split(data, cfg.recommend.exclude_seen, log)
     rows, served = [], {}
-    # the evaluated model keeps its index and online store in its own folder: never a shared pgvector table
-    # or Redis prefix of the config, which a deployed model may be serving from; recommendations need no
-    # search index
-    private = cfg.model_copy(update={"index": cfg.index.model_copy(update={"backend": "faiss", "dsn": None}),
-                                     "rank": cfg.rank.model_copy(update={"online_store": "sqlite", "redis_url": None}),
-                                     "search": cfg.search.model_copy(update={"encoder": "none"})})
+    private = evaluation_config(cfg)
     with tempfile.TemporaryDirectory(prefix="twotower-evaluate-") as tmp:
         t0 = time.perf_counter()
         built = train_and_save(split[1].history, private, Path(model_dir or Path(tmp) / "model"), {},
@@ -317,6 +313,48 @@ def evaluate(data: Dataset, cfg: Config, baselines: bool = True, log: Callable[[
             row[PAIRED_COLUMN] = f"{gain:+.4f} [{low:+.4f}, {high:+.4f}] vs {best}"
         rows += baseline_rows
     return Evaluation(pd.DataFrame(rows), model)
+
+
+def evaluation_config(cfg: Config) -> Config:
+    """The config an evaluated model is trained with: its index and online store in its own folder (never a
+    shared pgvector table or Redis prefix a deployed model may be serving from), and no search index
+    (recommendations need none)."""
+    return cfg.model_copy(update={"index": cfg.index.model_copy(update={"backend": "faiss", "dsn": None}),
+                                  "rank": cfg.rank.model_copy(update={"online_store": "sqlite", "redis_url": None}),
+                                  "search": cfg.search.model_copy(update={"encoder": "none"})})
+
+
+def evaluate_cold(data: Dataset, cfg: Config, fraction: float, log: Callable[[str], None] = print,
+                  show_progress: bool = True) -> pd.DataFrame:
+    """The protocol with a random `fraction` of the items held out of training entirely (see
+    `evaluate.cold`): recall@10/20 and NDCG@10 with intervals on test targets that are cold items and on the
+    others, for the model as served (content towers, index, ranker), id-only towers and popularity."""
+    _, test = protocol_split(data, cfg.recommend.exclude_seen, log)
+    split = cold_split(test, fraction, cfg.train.seed)
+    log(f"cold items: {len(split.cold_items)} items held out of training ({fraction:.0%} of those with events); "
+        f"{len(split.cold.targets)} test targets on them, {len(split.warm.targets)} on the others")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="twotower-cold-") as tmp:
+        t0 = time.perf_counter()
+        built = train_and_save(split.history, evaluation_config(cfg), Path(tmp) / "model", {}, show_progress,
+                               ranker=True, log=log)
+        trained = time.perf_counter() - t0
+        orders = [(True, "twotower (served, ranked)")] if built.ranker else []
+        for rerank, name in orders + [(False, "twotower (served, retrieval order)")]:
+            ranks = {part: served_metrics(built.out, ev, rerank)[1] for part, ev in
+                     (("cold", split.cold), ("warm", split.warm))}
+            rows += cold_rows(name, ranks, trained)
+            log(f"  {name:<36} cold Recall@20 {rows[-2]['Recall@20']:.4f}  warm {rows[-1]['Recall@20']:.4f}")
+    for model in (TowerRecommender(id_only(cfg), name="id-only towers", show_progress=show_progress),
+                  Popularity(cfg.train.seed)):
+        t0 = time.perf_counter()
+        model.fit(split.validation.history, split.validation)
+        model.refit(split.history)
+        scorer = model.scorer(split.history)
+        ranks = {part: rank_targets(scorer, ev)[0] for part, ev in (("cold", split.cold), ("warm", split.warm))}
+        rows += cold_rows(model.name, ranks, time.perf_counter() - t0)
+        log(f"  {model.name:<36} cold Recall@20 {rows[-2]['Recall@20']:.4f}  warm {rows[-1]['Recall@20']:.4f}")
+    return cold_table(rows)
 
 
 @dataclass

@@ -116,3 +116,22 @@ def test_length_sorted_batches_cover_every_window_once():
     assert sorted(order.tolist()) == list(range(1000))
     spread = [np.ptp(lengths[order[i:i + 32]]) for i in range(0, 1000, 32)]
     assert np.median(spread) < np.ptp(lengths) / 4, "a batch holds windows of similar length"
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_an_item_no_event_mentions_is_never_trained_as_a_negative(data, full):
+    """Items in the items table only keep their untrained id embedding: nothing pushed them below every query."""
+    from twotower.model.trainer import trained_items
+
+    cfg = tiny_config(train={"epochs": 1, "full_softmax_max_items": 100_000 if full else 0,
+                             "uniform_negatives": 64})
+    mentioned = np.zeros(data.n_items + 1, bool)
+    mentioned[trained_items(data).numpy()] = True
+    unmentioned = np.flatnonzero(~mentioned[1:]) + 1
+    assert len(unmentioned), "the small slice has items no event mentions"
+    model = build_model(data, cfg)
+    before = model.item_tower.id_embedding.weight.detach().clone()
+    train_towers(model, data, cfg.train, show_progress=False)
+    after = model.item_tower.id_embedding.weight.detach()
+    assert torch.equal(after[unmentioned], before[unmentioned])
+    assert not torch.equal(after[mentioned], before[mentioned])

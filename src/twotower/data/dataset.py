@@ -12,7 +12,8 @@ import scipy.sparse as sp
 from ..config import Config
 from ..errors import InputError
 from .features import FeatureSpec, encode, fit_specs
-from .item_text import item_labels, item_texts
+from ..model.text_encoder import MINILM
+from .item_text import TEXT_VECTOR, item_labels, item_texts, text_vector_spec, text_vectors
 from .schema import context_columns
 from .time_features import NAMES as TIME_NAMES
 from .time_features import has_clock, previous_positive_times, time_columns
@@ -141,7 +142,11 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
         src = pd.concat([src, derived], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)
     texts = item_texts(items, item_vocab.ids, item_specs, config.search, cfg.multi_separator) \
-        if config.search.encoder != "none" else None
+        if config.search.encoder != "none" or config.model.text_vectors else None
+    if config.model.text_vectors and items is not None:
+        vectors = text_vectors(texts, config.search.encoder if config.search.encoder != "none" else MINILM, True)
+        item_specs = item_specs + [text_vector_spec(vectors)]
+        item_features = {**item_features, TEXT_VECTOR: vectors}      # row 0 (padding) has no text: zeros
     return Dataset(ev, user_vocab, item_vocab, item_specs, item_features, user_specs, user_features,
                    context_specs, context_features, texts, item_labels(items, item_vocab.ids, item_specs))
 

@@ -6,6 +6,8 @@ Encoded values are plain numpy arrays so towers, baselines and later stages can 
   numeric     -> float32 [n]     standardised and clipped to the range seen when fitting (a served value
                                  never extrapolates), missing -> 0 (the mean)
   text        -> int64 [n, t]    hashed word ids in 1..buckets, 0-padded
+  vector      -> float32 [n, w]  a precomputed embedding (image, text from elsewhere) over its mean norm,
+                                 missing -> zeros
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+
+from ..errors import InputError
 
 MAX_MULTI = 32
 MAX_TOKENS = 32
@@ -35,6 +39,7 @@ class FeatureSpec:
     buckets: int = 0
     low: float | None = None         # numeric: the smallest and largest value seen when fitting
     high: float | None = None
+    width: int = 0                   # vector: its length
 
     @property
     def cardinality(self) -> int:
@@ -51,6 +56,8 @@ def infer_kind(col: pd.Series, separator: str = "|") -> str:
     values = col.dropna()
     if len(values) == 0:
         return "ignore"
+    if isinstance(values.iloc[0], (list, tuple, np.ndarray)):
+        return "vector"
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
         return "numeric"
     text = values.astype(str)
@@ -91,6 +98,14 @@ def fit_specs(df: pd.DataFrame, columns: list[str], overrides: dict[str, str], s
             specs.append(FeatureSpec(name, kind, mean=mean, std=std if std > 0 else 1.0, low=low, high=high))
         elif kind == "text":
             specs.append(FeatureSpec(name, kind, buckets=text_buckets))
+        elif kind == "vector":
+            rows = [np.asarray(v, dtype=np.float64) for v in col if _is_vector(v)]
+            widths = {len(r) for r in rows}
+            if len(widths) != 1 or not all(np.isfinite(r).all() for r in rows):
+                raise InputError(name, f"holds vectors of lengths {sorted(widths)[:5]} or with missing numbers",
+                                 "give every row a vector of one length with finite values (or none)")
+            norm = float(np.mean([np.linalg.norm(r) for r in rows]))
+            specs.append(FeatureSpec(name, kind, std=norm if norm > 0 else 1.0, width=widths.pop()))
     return specs
 
 
@@ -118,6 +133,21 @@ def encode(df: pd.DataFrame | Mapping[str, np.ndarray], specs: list[FeatureSpec]
             out[spec.name] = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         elif spec.kind == "text":
             out[spec.name] = _pad([hash_tokens(t, spec.buckets) for t in col.fillna("").astype(str)], MAX_TOKENS)
+        elif spec.kind == "vector":
+            out[spec.name] = _vectors(col, spec)
+    return out
+
+
+def _is_vector(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray)) and len(value) > 0
+
+
+def _vectors(col, spec: FeatureSpec) -> np.ndarray:
+    """[n, width] float32 rows over the fitted mean norm; a missing row, or one of another length, is zeros."""
+    out = np.zeros((len(col), spec.width), np.float32)
+    for i, value in enumerate(col):
+        if _is_vector(value) and len(value) == spec.width:
+            out[i] = np.nan_to_num(np.asarray(value, dtype=np.float32) / spec.std)
     return out
 
 

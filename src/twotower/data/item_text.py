@@ -34,6 +34,29 @@ def item_texts(items: pd.DataFrame | None, item_ids: np.ndarray, specs: list[Fea
     return np.array([" . ".join(parts) for parts in texts], dtype=object)
 
 
+TEXT_VECTOR = "text_vector"    # the item feature `model.text_vectors` adds: the sentence encoder's view of its text
+
+
+def text_vector_spec(vectors: np.ndarray) -> FeatureSpec:
+    """The spec of the text-vector feature (the encoder's vectors are unit length: no rescaling)."""
+    return FeatureSpec(TEXT_VECTOR, "vector", std=1.0, width=int(vectors.shape[1]))
+
+
+def text_vectors(texts, encoder_name: str, show_progress: bool = False) -> np.ndarray:
+    """[n, width] float32 sentence vectors of the texts (empty text: zeros)."""
+    from ..model.text_encoder import text_encoder
+
+    texts = [str(t) if isinstance(t, str) else "" for t in texts]
+    encoder = text_encoder(encoder_name)
+    present = [i for i, t in enumerate(texts) if t.strip()]
+    found = encoder.encode([texts[i] for i in present], show_progress=show_progress) if present else None
+    width = found.shape[1] if found is not None else encoder.encode(["x"]).shape[1]
+    out = np.zeros((len(texts), width), np.float32)
+    if found is not None:
+        out[present] = found
+    return out
+
+
 def label_column(items: pd.DataFrame, specs: list[FeatureSpec]) -> str | None:
     """The items table's column that names an item for a person: a title/name column, else its first text
     column, else none (the id is then the name)."""

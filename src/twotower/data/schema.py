@@ -56,6 +56,26 @@ def read_text_table(path: Path, sep: str) -> pd.DataFrame:
     return df
 
 
+def read_items(path: str | Path) -> pd.DataFrame:
+    """An items table, with each `<stem>.<column>.npy` beside it (one row per table row: image or other
+    precomputed embeddings) as a vector column of that name."""
+    path = Path(path)
+    table = read_table(path, id_column="item_id")
+    stem = path.name[:-len("".join(path.suffixes))] if path.suffixes else path.name
+    for extra in sorted(path.parent.glob(f"{stem}.*.npy")):
+        column = extra.name[len(stem) + 1:-len(".npy")]
+        try:
+            vectors = np.load(extra, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(str(extra), f"is not a readable .npy array ({exc})", "save it with numpy.save") from exc
+        if vectors.ndim != 2 or len(vectors) != len(table) or column in table.columns:
+            raise InputError(str(extra), f"holds an array of shape {vectors.shape} for a table of {len(table)} rows"
+                             + (f" that already has a column {column!r}" if column in table.columns else ""),
+                             "give one row per item, in the items table's order, named after a new column")
+        table[column] = list(vectors.astype(np.float32))
+    return table
+
+
 def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
     """Read one CSV or Parquet file; ids in `id_column` become strings and must be present and unique."""
     path = Path(path)

@@ -12,7 +12,7 @@ from ..data.features import FeatureSpec
 
 class FeatureEncoder(nn.Module):
     """Sum of one embedding per feature: categorical -> lookup, multi/text -> mean of lookups,
-    numeric -> a linear map of all numeric columns together.
+    numeric -> a linear map of all numeric columns together, vector -> a linear projection of its own.
 
     With a `table` (one row per code) it keeps it as buffers, so `forward(rows)` only needs row codes;
     without one (request context) `forward` takes the feature values themselves.
@@ -23,6 +23,7 @@ class FeatureEncoder(nn.Module):
         self.specs = list(specs) if table is None else [s for s in specs if s.name in table]
         self.names = {f"f{i}": s.name for i, s in enumerate(self.specs)}
         self.lookups = nn.ModuleDict()
+        self.projections = nn.ModuleDict()
         numeric = []
         for i, spec in enumerate(self.specs):
             key = f"f{i}"
@@ -30,6 +31,9 @@ class FeatureEncoder(nn.Module):
                 self.register_buffer(key, torch.as_tensor(table[spec.name]), persistent=False)
             if spec.kind == "numeric":
                 numeric.append(key)
+            elif spec.kind == "vector":
+                self.projections[key] = nn.Linear(spec.width, dim, bias=False)
+                nn.init.normal_(self.projections[key].weight, std=0.02)
             else:
                 self.lookups[key] = nn.Embedding(spec.cardinality, dim, padding_idx=0)
                 nn.init.normal_(self.lookups[key].weight, std=0.02)
@@ -58,6 +62,8 @@ class FeatureEncoder(nn.Module):
                 out = out + (summed / count).reshape(*x.shape[:-1], -1)
             else:
                 out = out + emb(x)
+        for key, projection in self.projections.items():
+            out = out + projection(get(key).float())
         if self.numeric is not None:
             cols = [get(k) for k in self.numeric_keys]
             out = out + self.numeric(torch.stack(cols, dim=-1).float())

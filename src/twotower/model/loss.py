@@ -16,10 +16,13 @@ def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def full_softmax_loss(queries: torch.Tensor, item_vectors: torch.Tensor, targets: torch.Tensor,
-                      weights: torch.Tensor, similarity: Similarity) -> torch.Tensor:
+                      weights: torch.Tensor, similarity: Similarity, allowed: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax over the whole catalog. queries [N, d], item_vectors [n_items + 1, d] (row 0 padding),
-    targets [N] codes, weights [N]. Logged weight-0 items are in the denominator like every other item."""
+    targets [N] codes, weights [N]; `allowed` [n_items + 1] bool leaves the other items out of the
+    denominator. Logged weight-0 items are in the denominator like every other item."""
     logits = similarity.all_pairs(queries, item_vectors)
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, NEG_INF)
     logits[:, 0] = NEG_INF
     return weighted_mean(F.cross_entropy(logits, targets, reduction="none"), weights)
 

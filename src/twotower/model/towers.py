@@ -25,13 +25,14 @@ class ItemTower(nn.Module):
             with torch.no_grad():
                 self.id_embedding.weight[0].zero_()
         self.features = features if features is not None and not features.empty and cfg.item_features else None
+        self.id_dropout = cfg.item_id_dropout if self.features is not None else 0.0
         if self.id_embedding is None and self.features is None:
             raise InputError("config", "model.item_id is false and there are no item features",
                              "set model.item_id = true or give an items table with feature columns")
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """[*] item codes -> [*, d]."""
-        out = self.id_embedding(items) if self.id_embedding is not None else 0
+        out = self._ids(items)
         if self.features is not None:
             out = out + self.features(items) * (items > 0).unsqueeze(-1)
         return out
@@ -41,8 +42,16 @@ class ItemTower(nn.Module):
         if self.features is None:
             raise InputError("items", "this model's item tower has no features, so it cannot embed new items",
                              "retrain with model.item_features = true and an items table with features")
-        out = self.id_embedding(items) if self.id_embedding is not None else 0
-        return out + self.features(items, values)
+        return self._ids(items) + self.features(items, values)
+
+    def _ids(self, items: torch.Tensor) -> torch.Tensor | int:
+        """The id embeddings; in training, `id_dropout` of them zeroed (the features must carry those items)."""
+        if self.id_embedding is None:
+            return 0
+        out = self.id_embedding(items)
+        if self.training and self.id_dropout > 0:
+            out = out * (torch.rand(items.shape, device=items.device) >= self.id_dropout).unsqueeze(-1)
+        return out
 
 
 class FastDropout(nn.Module):

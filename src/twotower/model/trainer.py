@@ -61,6 +61,7 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
     gen = torch.Generator().manual_seed(cfg.seed)             # the same on every rank: batch order, negatives
     windows = build_windows(data, model.cfg.max_history, cfg.max_explicit_negatives)
     full = model.n_items <= cfg.full_softmax_max_items
+    catalog = trained_items(data)
     estimator = FrequencyEstimator(model.n_items, cfg.frequency_decay)
     context = {k: torch.as_tensor(np.concatenate([v, np.zeros((1,) + v.shape[1:], v.dtype)]))
                for k, v in data.context_features.items()}  # row -1 = padding -> zeros
@@ -101,7 +102,7 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
             for b in range(n_batches):
                 idx = perm[bounds[b]:bounds[b + 1]].numpy()
                 args = (windows, ddp.rank_share(idx, group.rank, group.world), context, full, estimator, cfg, gen,
-                        group.world)
+                        group.world, catalog)
                 loss, n, columns = step(_batch_loss, *args) if step is not None else _batch_loss(model, *args)
                 opt.zero_grad(set_to_none=True)
                 # a batch counts by its examples: batches of short windows (length-sorted) weigh less; under
@@ -183,11 +184,21 @@ def length_batches(perm: torch.Tensor, lengths: np.ndarray, batch_size: int, chu
     return torch.as_tensor(np.concatenate([batches[i] for i in pick]) if batches else order)
 
 
+def trained_items(data: Dataset) -> torch.Tensor:
+    """The item codes with an event in the training data (chosen, or shown and not chosen): the softmax's
+    negatives are drawn from them. An item in the items table that no event mentions is no evidence against
+    itself: as a negative it would be pushed below every query, and its content could never bring it back
+    (cold start)."""
+    items = np.unique(data.events["item"].to_numpy())
+    return torch.as_tensor(items[items > 0], dtype=torch.long)
+
+
 def _batch_loss(model: TwoTowerModel, w: Windows, idx: np.ndarray, context: dict[str, torch.Tensor], full: bool,
                 estimator: FrequencyEstimator, cfg: TrainConfig, gen: torch.Generator, world: int = 1,
-                ) -> tuple[torch.Tensor, int, tuple[int, int]]:
+                catalog: torch.Tensor | None = None) -> tuple[torch.Tensor, int, tuple[int, int]]:
     """(loss over the windows `idx`, their examples, (the global batch's examples, the logits' width));
-    with `world` > 1 a collective: the in-batch candidates and the logQ estimate cover every rank's rows."""
+    with `world` > 1 a collective: the in-batch candidates and the logQ estimate cover every rank's rows.
+    `catalog`: the item codes negatives come from (default: every item)."""
     first = int((w.targets[idx] > 0).any(0).argmax())      # columns before it are padding in every window
     inputs = torch.as_tensor(w.inputs[idx, first:])
     targets = torch.as_tensor(w.targets[idx, first:])
@@ -200,17 +211,24 @@ def _batch_loss(model: TwoTowerModel, w: Windows, idx: np.ndarray, context: dict
     if full:
         items = model.all_item_vectors()
         q = model.queries(inputs, users, ctx, items)[valid]
-        return full_softmax_loss(q, items, targets[valid], weights[valid], model.similarity), n, (0, 0)
+        allowed = None
+        if catalog is not None:
+            allowed = torch.zeros(len(items), dtype=torch.bool)
+            allowed[catalog] = True
+        return full_softmax_loss(q, items, targets[valid], weights[valid], model.similarity, allowed), n, (0, 0)
     q = model.queries(inputs, users, ctx)[valid]
     tgt = targets[valid]
     batch, vectors, offset = ddp.gather_batch(tgt, model.item_tower(tgt)) if world > 1 else \
         (tgt, model.item_tower(tgt), 0)
-    negatives = sample_uniform(model.n_items, cfg.uniform_negatives, gen) if cfg.uniform_negatives else None
+    pool = len(catalog) if catalog is not None else model.n_items
+    negatives = sample_uniform(pool, cfg.uniform_negatives, gen) if cfg.uniform_negatives else None
+    if negatives is not None and catalog is not None:
+        negatives = catalog[negatives - 1]
     log_q = None
     if cfg.logq_correction:
         estimator.update(batch)                 # every rank sees the global batch: the same estimate everywhere
         cand = batch if negatives is None else torch.cat([batch, negatives])
-        log_q = mixed_log_q(estimator.probability(cand), cfg.uniform_negatives, model.n_items)
+        log_q = mixed_log_q(estimator.probability(cand), cfg.uniform_negatives, pool)
     explicit = torch.as_tensor(w.negatives[idx, first:])[valid]
     logits = sampled_softmax_logits(
         q, batch, vectors, model.similarity,
