@@ -119,3 +119,18 @@ def test_hnsw_over_inner_products_picks_its_transform_by_measurement(kind, trans
     rows, _ = exact_top_k(vs.items, vs.queries, 100, "ip")
     index.search_effort = 400
     assert recall_at_k(index.search(vs.queries, 100).ids, vs.ids[rows]) >= 0.9
+
+
+def test_exact_reranking_in_blocks_gives_the_same_answer():
+    """A query with thousands of candidates (a user with thousands of seen items) is re-ranked a block of
+    queries at a time: the same scores and order as all at once."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 16)).astype(np.float32)
+    index = FaissIndex(IndexSpec("dot", 16), choose_layout(3000, exact_max_items=0, kind="ivf-sq8"))
+    index.build([f"i{j}" for j in range(3000)], vectors)
+    queries = rng.standard_normal((40, 16)).astype(np.float32)
+    labels = rng.integers(-1, 3000, (40, 500))
+    whole = index._rerank(queries, labels, 100)
+    blocks = index._rerank(queries, labels, 100, block_floats=3 * 500 * 16)     # 3 queries a block
+    np.testing.assert_array_equal(whole[1], blocks[1])
+    np.testing.assert_allclose(whole[0], blocks[0])

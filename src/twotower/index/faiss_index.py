@@ -296,8 +296,19 @@ class FaissIndex:
         rows, scores = exact_top_k(self._reconstruct(labels), queries, fetch, self.spec.metric)
         return scores, labels[rows]
 
-    def _rerank(self, queries: np.ndarray, labels: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores for the candidates a compressed search found; the best `fetch` per query."""
+    def _rerank(self, queries: np.ndarray, labels: np.ndarray, fetch: int,
+                block_floats: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores for the candidates a compressed search found; the best `fetch` per query. Queries go a
+        block at a time, so the candidates' vectors held at once stay near `block_floats` floats (16 MB)
+        however many candidates a query has (a user with thousands of seen items asks for thousands)."""
+        rows = max(1, block_floats // max(1, labels.shape[1] * self.spec.dim))
+        if len(queries) <= rows:
+            return self._rerank_block(queries, labels, fetch)
+        parts = [self._rerank_block(queries[lo:lo + rows], labels[lo:lo + rows], fetch)
+                 for lo in range(0, len(queries), rows)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _rerank_block(self, queries: np.ndarray, labels: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         found = labels >= 0
         vectors = np.zeros(labels.shape + (self.spec.dim,), np.float32)
         vectors[found] = self._reconstruct(labels[found])
