@@ -16,13 +16,14 @@ def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def full_softmax_loss(queries: torch.Tensor, item_vectors: torch.Tensor, targets: torch.Tensor,
-                      weights: torch.Tensor, similarity: Similarity, allowed: torch.Tensor | None = None) -> torch.Tensor:
+                      weights: torch.Tensor, similarity: Similarity, catalog: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax over the whole catalog. queries [N, d], item_vectors [n_items + 1, d] (row 0 padding),
-    targets [N] codes, weights [N]; `allowed` [n_items + 1] bool leaves the other items out of the
-    denominator. Logged weight-0 items are in the denominator like every other item."""
+    targets [N] codes, weights [N]; `catalog` (sorted codes, holding every target) keeps the denominator to
+    those items. Logged weight-0 items are in the denominator like every other item."""
+    if catalog is not None:
+        logits = similarity.all_pairs(queries, item_vectors[catalog])
+        return weighted_mean(F.cross_entropy(logits, torch.searchsorted(catalog, targets), reduction="none"), weights)
     logits = similarity.all_pairs(queries, item_vectors)
-    if allowed is not None:
-        logits = logits.masked_fill(~allowed, NEG_INF)
     logits[:, 0] = NEG_INF
     return weighted_mean(F.cross_entropy(logits, targets, reduction="none"), weights)
 

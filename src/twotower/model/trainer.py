@@ -211,11 +211,7 @@ def _batch_loss(model: TwoTowerModel, w: Windows, idx: np.ndarray, context: dict
     if full:
         items = model.all_item_vectors()
         q = model.queries(inputs, users, ctx, items)[valid]
-        allowed = None
-        if catalog is not None:
-            allowed = torch.zeros(len(items), dtype=torch.bool)
-            allowed[catalog] = True
-        return full_softmax_loss(q, items, targets[valid], weights[valid], model.similarity, allowed), n, (0, 0)
+        return full_softmax_loss(q, items, targets[valid], weights[valid], model.similarity, catalog), n, (0, 0)
     q = model.queries(inputs, users, ctx)[valid]
     tgt = targets[valid]
     batch, vectors, offset = ddp.gather_batch(tgt, model.item_tower(tgt)) if world > 1 else \
