@@ -1,6 +1,6 @@
 """Beyond one machine, measured on this one: tower training throughput on MovieLens-1M for one and two
 processes in the same run (torchrun, gloo over loopback), and the peak memory (RSS) of `twotower recommend`
-over a 100k- and a 1M-item catalog, for 500 users and for all of them (it must not grow with the users).
+over a 100k- and a 1M-item catalog, for 600, 2,000 and all 6,040 users (it must not grow with the users).
 
     .venv/bin/python benchmarks/distributed.py [--work /tmp/distributed-bench] [--only training|memory|redis]
         [--users 1500] [--rounds 2]
@@ -39,7 +39,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 EPOCH = ROOT / "benchmarks" / "lib" / "tower_epoch.py"
 BASE_SETTINGS = {"model": {"max_history": 20, "layers": 1}, "train": {"epochs": 1},
                  "rank": {"max_requests": 5000}, "search": {"encoder": "none"}, "registry": {"track": False}}
-console = Console()
+console = Console(width=150)
 
 
 def cores() -> int:
@@ -118,15 +118,19 @@ def memory(work: Path) -> pd.DataFrame:
 
     base, items = base_model(work)
     users = pd.read_parquet(base / "users.parquet")["user_id"].astype(str)
-    few = work / "users-500.txt"
-    few.write_text("user_id\n" + "\n".join(users[:500]) + "\n")
+    asked = []
+    for n in (600, 2000):
+        path = work / f"users-{n}.txt"
+        path.write_text("user_id\n" + "\n".join(users[:n]) + "\n")
+        asked.append((f"first {n:,} users", str(path), n))
+    asked.append(("--users all", "all", len(users)))
     twotower = str(Path(sys.executable).with_name("twotower"))
     rows = []
     for n_items in (100_000, 1_000_000):
         model = big_model(base, items, n_items, work)
         index = json.loads((model / "index" / "index.json").read_text())
         index_mib = sum(f.stat().st_size for f in (model / "index").rglob("*") if f.is_file()) / 2**20
-        for who, spec, count in (("500 users", str(few), 500), ("all users", "all", len(users))):
+        for who, spec, count in asked:
             out = work / "recs.parquet"
             mib, seconds = peak_rss([twotower, "recommend", "-m", str(model), "--users", spec, "--k", "100",
                                      "--out", str(out), "-q"])
