@@ -75,7 +75,8 @@ class ExplainedItem:
     reasons: list[Reason]             # positive reasons, strongest first
     contributions: dict[str, float]   # each ranker feature's contribution to `score` (empty without a ranker)
     expected_value: float = 0.0       # the average score over the request's candidates before the features speak
-    base: float = 0.0                 # the towers' score's own part (centred): score = expected + base + sum(contributions)
+    base: float = 0.0                 # the towers' score's own part, centred on the request's candidates:
+    #                                   score = expected_value + base + sum(contributions)
     nearest_history: list[tuple[str, float]] = field(default_factory=list)   # (item id, cosine) in the towers' space
 
 
@@ -99,66 +100,62 @@ class Explainer:
     def explain(self, server: Server, user_id: str, k: int, at: float | None, context: dict | None,
                 exclude_seen: bool | None) -> Explanation:
         """The user's top k as served by `server` (ranked when it ranks), each with its reasons."""
-        return _explain(self, server, user_id, k, at, context, exclude_seen)
+        hist = server.saved.history
+        code = int(hist.users.encode([user_id])[0])
+        kept: list = []
+        times = None if at is None else np.array([at], dtype=np.float64)
+        top = server.top_k(np.array([code]), k, at=times, exclude_seen=exclude_seen, context=context, keep=kept)
+        ids, scores = top.ids[0], top.scores[0]
+        keep = np.array([i is not None for i in ids]) & np.isfinite(scores)
+        ids, scores = ids[keep], scores[keep].astype(np.float64)
+        personal = bool(server.knows(np.array([code]))[0])
+        if not personal:
+            items = [ExplainedItem(str(i), r + 1, float(s), float("nan"),
+                                   [Reason("popular", "popular with everyone (no history for you yet)", float(s))], {})
+                     for r, (i, s) in enumerate(zip(ids, scores))]
+            return Explanation(user_id, False, False, items)
+        as_of = float(at) if at is not None else server.now + 1.0
+        recent = server.users.recent(np.array([code]), np.array([as_of]), 50)[0]
+        nearest = _nearest_history(self.unit_vectors, hist.items, recent, ids)
+        if not kept:                                     # retrieval order: the towers alone chose the list
+            temperature = server.catalog.temperature
+            items = [ExplainedItem(str(i), r + 1, float(s), float(s) / temperature,
+                                   [Reason(TOWERS, WORDS[TOWERS], float(s), ["retrieval_score"])], {},
+                                   nearest_history=nearest[r])
+                     for r, (i, s) in enumerate(zip(ids, scores))]
+            return Explanation(user_id, True, False, items)
+        rows, row_scores = kept[0]
+        chosen = np.argsort(-row_scores, kind="stable")[:len(ids)]      # the served top k, as rank_candidates orders it
+        picked = {c: np.asarray(v)[chosen] for c, v in rows.items()}
+        reranker = server.reranker
+        if reranker.serve_order == RANKER:
+            contrib, expected, base = reranker.ranker.contributions(picked)
+            base_mean = float(np.mean(reranker.ranker.base_score(rows)))
+            names = reranker.ranker.features
+        else:                                            # a score column orders the list: that source is the reason
+            contrib, expected, base, base_mean = np.zeros((len(chosen), 0)), np.zeros(len(chosen)), scores, 0.0
+            names = []
+        middle = {c: float(np.median(rows[c])) for c in DIRECTION.values() if c in rows}
+        items = []
+        for r, item_id in enumerate(ids):
+            by_feature = dict(zip(names, contrib[r].astype(float)))
+            grouped: dict[str, tuple[float, list[str]]] = {}
+            for name, value in by_feature.items():
+                total, features = grouped.get(reason_kind(name), (0.0, []))
+                grouped[reason_kind(name)] = (total + value, features + [name])
+            kind = TOWERS if reranker.serve_order == RANKER else reason_kind(reranker.serve_order)
+            total, features = grouped.get(kind, (0.0, []))
+            grouped[kind] = (total + float(base[r]) - base_mean, features)
+            values = {c: float(picked[c][r]) for c in middle}
+            reasons = [Reason(kind, _words(server, self.info, kind, int(picked["item"][r]), recent, values, middle),
+                              value, features)
+                       for kind, (value, features) in grouped.items() if value > 0]
+            reasons.sort(key=lambda reason: -reason.contribution)
+            items.append(ExplainedItem(str(item_id), r + 1, float(scores[r]), float(picked["retrieval_score"][r]),
+                                       reasons[:REASONS_SHOWN], by_feature, float(expected[r]) + base_mean,
+                                       float(base[r]) - base_mean, nearest[r]))
+        return Explanation(user_id, True, True, items)
 
-
-def _explain(self: Explainer, server: Server, user_id: str, k: int, at: float | None, context: dict | None,
-             exclude_seen: bool | None) -> Explanation:
-    hist = server.saved.history
-    code = int(hist.users.encode([user_id])[0])
-    kept: list = []
-    times = None if at is None else np.array([at], dtype=np.float64)
-    top = server.top_k(np.array([code]), k, at=times, exclude_seen=exclude_seen, context=context, keep=kept)
-    ids, scores = top.ids[0], top.scores[0]
-    keep = np.array([i is not None for i in ids]) & np.isfinite(scores)
-    ids, scores = ids[keep], scores[keep].astype(np.float64)
-    personal = bool(server.knows(np.array([code]))[0])
-    if not personal:
-        items = [ExplainedItem(str(i), r + 1, float(s), float("nan"),
-                               [Reason("popular", "popular with everyone (no history for you yet)", float(s))], {})
-                 for r, (i, s) in enumerate(zip(ids, scores))]
-        return Explanation(user_id, False, False, items)
-    as_of = float(at) if at is not None else server.now + 1.0
-    recent = server.users.recent(np.array([code]), np.array([as_of]), 50)[0]
-    nearest = _nearest_history(self.unit_vectors, hist.items, recent, ids)
-    if not kept:                                     # retrieval order: the towers alone chose the list
-        temperature = server.catalog.temperature
-        items = [ExplainedItem(str(i), r + 1, float(s), float(s) / temperature,
-                               [Reason(TOWERS, WORDS[TOWERS], float(s), ["retrieval_score"])], {},
-                               nearest_history=nearest[r])
-                 for r, (i, s) in enumerate(zip(ids, scores))]
-        return Explanation(user_id, True, False, items)
-    rows, row_scores = kept[0]
-    chosen = np.argsort(-row_scores, kind="stable")[:len(ids)]      # the served top k, as rank_candidates orders it
-    picked = {c: np.asarray(v)[chosen] for c, v in rows.items()}
-    reranker = server.reranker
-    if reranker.serve_order == RANKER:
-        contrib, expected, base = reranker.ranker.contributions(picked)
-        base_mean = float(np.mean(reranker.ranker.base_score(rows)))
-        names = reranker.ranker.features
-    else:                                            # a score column orders the list: that source is the reason
-        contrib, expected, base, base_mean = np.zeros((len(chosen), 0)), np.zeros(len(chosen)), scores, 0.0
-        names = []
-    middle = {c: float(np.median(rows[c])) for c in DIRECTION.values() if c in rows}
-    items = []
-    for r, item_id in enumerate(ids):
-        by_feature = dict(zip(names, contrib[r].astype(float)))
-        grouped: dict[str, tuple[float, list[str]]] = {}
-        for name, value in by_feature.items():
-            total, features = grouped.get(reason_kind(name), (0.0, []))
-            grouped[reason_kind(name)] = (total + value, features + [name])
-        kind = TOWERS if reranker.serve_order == RANKER else reason_kind(reranker.serve_order)
-        total, features = grouped.get(kind, (0.0, []))
-        grouped[kind] = (total + float(base[r]) - base_mean, features)
-        values = {c: float(picked[c][r]) for c in middle}
-        reasons = [Reason(kind, _words(server, self.info, kind, int(picked["item"][r]), recent, values, middle),
-                          value, features)
-                   for kind, (value, features) in grouped.items() if value > 0]
-        reasons.sort(key=lambda reason: -reason.contribution)
-        items.append(ExplainedItem(str(item_id), r + 1, float(scores[r]), float(picked["retrieval_score"][r]),
-                                   reasons[:REASONS_SHOWN], by_feature, float(expected[r]) + base_mean,
-                                   float(base[r]) - base_mean, nearest[r]))
-    return Explanation(user_id, True, True, items)
 
 
 def _words(server: Server, info: ItemInfo, kind: str, item: int, recent: np.ndarray, values: dict[str, float],

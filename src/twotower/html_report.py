@@ -55,7 +55,8 @@ class Report:
         parts = "".join(f"<section><h2>{html.escape(h)}</h2>{b}</section>" for h, b in self.sections)
         return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(self.title)}"
                 f"</title><style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>{parts}"
-                f"<footer>Written by twotower report at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</footer></body></html>")
+                f"<footer>Written by twotower report at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</footer>"
+                "</body></html>")
 
 
 def held_out_evaluation(model_dir: Path, test_file: Path, baselines: bool = True,
@@ -100,7 +101,8 @@ def held_out_evaluation(model_dir: Path, test_file: Path, baselines: bool = True
         rows += base_rows
         ranks.update(base_ranks)
     table = pd.DataFrame(rows)
-    return HeldOut(table, ranks, hist.users.decode(test.targets.users).astype(str), str(test_file), len(test.targets), int((~known).sum()), repeats)
+    return HeldOut(table, ranks, hist.users.decode(test.targets.users).astype(str), str(test_file),
+                   len(test.targets), int((~known).sum()), repeats)
 
 
 def first_test_events(table: pd.DataFrame, data_cfg, path: Path) -> pd.DataFrame:
@@ -292,5 +294,6 @@ def _img(svg_text: str) -> str:
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:1100px;color:#1d2433}
 section{margin:1.5rem 0}table{border-collapse:collapse;font-size:.85rem}td,th{border-bottom:1px solid #e5e8ee;
-padding:.25rem .6rem;text-align:right}td:first-child,th:first-child{text-align:left}.plot svg{max-width:100%;height:auto}
+padding:.25rem .6rem;text-align:right}td:first-child,th:first-child{text-align:left}
+.plot svg{max-width:100%;height:auto}
 footer{color:#8a93a6;font-size:.8rem}"""

@@ -6,8 +6,6 @@ towers can place a cold item from its features; an id-only model and popularity 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import pandas as pd
 
@@ -34,7 +32,8 @@ class ColdSplit:
 def cold_split(test: EvalSet, fraction: float, seed: int = 0) -> ColdSplit:
     """Hold `fraction` of the items with a positive event out of `test.history` (drawn at random)."""
     if not 0.0 < fraction < 1.0:
-        raise InputError("--cold-items", f"{fraction} is not a share of the items", "give a number between 0 and 1, e.g. 0.1")
+        raise InputError("--cold-items", f"{fraction} is not a share of the items",
+                         "give a number between 0 and 1, e.g. 0.1")
     hist = test.history
     if not hist.item_specs:
         raise InputError("--cold-items", "the items have no feature columns, so nothing can place an item "
@@ -74,5 +73,3 @@ def cold_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["items", "Recall@20"], ascending=[True, False], kind="stable") \
         .reset_index(drop=True)
 
-
-LogFn = Callable[[str], None]
