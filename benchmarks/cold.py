@@ -1,6 +1,6 @@
 """Cold items: a share of MovieLens items held out of training entirely (`twotower evaluate --cold-items`),
 scored apart from the others, for the default content towers and with each cold-start setting. Prints one
-table per setting and writes benchmarks/results/cold-<data>.csv.
+table per setting and writes benchmarks/results/cold-<data>-<fraction>.csv.
 
     .venv/bin/python benchmarks/cold.py [--data ml-100k] [--fraction 0.1] [--settings default,dropout,text]
 """
@@ -54,8 +54,9 @@ def main() -> None:
                                 {"Recall@10": ".4f", "Recall@20": ".4f", "NDCG@10": ".4f", "seconds": ".0f"}))
     out = pd.concat(tables, ignore_index=True)
     RESULTS.mkdir(exist_ok=True)
-    out.to_csv(RESULTS / f"cold-{args.data}.csv", index=False, float_format="%.5f")
-    console.print(f"wrote {RESULTS / f'cold-{args.data}.csv'}")
+    path = RESULTS / f"cold-{args.data}-{args.fraction:g}.csv"
+    out.to_csv(path, index=False, float_format="%.5f")
+    console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":
