@@ -157,7 +157,6 @@ class Explainer:
         return Explanation(user_id, True, True, items)
 
 
-
 def _words(server: Server, info: ItemInfo, kind: str, item: int, recent: np.ndarray, values: dict[str, float],
            middle: dict[str, float]) -> str:
     """The reason in words, naming the history item or the categories behind it where it can. A count or age

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .errors import InputError
+from .evaluate.metrics import ndcg_at, paired_interval
 from .insight import EVALUATION_FILE, figure, model_facts, plot_svg, svg
 
 CURVE_KS = np.arange(1, 21)          # served lists hold 20 items: metric@K up to there
@@ -131,8 +132,6 @@ def record_evaluation(model_dir: Path, held: HeldOut) -> None:
 def write_report(model_dir: Path, out: Path, test: Path | None = None, compare: Path | None = None,
                  baselines: bool = True, log: Callable[[str], None] = print) -> Path:
     """Write the report of `model_dir` (or of it against `compare`, on the same `test` events) to `out`."""
-    from .evaluate.metrics import paired_interval
-
     model_dir = Path(model_dir)
     if compare is not None and test is None:
         raise InputError("--compare", "comparing two versions needs held-out events to compare them on",
@@ -156,7 +155,7 @@ def write_report(model_dir: Path, out: Path, test: Path | None = None, compare: 
         other = held_out_evaluation(Path(compare), test, baselines=False, log=log)
         common, a, b = paired_ranks(held, other)
         rows = []
-        for metric, fn in (("NDCG@10", lambda r: np.where(r < 10, 1 / np.log2(r + 2), 0.0)),
+        for metric, fn in (("NDCG@10", lambda r: ndcg_at(r, 10)),
                            ("HR@10", lambda r: (r < 10).astype(float)),
                            ("MRR@20", lambda r: np.where(r < 20, 1 / (r + 1), 0.0))):
             diff, lo, hi = paired_interval(fn(a), fn(b))
@@ -222,7 +221,7 @@ def _metric_curves(ranks: dict[str, np.ndarray]) -> str:
     fig, (left, right) = figure(10, 3.6, columns=2)
     for name, r in ranks.items():
         left.plot(CURVE_KS, [(r < k).mean() for k in CURVE_KS], label=name)
-        right.plot(CURVE_KS, [np.where(r < k, 1 / np.log2(r + 2), 0.0).mean() for k in CURVE_KS], label=name)
+        right.plot(CURVE_KS, [ndcg_at(r, k).mean() for k in CURVE_KS], label=name)
     left.set(xlabel="K", ylabel="HR@K", title="Hit rate at K")
     right.set(xlabel="K", ylabel="NDCG@K", title="NDCG at K")
     left.legend(fontsize=7)
@@ -230,8 +229,7 @@ def _metric_curves(ranks: dict[str, np.ndarray]) -> str:
 
 
 def _difference_histogram(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> str:
-    ndcg = (lambda r: np.where(r < 10, 1 / np.log2(r + 2), 0.0))
-    diff = ndcg(a) - ndcg(b)
+    diff = ndcg_at(a, 10) - ndcg_at(b, 10)
     fig, ax = figure()
     changed = diff[diff != 0]
     ax.hist(changed, bins=30)

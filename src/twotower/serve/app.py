@@ -31,7 +31,7 @@ from ..config import ServeConfig
 from ..errors import InputError
 from .batching import Ask, Overloaded, RecommendBatcher
 from .metrics import ServiceMetrics
-from .page import add_page
+from .page import action_names, add_page
 from .schemas import (CatalogChange, CatalogResponse, Event, EventsResponse, HistoryEvent, HistoryResponse,
                       RecommendRequest, RecommendResponse, ReloadRequest, ReloadResponse, ScoredItem, SearchRequest,
                       SearchResponse, SimilarResponse)
@@ -200,14 +200,6 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
 
 
 BEARER = HTTPBearer(auto_error=False)
-
-
-def action_names(actions: dict[str, float]) -> dict[float, str]:
-    """Label weight -> the first action the config names with it (click, cart, purchase by default)."""
-    names: dict[float, str] = {}
-    for name, weight in actions.items():
-        names.setdefault(float(weight), name)
-    return names
 
 
 class AdminToken:

@@ -67,12 +67,9 @@ def add_page(app: FastAPI, served: ServedModels, cfg: ServeConfig) -> None:
     def model() -> JSONResponse:
         with served.lease() as v:
             facts = model_facts(v.model.folder)
-        actions = {}
-        for name, weight in v.model.config.data.actions.items():
-            if weight > 0:
-                actions.setdefault(weight, name)
+        actions = action_names(v.model.config.data.actions)
         return JSONResponse({"model_version": v.version, "ref": v.ref, "ranked": v.model.ranked,
-                             "actions": [actions[w] for w in sorted(actions)],
+                             "actions": [actions[w] for w in sorted(actions) if w > 0],
                              "note": v.model.note, "plots": [f"/model/plots/{name}.svg" for name in PLOTS], **facts})
 
     @app.get("/model/plots/{name}.svg", tags=["page"], summary="One of the model view's plots, as SVG")
@@ -95,3 +92,11 @@ def add_page(app: FastAPI, served: ServedModels, cfg: ServeConfig) -> None:
                 raise HTTPException(404, f"item {item_id!r} is not in the model's catalog")
             name = v.model.item_names([item_id])[0]
         return ItemResponse(item_id=item_id, name=name, attributes=attributes or {}, model_version=v.version)
+
+
+def action_names(actions: dict[str, float]) -> dict[float, str]:
+    """Label weight -> the first action the config names with it (click, cart, purchase by default)."""
+    names: dict[float, str] = {}
+    for name, weight in actions.items():
+        names.setdefault(float(weight), name)
+    return names
