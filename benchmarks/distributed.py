@@ -2,7 +2,7 @@
 processes in the same run (torchrun, gloo over loopback), and the peak memory (RSS) of `twotower recommend`
 over a 100k- and a 1M-item catalog, for 600, 2,000 and all 6,040 users (it must not grow with the users).
 
-    .venv/bin/python benchmarks/distributed.py [--work /tmp/distributed-bench] [--only training|memory|redis]
+    .venv/bin/python benchmarks/distributed.py [--work /tmp/distributed-bench] [--only training|memory|ranker|redis]
         [--users 1500] [--rounds 2]
 
 Training: one epoch of the default towers with sampled softmax (in-batch + 512 uniform negatives) on the
@@ -10,9 +10,12 @@ first --users users of MovieLens-1M, as 1 process x 1 thread, 1 process x all co
 (cores / 2) threads, each --rounds times interleaved; examples/s counts every rank's examples; the 1-minute
 load average at the end of each run is printed beside it (it includes the run's own processes). Memory: a model trained on MovieLens-1M (small settings: the figure is the catalog's and
 the users', not the model's quality), its catalog grown with synthetic items (benchmarks/serve.py), then
-`recommend --k 100` with its ranker, one process each, its peak RSS read from the kernel (ru_maxrss). Redis:
+`recommend --k 100` with its ranker, one process each, its peak RSS read from the kernel (ru_maxrss). Ranker:
+the peak RSS of `train` as the ranker learns from 2,500, 10,000 and all slice requests (rank.max_requests).
+Redis:
 that model's online store loaded into a private redis-server, its memory per event.
-Writes benchmarks/results/distributed-training.csv, distributed-memory.csv and distributed-redis.csv.
+Writes benchmarks/results/distributed-training.csv, distributed-memory.csv, distributed-ranker.csv and
+distributed-redis.csv.
 """
 
 from __future__ import annotations
@@ -143,6 +146,34 @@ def memory(work: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+RANKER_RUN = """
+import json, sys
+import twotower
+from twotower.data.movielens import load_ml1m, locate
+settings, users, out = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+events, items, people = load_ml1m(locate("ml-1m", download=False))
+if users:
+    events = events[events["user_id"].isin(people["user_id"][:users])]
+twotower.train(events, items, people, config=settings, out=out, show_progress=False).close()
+"""
+
+
+def ranker_memory(work: Path, users: int) -> pd.DataFrame:
+    """Peak RSS of `train` (towers of one epoch, then the ranker) on MovieLens-1M's first `users` users as the
+    ranker learns from more slice requests (rank.max_requests): its rows wait on disk, so it must stay flat."""
+    rows = []
+    for cap in (2_500, 10_000, None):
+        out = work / f"ranker-{cap or 'all'}"
+        settings = {**BASE_SETTINGS, "rank": {"max_requests": cap}}
+        mib, seconds = peak_rss([sys.executable, "-c", RANKER_RUN, json.dumps(settings), str(users), str(out)])
+        report = json.loads((out / "ranker" / "ranker.json").read_text())["report"]
+        rows.append({"users": users or 6040, "max_requests": f"{cap:,}" if cap else "all",
+                     "requests": report["requests"], "rows": report["rows"], "peak_rss_mib": round(mib),
+                     "train_seconds": round(seconds, 1)})
+        console.print(rows[-1])
+    return pd.DataFrame(rows)
+
+
 def online_store(work: Path) -> pd.DataFrame:
     """The base model's online store loaded into a private redis-server (Unix socket, no TCP port): its
     memory (INFO used_memory, less the empty server's) per event, user and item."""
@@ -191,10 +222,11 @@ def show(title: str, df: pd.DataFrame) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/distributed-bench"))
-    parser.add_argument("--only", choices=["training", "memory", "redis"])
+    parser.add_argument("--only", choices=["training", "memory", "ranker", "redis"])
     parser.add_argument("--users", type=int, default=1500, help="training: the first N users of MovieLens-1M "
                         "(0: all 6,040; one epoch of all takes ~4 minutes on one core)")
     parser.add_argument("--rounds", type=int, default=2, help="training: runs of each setting")
+    parser.add_argument("--ranker-users", type=int, default=3000, help="ranker: the first N users (0: all)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     console.print(f"machine: {cores()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB")
@@ -208,6 +240,10 @@ def main() -> None:
         mem = memory(args.work)
         mem.to_csv(RESULTS / "distributed-memory.csv", index=False)
         show("twotower recommend --k 100 (ranked): peak memory by catalog and users", mem)
+    if args.only in (None, "ranker"):
+        ranker = ranker_memory(args.work, args.ranker_users)
+        ranker.to_csv(RESULTS / "distributed-ranker.csv", index=False)
+        show("twotower train: peak memory as the ranker learns from more requests (its rows wait on disk)", ranker)
     if args.only in (None, "redis"):
         store = online_store(args.work)
         store.to_csv(RESULTS / "distributed-redis.csv", index=False)

@@ -79,12 +79,11 @@ def bestbuy(work: Path) -> pd.DataFrame:
         lists = {"BM25 alone": [], "text encoder alone": [], "hybrid (fused)": [], "hybrid + the user's history": [],
                  "popularity": []}
         for q, u in zip(test["query"], test["user"]):
-            bm25 = index.lexical.search(q, 100)[0].tolist()
-            dense = index.text_hits(index.encoder.encode([q])[0], 100)[0].tolist()
-            lists["BM25 alone"].append(bm25)
-            lists["text encoder alone"].append(dense)
-            fused = fuse({"text": np.array(dense, object), "bm25": np.array(bm25, object)}, index.weights,
-                         model.config.search.rrf_k)
+            bm25 = index.lexical.search(q, 100)
+            dense = index.text_hits(index.encoder.encode([q])[0], 100)
+            lists["BM25 alone"].append(bm25[0].tolist())
+            lists["text encoder alone"].append(dense[0].tolist())
+            fused = fuse({"text": dense, "bm25": bm25}, index.weights, model.config.search)
             lists["hybrid (fused)"].append(fused["item_id"].tolist())
             lists["hybrid + the user's history"].append(model.search(q, user_id=u, k=10)["item_id"].tolist())
             lists["popularity"].append(popular[:10])
@@ -104,7 +103,7 @@ def bestbuy(work: Path) -> pd.DataFrame:
 
 
 def known_items(n: int = 500) -> pd.DataFrame:
-    from twotower.config import Config
+    from twotower.config import Config, SearchConfig
     from twotower.data.movielens import load_ml100k, locate
     from twotower.pipeline import dataset_from_frames
     from twotower.search import SearchIndex, fuse
@@ -119,11 +118,11 @@ def known_items(n: int = 500) -> pd.DataFrame:
     for title in asked["title"]:
         words = re.sub(r"\(\d{4}\)\s*$", "", str(title)).split()
         q = " ".join(words[:int(rng.integers(2, 4))])
-        bm25 = index.lexical.search(q, 100)[0]
-        dense = index.text_hits(index.encoder.encode([q])[0], 100)[0]
-        ranked["BM25 alone"].append(bm25.tolist())
-        ranked["text encoder alone"].append(dense.tolist())
-        ranked["hybrid (fused)"].append(fuse({"text": dense, "bm25": bm25}, {}, 60.0)["item_id"].tolist())
+        bm25 = index.lexical.search(q, 100)
+        dense = index.text_hits(index.encoder.encode([q])[0], 100)
+        ranked["BM25 alone"].append(bm25[0].tolist())
+        ranked["text encoder alone"].append(dense[0].tolist())
+        ranked["hybrid (fused)"].append(fuse({"text": dense, "bm25": bm25}, {}, SearchConfig())["item_id"].tolist())
     targets = asked["item_id"].astype(str).tolist()
     return pd.DataFrame([{"method": name, "success@1": float(np.mean([r[:1] == [t] for r, t in zip(lists, targets)])),
                           "success@10": float(np.mean([t in r[:10] for r, t in zip(lists, targets)]))}

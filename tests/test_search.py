@@ -21,6 +21,7 @@ from twotower.data.features import FeatureSpec
 from twotower.errors import InputError
 from twotower.index.lexical import LexicalIndex
 from twotower.serve import create_app
+from twotower.search import fuse
 from twotower.serve.versions import ServedModels
 
 
@@ -59,6 +60,24 @@ def test_both_lists_feed_the_fused_order(searchable):
     assert exact["item_id"].iloc[0] == "2" and exact["bm25_rank"].iloc[0] == 1      # GoldenEye (1995)
     assert exact["score"].is_monotonic_decreasing and list(exact["rank"]) == [1, 2, 3, 4, 5]
     assert meaning["text_rank"].notna().any() and meaning["personal_rank"].isna().all()
+
+
+def test_convex_fusion_lets_a_confident_lead_count_where_rank_fusion_cannot():
+    """BM25 is sure of item a (score 9 against 1); the text list barely prefers b to a. Convex fusion of
+    normalised scores keeps a first; reciprocal rank fusion, seeing ranks only, ties them."""
+    lists = {"bm25": (np.array(["a", "b"], object), np.array([9.0, 1.0])),
+             "text": (np.array(["b", "a"], object), np.array([0.62, 0.60]))}
+    convex = fuse(lists, {}, SearchConfig())
+    assert convex["item_id"].tolist() == ["a", "b"] and convex["score"].iloc[0] > convex["score"].iloc[1]
+    assert convex["score"].between(0, 1).all()
+    assert convex.loc[convex["item_id"] == "a", "bm25_rank"].item() == 1
+    assert convex.loc[convex["item_id"] == "a", "text_rank"].item() == 2
+    ranks = fuse(lists, {}, SearchConfig(fusion="rrf"))
+    assert ranks["score"].iloc[0] == pytest.approx(ranks["score"].iloc[1])
+    heavier_text = fuse(lists, {"bm25": 0.01}, SearchConfig())          # the weights move the order
+    assert heavier_text["item_id"].tolist() == ["b", "a"]
+    alone = fuse({"text": lists["text"], "bm25": (np.zeros(0, object), np.zeros(0))}, {}, SearchConfig())
+    assert alone["item_id"].tolist() == ["b", "a"] and alone["bm25_rank"].isna().all()
 
 
 def test_a_users_history_orders_the_same_matches(searchable, small_ml):

@@ -139,8 +139,9 @@ class RankConfig(_Section):
                               "candidates come from towers trained on the events before them")
     slice_share: float = Field(0.3, gt=0, le=1, description="at most this share of a user's positives (at least "
                                "one) joins the slice: on short histories the ranker's towers keep most events")
-    max_requests: int = Field(50_000, ge=100, description="slice requests the ranker learns from at most "
-                              "(a uniform sample above it): rows = requests x candidates")
+    max_requests: int | None = Field(None, ge=100, description="slice requests the ranker learns from at most "
+                                     "(a uniform sample above it; none: all). Rows (requests x candidates) "
+                                     "wait on disk, so this bounds time, not memory")
     recent_items: int = Field(5, ge=1, description="the user's latest items compared with each candidate")
     profile_items: int = Field(50, ge=1, description="the user's latest items their category affinity reads")
     impression_window_s: float = Field(300.0, ge=0, description="no-click events (impressions) of the user this "
@@ -223,9 +224,12 @@ class SearchConfig(_Section):
                                 "led to a positive event on it")
     candidates: int = Field(100, ge=1, le=10_000, description="each list's length (BM25, text vectors) "
                             "before they are fused")
+    fusion: Literal["convex", "rrf"] = Field("convex", description="how the lists merge: convex = the weighted "
+                                             "mean of each list's scores normalised to [0, 1]; rrf = reciprocal "
+                                             "rank fusion (ranks only)")
     rrf_k: float = Field(60.0, gt=0, description="reciprocal rank fusion: an item scores the sum over lists "
                          "of weight / (rrf_k + its rank)")
-    personal_weight: float = Field(1.0, ge=0, description="weight of the towers' order of the candidates for a "
+    personal_weight: float = Field(1.0, ge=0, description="weight of the towers' scores of the candidates for a "
                                    "user with history (0: the same results for everyone)")
 
 

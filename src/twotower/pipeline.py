@@ -235,7 +235,8 @@ def learn_ranker(model_dir: Path, data: Dataset, cfg: Config, wanted: bool, show
         return lambda h: tower_scorer(towers.model, h)
 
     try:
-        reranker = train_reranker(data, fit_retriever, cfg.rank, store, log, cfg.recommend.exclude_seen, watch)
+        reranker = train_reranker(data, fit_retriever, cfg.rank, store, log, cfg.recommend.exclude_seen, watch,
+                                  show_progress)
     except NoRankerData as exc:
         logger.warning("no ranker: %s; recommendations are served in retrieval order", exc.problem)
         return LearnedRanker(None, exc.problem, retriever.get("state"), time.perf_counter() - t0)

@@ -1,8 +1,8 @@
 """Search: a query's text against each item's text, two ways, fused. The pretrained encoder (`text_encoder`)
 finds items whose text means what the query means; BM25 (`index.lexical`) finds items that share its words
-(brands, model numbers, titles). Each gives its top N; reciprocal rank fusion merges the two lists, and for a
-user with history the towers' order of the same candidates joins the fusion, so two users asking the same
-thing see their own order of the same matches.
+(brands, model numbers, titles). Each gives its top N; a convex combination of their normalised scores (or
+reciprocal rank fusion) merges the two lists, and for a user with history the towers' scores of the same
+candidates join the fusion, so two users asking the same thing see their own order of the same matches.
 
 Saved in the model folder (`search/`): the item ids, their text, their text vectors and the BM25 index."""
 
@@ -190,13 +190,13 @@ def learn_fusion(ids: np.ndarray, column_texts: np.ndarray, events: pd.DataFrame
     index = SearchIndex.build(ids, texts, encoder)
     queries = held["query"].astype(str).tolist()
     targets = ids[held["item"].to_numpy(np.int64) - 1]
-    text_lists = [index.text_hits(v, cfg.candidates)[0] for v in encoder.encode(queries)]
-    word_lists = [index.lexical.search(q, cfg.candidates)[0] for q in queries]
+    text_lists = [index.text_hits(v, cfg.candidates) for v in encoder.encode(queries)]
+    word_lists = [index.lexical.search(q, cfg.candidates) for q in queries]
     mrr = {}
     for w in FUSION_GRID:
         rr = []
         for by_text, by_words, target in zip(text_lists, word_lists, targets):
-            fused = fuse({"text": by_text, "bm25": by_words}, {"text": 1.0, "bm25": w}, cfg.rrf_k)
+            fused = fuse({"text": by_text, "bm25": by_words}, {"text": 1.0, "bm25": w}, cfg)
             top = fused["item_id"].head(10).tolist()
             rr.append(1.0 / (top.index(target) + 1) if target in top else 0.0)
         mrr[w] = float(np.mean(rr))
@@ -204,19 +204,33 @@ def learn_fusion(ids: np.ndarray, column_texts: np.ndarray, events: pd.DataFrame
     return {"text": 1.0, "bm25": best}, {"held_out": n, "mrr@10": mrr}
 
 
-def fuse(lists: dict[str, np.ndarray], weights: dict[str, float], rrf_k: float) -> pd.DataFrame:
-    """Reciprocal rank fusion: each item scores sum(weight / (rrf_k + rank)) over the lists that hold it;
-    `item_id, score` and each list's rank (NaN where it does not hold the item), best first."""
+Hits = tuple[np.ndarray, np.ndarray]       # (item ids, their scores), best first
+LOWEST = {"text": -1.0, "bm25": 0.0}       # each list's lowest possible score (cosine, BM25); else the list's
+
+
+def fuse(lists: dict[str, Hits], weights: dict[str, float], cfg: SearchConfig) -> pd.DataFrame:
+    """Merge ranked lists into one, best first: `item_id, score` and each list's rank (NaN where it does not
+    hold the item). `convex` fusion (the default) scores an item by the weighted mean of its normalised
+    scores, each list's score divided into [0, 1] between its lowest possible score and its best (0 where
+    the list does not hold it), so a list's confident lead counts; `rrf` by sum(weight / (rrf_k + rank)),
+    which sees ranks only. (Bruch et al., "An analysis of fusion functions for hybrid retrieval", 2023.)"""
     position: dict = {}
-    for ids in lists.values():
+    for ids, _ in lists.values():
         for item in ids:
             position.setdefault(item, len(position))
     ranks = {name: np.full(len(position), np.nan) for name in lists}
     score = np.zeros(len(position))
-    for name, ids in lists.items():
+    total = sum(weights.get(name, 1.0) for name in lists) or 1.0
+    for name, (ids, values) in lists.items():
         at = np.fromiter((position[i] for i in ids), np.int64, len(ids))
         ranks[name][at] = np.arange(1, len(ids) + 1)
-        score[at] += weights.get(name, 1.0) / (rrf_k + ranks[name][at])
+        w = weights.get(name, 1.0)
+        if cfg.fusion == "rrf":
+            score[at] += w / (cfg.rrf_k + ranks[name][at])
+        elif len(ids):
+            values = np.asarray(values, np.float64)
+            low = LOWEST.get(name, float(values.min()))
+            score[at] += w / total * np.clip((values - low) / max(float(values.max()) - low, 1e-12), 0.0, 1.0)
     order = np.argsort(-score, kind="stable")
     table = {"item_id": np.array(list(position), dtype=object)[order], "score": score[order]}
     table.update({f"{name}_rank": r[order] for name, r in ranks.items()})
@@ -232,17 +246,17 @@ def search(index: SearchIndex, query: str, k: int, cfg: SearchConfig,
     if not isinstance(query, str) or not query.strip():
         raise InputError("query", "is empty", "give the words to search for")
     n = max(k, cfg.candidates)
-    text_ids, _ = index.text_hits(index.encoder.encode([query])[0], n)
-    bm25_ids, _ = index.lexical.search(query, n)
+    lists = {"text": index.text_hits(index.encoder.encode([query])[0], n), "bm25": index.lexical.search(query, n)}
     if allowed is not None:
-        text_ids, bm25_ids = text_ids[allowed(text_ids)], bm25_ids[allowed(bm25_ids)]
-    lists = {"text": text_ids, "bm25": bm25_ids}
+        lists = {name: (ids[keep], values[keep]) for name, (ids, values) in lists.items()
+                 for keep in [allowed(ids)]}
     weights = dict(index.weights)
     if personal is not None and cfg.personal_weight > 0:
-        union = pd.unique(np.concatenate([text_ids, bm25_ids]))
-        order = np.argsort(-personal(union), kind="stable")
-        lists["personal"], weights["personal"] = union[order], cfg.personal_weight
-    table = fuse(lists, weights, cfg.rrf_k).head(k)
+        union = pd.unique(np.concatenate([ids for ids, _ in lists.values()]))
+        scores = np.asarray(personal(union), np.float64)
+        order = np.argsort(-scores, kind="stable")
+        lists["personal"], weights["personal"] = (union[order], scores[order]), cfg.personal_weight
+    table = fuse(lists, weights, cfg).head(k)
     for name in LISTS:
         if f"{name}_rank" not in table.columns:
             table[f"{name}_rank"] = np.nan

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .training_rows import RankingRows, SplitRows
 
 
 def relevance_grades(weights: np.ndarray) -> np.ndarray:
@@ -41,52 +43,56 @@ class LambdaRanker:
     model: object = None
     report: dict = field(default_factory=dict)
 
-    def fit(self, rows: pd.DataFrame, label: str = "grade", group: str = "request",
-            sample_weight: np.ndarray | None = None, valid_fraction: float = 0.2,
+    def fit(self, rows: pd.DataFrame, label: str = "grade", group: str = "request", valid_fraction: float = 0.2,
             compare: list[str] = ()) -> "LambdaRanker":
-        """Train on candidate rows (sorted by `group`); requests without a relevant candidate teach nothing
-        and are dropped; a fraction of requests is held out for early stopping. The report gives NDCG@10 on
-        those requests for the trees and for ordering by each `compare` column (and the base) alone."""
-        import lightgbm as lgb
-
-        missing = [c for c in self.features + [label, group] if c not in rows.columns]
+        """Train on candidate rows in memory (sorted by `group`): `fit_rows` over them, written to a temporary
+        folder."""
+        extra = list(compare) + ([self.base] if self.base else [])
+        missing = [c for c in self.features + extra + [label, group] if c not in rows.columns]
         if missing:
             raise InputError("ranker rows", f"missing column(s) {missing}", "build rows with rank.candidates")
-        useful = rows.groupby(group)[label].transform("max") > 0
-        rows = rows[useful].sort_values(group, kind="stable")
-        if rows.empty:
-            raise InputError("ranker rows", "no request has a relevant item among its candidates",
-                             "retrieve more candidates (rank.candidates) or train on a longer log")
-        requests = rows[group].unique()
-        rng = np.random.default_rng(self.seed)
-        held = set(rng.choice(requests, max(1, int(len(requests) * valid_fraction)), replace=False))
-        is_valid = rows[group].isin(held).to_numpy()
-        weights = sample_weight[useful.to_numpy()] if sample_weight is not None else None
+        rows = rows.assign(request=pd.factorize(rows[group])[0], grade=rows[label]).sort_values("request", kind="stable")
+        with tempfile.TemporaryDirectory(prefix="twotower-ranker-") as tmp:
+            split = SplitRows.create(Path(tmp), self.features, int(rows["request"].max()) + 1 if len(rows) else 0,
+                                     valid_fraction, self.seed, extra)
+            split.add(rows[rows.groupby("request")["grade"].transform("max") > 0])
+            return self.fit_rows(split, compare)
+
+    def fit_rows(self, split: SplitRows, compare: list[str] = ()) -> "LambdaRanker":
+        """Train on rows kept on disk (requests without a relevant candidate already dropped), early-stopped on
+        the held-out side. The report gives NDCG@10 on those requests for the trees and for ordering by each
+        `compare` column (and the base) alone."""
+        import lightgbm as lgb
+
+        if not len(split.train) or not len(split.valid):
+            raise InputError("ranker rows", "no request has a relevant item among its candidates (or too few to "
+                             "hold some out)", "retrieve more candidates (rank.candidates) or train on a longer log")
         params = lightgbm_params(self, "lambdarank", metric="ndcg", eval_at=[10], num_threads=os.cpu_count() or 1,
                                  force_row_wise=True)
-        train, valid = rows[~is_valid], rows[is_valid]
         if self.base:
             # LambdaRank's pair gradients saturate on a widely spread base (tower logits span tens): the hessians
             # vanish and the first trees' Newton steps overshoot. Unit spread keeps the order and the steps sane.
-            spread = float(np.nanstd(train[self.base].to_numpy(np.float64)))
+            spread = float(np.nanstd(split.train.column(self.base)))
             self.base_scale = 1.0 / spread if np.isfinite(spread) and spread > 0 else 1.0
 
-        def dataset(part, mask, reference=None):
-            return lgb.Dataset(part[self.features], part[label], group=_sizes(part[group]), reference=reference,
-                               weight=weights[mask] if weights is not None else None,
-                               init_score=self.base_score(part) if self.base else None)
+        def dataset(part: RankingRows, reference=None):
+            return lgb.Dataset(part.matrices(), part.label, group=part.group_sizes, reference=reference,
+                               feature_name=self.features,
+                               init_score=part.column(self.base) * self.base_scale if self.base else None)
 
-        train_set = dataset(train, ~is_valid)
-        valid_set = dataset(valid, is_valid, train_set)
+        train_set = dataset(split.train)
+        valid_set = dataset(split.valid, train_set)
         self.model = lgb.train(params, train_set, self.n_estimators, valid_sets=[valid_set],
                                callbacks=[lgb.early_stopping(30, verbose=False)])
-        self.report = {"requests": int(len(requests)), "rows": int(len(rows)),
+        n_train, n_valid = len(split.train.group_sizes), len(split.valid.group_sizes)
+        self.report = {"requests": n_train + n_valid, "rows": len(split.train) + len(split.valid),
                        "best_iteration": int(self.model.best_iteration or self.n_estimators),
                        "valid_ndcg@10": float(self.model.best_score["valid_0"]["ndcg@10"])}
+        orders = list(dict.fromkeys([*compare, *([self.base] if self.base else [])]))
+        alone = ndcg_of_orders(split.valid, orders)
         if self.base:
-            self.report["base_ndcg@10"] = ndcg_at_10(valid, self.base, label, group)
-        self.report["orders_ndcg@10"] = {c: ndcg_at_10(valid, c, label, group)
-                                         for c in dict.fromkeys([*compare, *([self.base] if self.base else [])])}
+            self.report["base_ndcg@10"] = alone[self.base]
+        self.report["orders_ndcg@10"] = alone
         return self
 
     def score(self, rows) -> np.ndarray:
@@ -141,6 +147,21 @@ class LambdaRanker:
 def ndcg_at_10(rows: pd.DataFrame, order_by: str, label: str = "grade", group: str = "request") -> float:
     """Mean NDCG@10 of the lists when each is ordered by `order_by` (descending), with LightGBM's gains
     (2^grade - 1): the figure LambdaRank's early stopping reports, for any other order."""
+    return float(ndcg_per_list(rows, order_by, label, group).mean())
+
+
+def ndcg_of_orders(rows: RankingRows, orders: list[str]) -> dict[str, float]:
+    """Mean NDCG@10 over every list of rows on disk when ordered by each column of `orders` alone (a part
+    holds whole lists, so each is read once)."""
+    per_list = {c: [] for c in orders}
+    for part in rows.frames(orders):
+        for c in orders:
+            per_list[c].append(ndcg_per_list(part, c).to_numpy())
+    return {c: float(np.concatenate(v).mean()) if v else float("nan") for c, v in per_list.items()}
+
+
+def ndcg_per_list(rows: pd.DataFrame, order_by: str, label: str = "grade", group: str = "request") -> pd.Series:
+    """Each list's NDCG@10 when ordered by `order_by` (0 for a list with nothing relevant)."""
     def dcg(by: str) -> pd.Series:
         """Each list's DCG@10 when ordered by `by`."""
         ranked = rows.sort_values([group, by], ascending=[True, False], kind="stable")
@@ -149,7 +170,7 @@ def ndcg_at_10(rows: pd.DataFrame, order_by: str, label: str = "grade", group: s
         return pd.Series(gain).groupby(ranked[group].to_numpy()).sum()
 
     found = dcg(order_by)
-    return float((found / dcg(label).reindex(found.index)).fillna(0).mean())
+    return (found / dcg(label).reindex(found.index)).fillna(0)
 
 
 def lightgbm_params(settings, objective: str, **extra) -> dict:
@@ -158,8 +179,3 @@ def lightgbm_params(settings, objective: str, **extra) -> dict:
     return {"objective": objective, "learning_rate": settings.learning_rate, "num_leaves": settings.num_leaves,
             "min_data_in_leaf": settings.min_child_samples, "seed": settings.seed, "num_threads": 1,
             "verbose": -1, "deterministic": True, **extra}
-
-
-def _sizes(groups: pd.Series) -> np.ndarray:
-    """Group sizes in order of appearance (rows are sorted by group)."""
-    return groups.groupby(groups, sort=False).size().to_numpy()

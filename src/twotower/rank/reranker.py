@@ -135,10 +135,15 @@ def refit_source(source: ItemSource, data: Dataset, covisitation: CoVisitation) 
     raise TypeError(f"unknown source {source!r}")
 
 
+def context_names(context: dict[str, np.ndarray]) -> list[str]:
+    """The row columns `context_columns` makes from requests with this context."""
+    return [f"context_{k}" for k, v in context.items() if v.ndim == 1 and not k.startswith("_")]
+
+
 def context_columns(context: dict[str, np.ndarray], request: np.ndarray) -> dict[str, np.ndarray]:
     """The requests' own encoded context (device, page, ...: one value per request) as row columns
     `context_<name>`; derived context (a leading _, e.g. the request time) is left to the store features."""
-    return {f"context_{k}": v[request] for k, v in context.items() if v.ndim == 1 and not k.startswith("_")}
+    return {name: context[name.removeprefix("context_")][request] for name in context_names(context)}
 
 
 def ranking_rows(rows: Table, source: FeatureSource, reranker: Reranker, history: Dataset,

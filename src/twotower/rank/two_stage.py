@@ -9,6 +9,9 @@ them, and asks it for candidates for each held-out event, with only the history 
 from __future__ import annotations
 
 import logging
+import tempfile
+import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -21,12 +24,14 @@ from ..errors import InputError
 from ..evaluate.metrics import top_k
 from ..evaluate.protocol import EvalSet, Scorer, masked_scores
 from ..features.definitions import FeatureSource
+from ..progress import progress_bar
 from ..timing import Stopwatch
 from .affinity import category_features
 from .covisit import CoVisitation, recent_items
-from .reranker import Reranker, context_columns, ranking_rows
-from .ranker import LambdaRanker, ndcg_at_10, relevance_grades
+from .reranker import Reranker, context_columns, context_names, ranking_rows
+from .ranker import LambdaRanker, ndcg_of_orders, relevance_grades
 from .sources import PROFILE_LENGTH, ItemSource, add_source_candidates, fit_sources, source_scores
+from .training_rows import SplitRows, chunks
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +145,11 @@ def slice_requests(history: Dataset, per_user: int, max_requests: int | None = N
 
 def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, store: FeatureSource,
                    log: Callable[[str], None] = lambda _: None, exclude_seen: bool = True,
-                   watch: Stopwatch | None = None) -> Reranker:
+                   watch: Stopwatch | None = None, show_progress: bool = False) -> Reranker:
     """Train the ranker on a later slice than its retriever's training data (see the module docstring).
     The returned reranker's co-visitation table and sources cover `data` in full, as serving needs.
-    `watch` gets the seconds of each step."""
+    `watch` gets the seconds of each step. Its rows wait on disk (`training_rows`), so their number is
+    bounded by time (rank.max_requests), not by memory."""
     watch = watch or Stopwatch()
     base, steps = slice_requests(data, cfg.slice_events, cfg.max_requests, exclude_seen=exclude_seen,
                                  share=cfg.slice_share)
@@ -166,27 +172,20 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
         tune = steps[-1].targets
         sources = fit_sources(base, cfg, covisitation, (recent_items(base.events, tune.users, tune.times,
                                                                      PROFILE_LENGTH), tune.items), log=log)
-    frames, offset = [], 0
-    with watch.stage("ranker: candidates"):
-        for step in steps:
-            shown = shown_without_click(data.events, step.targets, cfg.impression_window_s)
-            rows = candidates(scorer_for(step.history), step, cfg.candidates, shown, sources, cfg.source_candidates)
-            frames.append(rows.assign(request=rows["request"] + offset))
-            offset += len(step.targets)
-    rows = pd.concat(frames, ignore_index=True)
-    rows = rows[rows.groupby("request")["grade"].transform("max") > 0]   # lists without the target teach nothing
-    if rows.empty:
-        raise NoRankerData("events", "no later request has its chosen item among its candidates",
-                           "raise rank.candidates, train on a longer log, or pass --no-ranker")
     reranker = Reranker(None, covisitation, cfg.recent_items, store.definitions, category_features(data),
-                        cfg.profile_items, [c for c in rows.columns if c.startswith("context_")],   # features first
-                        sources, cfg.source_candidates)
-    with watch.stage("ranker: features"):
-        rows = ranking_rows(with_ids(rows, data), store, reranker, data)
+                        cfg.profile_items, context_names(tune.context), sources, cfg.source_candidates)
     orders = ["retrieval_score"] + [f"{s.name}_score" for s in sources]
-    with watch.stage("ranker: trees"):
-        base_order = max(orders, key=lambda c: ndcg_at_10(rows, c))    # the trees correct the best single order
-        reranker.ranker = LambdaRanker(reranker.feature_names, base=base_order).fit(rows, compare=orders)
+    with tempfile.TemporaryDirectory(prefix="twotower-ranker-rows-") as tmp:
+        split = SplitRows.create(Path(tmp), reranker.feature_names, sum(len(s.targets) for s in steps))
+        build_rows(data, steps, scorer_for, cfg, store, reranker, split, watch, show_progress)
+        if not len(split.train) or not len(split.valid):
+            raise NoRankerData("events", "too few later requests have their chosen item among their candidates "
+                               "(the ranker needs some to learn from and some to stop on)",
+                               "raise rank.candidates, train on a longer log, or pass --no-ranker")
+        with watch.stage("ranker: trees"):
+            alone = ndcg_of_orders(split.train, orders)
+            base_order = max(orders, key=alone.get)      # the trees correct the best single order
+            reranker.ranker = LambdaRanker(reranker.feature_names, base=base_order).fit_rows(split, compare=orders)
     report = reranker.ranker.report
     alone = report["orders_ndcg@10"]
     log("ranker: held-out NDCG@10 " + ", ".join(f"{c.removesuffix('_score')} {v:.4f}" for c, v in alone.items())
@@ -202,3 +201,31 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
         reranker.serve_order = best
     with watch.stage("ranker: sources over every event"):
         return reranker.refreshed(data)
+
+
+def build_rows(data: Dataset, steps: list[EvalSet], scorer_for: Callable[[Dataset], Scorer], cfg: RankConfig,
+               store: FeatureSource, reranker: Reranker, split: SplitRows, watch: Stopwatch,
+               show_progress: bool = False) -> None:
+    """Every slice request's candidates with their features, into `split` a chunk of requests at a time
+    (lists without the chosen item teach nothing and are left out): memory for one chunk, not the log."""
+    per_request = cfg.candidates + len(reranker.sources) * cfg.source_candidates
+    offset = 0
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task("ranker rows", total=sum(len(s.targets) for s in steps), rate="")
+        t0 = time.perf_counter()
+        for step in steps:
+            scorer = scorer_for(step.history)
+            for part in chunks(len(step.targets), per_request):
+                sub = EvalSet(step.history, step.targets.subset(part), step.seen)
+                with watch.stage("ranker: candidates"):
+                    shown = shown_without_click(data.events, sub.targets, cfg.impression_window_s)
+                    rows = candidates(scorer, sub, cfg.candidates, shown, reranker.sources, cfg.source_candidates)
+                    rows = rows[rows.groupby("request")["grade"].transform("max") > 0]
+                if not rows.empty:
+                    with watch.stage("ranker: features"):
+                        rows = rows.assign(request=rows["request"] + offset + part.start)
+                        split.add(ranking_rows(with_ids(rows, data), store, reranker, data))
+                bar.advance(task, part.stop - part.start)
+                done = bar.tasks[task].completed
+                bar.update(task, rate=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f} requests/s")
+            offset += len(step.targets)

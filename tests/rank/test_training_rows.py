@@ -1,0 +1,83 @@
+"""The ranker's training rows on disk: chunks of whole requests, a fixed train/valid draw, and a ranker that
+does not depend on how its rows were chunked."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.conftest import tiny_config
+from tests.rank.test_ranker import candidate_rows
+from twotower.evaluate.towers import TowerRecommender
+from twotower.features.materialize import offline_store
+from twotower.model.recommender import tower_scorer
+from twotower.pipeline import dataset_from_frames
+from twotower.rank import training_rows
+from twotower.rank.ranker import LambdaRanker
+from twotower.rank.training_rows import RankingRows, SplitRows, chunks
+from twotower.rank.two_stage import event_log, train_reranker
+
+
+def test_chunks_cover_every_request_once_near_the_row_budget():
+    parts = list(chunks(1003, rows_per_request=250, chunk_rows=10_000))
+    covered = np.concatenate([np.arange(p.start, p.stop) for p in parts])
+    assert covered.tolist() == list(range(1003))
+    assert max(p.stop - p.start for p in parts) == 40                   # 40 requests x 250 rows = 10,000
+    assert list(chunks(3, rows_per_request=10**9, chunk_rows=10)) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+
+
+def test_each_request_lies_whole_on_one_side_of_a_fixed_draw(tmp_path):
+    rows = candidate_rows(n_requests=300, n=10)
+    split = SplitRows.create(tmp_path / "a", ["signal"], 300, valid_fraction=0.25)
+    for start in range(0, 300, 70):
+        split.add(rows[rows["request"].between(start, start + 69)])
+    train, valid = (np.concatenate(side.requests) for side in (split.train, split.valid))
+    assert not set(train) & set(valid) and len(set(train) | set(valid)) == 300
+    assert (split.train.group_sizes == 10).all() and (split.valid.group_sizes == 10).all()
+    assert 40 <= len(set(valid)) <= 110
+    again = SplitRows.create(tmp_path / "b", ["signal"], 300, valid_fraction=0.25)
+    assert (again.held == split.held).all()
+    assert np.allclose(split.train.column("signal"), rows.loc[~split.held[rows["request"]], "signal"], atol=1e-6)
+
+
+def _fit_in_parts(tmp_path, rows, requests_per_part: int) -> LambdaRanker:
+    features = ["signal", "noise", "retrieval_score"]
+    split = SplitRows.create(tmp_path / str(requests_per_part), features, int(rows["request"].max()) + 1)
+    for start in range(0, int(rows["request"].max()) + 1, requests_per_part):
+        split.add(rows[rows["request"].between(start, start + requests_per_part - 1)])
+    return LambdaRanker(features, base="retrieval_score").fit_rows(split, compare=["retrieval_score"])
+
+
+def test_a_ranker_from_many_parts_is_the_ranker_from_one(tmp_path):
+    rows, test = candidate_rows(seed=1), candidate_rows(seed=2)
+    one = _fit_in_parts(tmp_path, rows, 10**6)
+    many = _fit_in_parts(tmp_path, rows, 7)
+    assert len(list((tmp_path / "7" / "train").glob("part-*.npy"))) > 40
+    assert one.report == many.report
+    assert np.allclose(one.score(test), many.score(test))
+    assert one.report["valid_ndcg@10"] > one.report["base_ndcg@10"] + 0.2     # and it learned the signal
+
+
+def test_the_served_ranker_trains_from_rows_built_a_chunk_at_a_time(small_ml, tmp_path, monkeypatch):
+    """train_reranker with a row budget of ~2 requests per chunk writes many parts, none above the budget, and
+    gets the ranker it gets from one chunk."""
+    cfg = tiny_config(rank={"candidates": 40, "slice_events": 2, "sources": ["covisit"], "source_candidates": 10})
+    data = dataset_from_frames(*small_ml, cfg)
+    store = offline_store(tmp_path, cfg.rank)
+    store.write_events(event_log(data))
+    trained = {}
+
+    def fit_retriever(history, early_stopping):        # the same retriever for both runs
+        if "towers" not in trained:
+            trained["towers"] = TowerRecommender(cfg, show_progress=False)
+            trained["towers"].fit(history, early_stopping)
+        return lambda h: tower_scorer(trained["towers"].model, h)
+
+    whole = train_reranker(data, fit_retriever, cfg.rank, store)
+    part_sizes = []
+    add = RankingRows.add
+    monkeypatch.setattr(RankingRows, "add", lambda self, rows, *a: (part_sizes.append(len(rows)), add(self, rows, *a)))
+    monkeypatch.setattr(training_rows, "CHUNK_ROWS", 100)
+    chunked = train_reranker(data, fit_retriever, cfg.rank, store)
+    assert len(part_sizes) > 50 and max(part_sizes) <= 100
+    assert chunked.ranker.report == whole.ranker.report
+    assert chunked.ranker.model.model_to_string() == whole.ranker.model.model_to_string()
