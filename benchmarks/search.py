@@ -2,8 +2,9 @@
 
 1. Best Buy search clicks (real queries, clicked SKUs; `../shared/data/bestbuy-search-clicks-sample`): the
    last fifth of the clicks (by time) are the test; twotower trains on the rest (items: SKU and category;
-   an item's text is the queries that led to clicks on it). Click recall@10 and MRR@10 for BM25 alone, the
-   text encoder alone, the two fused, the fused list ordered for the user too, and popularity.
+   an item's text is the queries that led to clicks on it; its query tower reads each click's query). Click
+   recall@10 and MRR@10 for BM25 alone, the text encoder alone, the towers alone (the query's text through
+   the query tower), BM25 + text fused, the three fused (no user, then the user's history), and popularity.
 2. Known-item search on MovieLens-100K: a title's first words (2 or 3, year removed) as the query must find
    that title. success@1 and @10 per list.
 3. Latency on one core over a catalog of N synthetic items (titles recombined from MovieLens words): the
@@ -76,16 +77,20 @@ def bestbuy(work: Path) -> pd.DataFrame:
     with twotower.train(events, items, config=cfg, out=out, ranker=False) as model:
         index = model.search_index()
         popular = train["sku"].value_counts().index.tolist()
-        lists = {"BM25 alone": [], "text encoder alone": [], "hybrid (fused)": [], "hybrid + the user's history": [],
-                 "popularity": []}
+        lists = {"BM25 alone": [], "text encoder alone": [], "towers alone (query text in the query tower)": [],
+                 "hybrid (BM25 + text encoder)": [], "hybrid + towers (anonymous)": [],
+                 "hybrid + towers with the user's history": [], "popularity": []}
         for q, u in zip(test["query"], test["user"]):
             bm25 = index.lexical.search(q, 100)
             dense = index.text_hits(index.encoder.encode([q])[0], 100)
             lists["BM25 alone"].append(bm25[0].tolist())
             lists["text encoder alone"].append(dense[0].tolist())
             fused = fuse({"text": dense, "bm25": bm25}, index.weights, model.config.search)
-            lists["hybrid (fused)"].append(fused["item_id"].tolist())
-            lists["hybrid + the user's history"].append(model.search(q, user_id=u, k=10)["item_id"].tolist())
+            lists["hybrid (BM25 + text encoder)"].append(fused["item_id"].tolist())
+            towers = model._server.query_hits(0, index.encoder.encode([q])[0], 100, float("nan"), None)
+            lists["towers alone (query text in the query tower)"].append(towers[0].tolist())
+            lists["hybrid + towers (anonymous)"].append(model.search(q, k=10)["item_id"].tolist())
+            lists["hybrid + towers with the user's history"].append(model.search(q, user_id=u, k=10)["item_id"].tolist())
             lists["popularity"].append(popular[:10])
         known = int(model.knows(test["user"].tolist()).sum())
         weights = index.weights

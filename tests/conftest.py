@@ -204,3 +204,23 @@ def model_copy(tiny_model, tmp_path):
     target = tmp_path / "model"
     shutil.copytree(tiny_model[0], target)
     return target
+
+
+@pytest.fixture(scope="session")
+def bestbuy_searches():
+    """(train, test) of the Best Buy search-click sample (real queries, clicked SKUs, categories), split in
+    time 80/20, each as twotower events (user_id, item_id, timestamp, action, query); and its items table."""
+    from benchmarks.search import read_bestbuy
+
+    root = Path(os.environ.get("TWOTOWER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    path = root / "bestbuy-search-clicks-sample" / "train.csv"
+    if not path.is_file():
+        missing(f"the Best Buy search sample is not at {path}")
+    log = read_bestbuy(path)
+    log["timestamp"] = pd.to_datetime(log["click_time"]).astype("int64") / 1e9
+    log = log.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    events = pd.DataFrame({"user_id": log["user"], "item_id": log["sku"], "timestamp": log["timestamp"],
+                           "action": "click", "query": log["query"]})
+    cut = int(len(log) * 0.8)
+    items = log[["sku", "category"]].drop_duplicates("sku").rename(columns={"sku": "item_id"})
+    return events.iloc[:cut].reset_index(drop=True), events.iloc[cut:].reset_index(drop=True), items

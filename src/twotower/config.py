@@ -76,12 +76,18 @@ class ModelConfig(_Section):
     temperature: float = Field(1.0, gt=0, description="logits are divided by it (cosine wants ~0.05)")
     learn_temperature: bool = False
     text_buckets: int = Field(1 << 15, ge=16)
+    item_id_min_events: int = Field(2, ge=0, description="items with fewer positive events in the log get no id "
+                                    "embedding (one event teaches an id nothing that generalises): with item "
+                                    "features they are placed by those alone, like items that arrive later")
     item_id_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="share of training items whose id embedding "
                                    "is dropped, so the item tower learns to place an item from its features alone "
                                    "(items never seen in training have only those)")
     text_vectors: bool = Field(False, description="the item tower also reads each item's text (the search text "
                                "columns) through the pretrained sentence encoder, frozen, with a trained "
                                "projection: cold items are placed by meaning, not only by shared words")
+    query_text: bool = Field(True, description="for a log with a query column, the query tower also reads each "
+                             "event's search text through the same sentence encoder (frozen, with a trained "
+                             "projection): one model recommends (no query) and searches, learned and personal")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> "ModelConfig":

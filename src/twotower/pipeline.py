@@ -11,18 +11,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from . import distributed
 from .catalog import IndexBuild, build_model_index
 from .config import Config
-from .data.dataset import Dataset, build_dataset
+from .data.dataset import Dataset, build_dataset, last_positive_times, request_context
 from .data.schema import read_events, read_items, read_table, validate_events, validate_table
 from .data.split import holdout_last
 from .errors import InputError
 from .evaluate.baselines import Popularity, classic_baselines
 from .evaluate.cold import cold_rows, cold_split, cold_table
-from .evaluate.metrics import ndcg_at, paired_interval
+from .evaluate.metrics import ndcg_at, paired_interval, top_k
 from .evaluate.protocol import EvalSet, protocol_rows, protocol_split, rank_targets
 from .evaluate.served import served_metrics
 from .folder import check_model_folder, model_build
@@ -36,7 +37,9 @@ from .rank.reranker import Reranker
 from .report import METRIC_COLUMNS, PAIRED_COLUMN
 from .rank.two_stage import NoRankerData, event_log, train_reranker
 from .data.item_text import with_click_queries
-from .search import SearchBuild, build_search_index
+from .search import SearchBuild, TowersBefore, build_search_index
+from .data.query_text import QUERY_TEXT
+from .model.text_encoder import text_encoder
 from .timing import Stopwatch
 
 logger = logging.getLogger(__name__)
@@ -143,7 +146,8 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
         if texts is not None and any(t for t in texts[1:]):
             with watch.stage("search index"):
                 searchable = build_search_index(build, data.items.ids, texts[1:], cfg.search, show_progress,
-                                                learn_from=(data.item_texts, data.events))
+                                                learn_from=(data.item_texts, data.events),
+                                                towers_before=fusion_towers(data, cfg, show_progress))
             held_out = searchable.fusion.get("held_out")
             log(f"search index: {searchable.items:,} items with text, encoded at "
                 f"{searchable.texts_per_second:,.0f} texts/s; fusion weights {searchable.weights}"
@@ -157,6 +161,32 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
         built.store.where = built.store.where.replace(str(build), str(out))
     return TrainOutcome(out, report, data.n_users, data.n_items, int((data.events["weight"] > 0).sum()), index,
                         built, watch.seconds, searchable)
+
+
+def fusion_towers(data: Dataset, cfg: Config, show_progress: bool) -> TowersBefore | None:
+    """For a model whose query tower reads search text, what `learn_fusion` needs to weigh the towers' list:
+    towers trained on the events before a cut (its held-out searches), each search answered from the history
+    before the cut. None for other models (their towers only reorder the text matches)."""
+    if QUERY_TEXT not in data.context_features:
+        return None
+
+    def before(cut: float):
+        earlier = data.subset(data.events["timestamp"].to_numpy(np.float64) < cut)
+        towers = TowerRecommender(short_patience(cfg), name="search fusion's towers", show_progress=show_progress)
+        try:
+            towers.fit(*early_stopping_split(earlier, cfg))
+        except InputError as exc:
+            logger.warning("search fusion: the towers' list gets no weight of its own: %s", exc.problem)
+            return None
+        score, last = tower_scorer(towers.model, earlier), last_positive_times(earlier)
+        encoder = text_encoder(cfg.search.encoder)
+
+        def hits(queries: list[str], users: np.ndarray, times: np.ndarray, n: int) -> list:
+            context = request_context(earlier.context_specs, times, last[users], query=encoder.encode(queries))
+            rows = score(users, context)
+            return [(earlier.items.decode(codes), rows[i, codes]) for i, codes in enumerate(top_k(rows, n))]
+        return hits
+    return before
 
 
 class _RetrieverTrained(Exception):

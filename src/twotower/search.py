@@ -154,28 +154,36 @@ def refresh_search_index(model_dir: Path, items: pd.DataFrame, show_progress: bo
     return index
 
 
+TowersBefore = Callable[[float], "Callable[[list[str], np.ndarray, np.ndarray, int], list[Hits]] | None"]
+"""cut time -> towers trained on the events before it, as (queries, user codes, times, n) -> each search's
+top n (item ids, scores); None when those events cannot train towers."""
+
+
 def build_search_index(model_dir: Path, ids, texts, cfg: SearchConfig, show_progress: bool = False,
-                       learn_from: tuple[np.ndarray, pd.DataFrame] | None = None) -> SearchBuild:
+                       learn_from: tuple[np.ndarray, pd.DataFrame] | None = None,
+                       towers_before: TowersBefore | None = None) -> SearchBuild:
     """Encode and index the items' texts into `model_dir/search`. `learn_from` (the items' column texts by
     code, and the log's events with item codes) lets the fusion weights be chosen on the log's latest
-    searches (`learn_fusion`)."""
+    searches (`learn_fusion`), the towers' list among them with `towers_before`."""
     t0 = time.perf_counter()
     encoder = text_encoder(cfg.encoder)
     index = SearchIndex.build(ids, texts, encoder, show_progress)
     rate = getattr(encoder, "last_rate", 0.0)
     report = {}
     if learn_from is not None:
-        index.weights, report = learn_fusion(np.asarray(ids, dtype=object), *learn_from, cfg, encoder)
+        index.weights, report = learn_fusion(np.asarray(ids, dtype=object), *learn_from, cfg, encoder, towers_before)
     index.save(model_dir)
     return SearchBuild(len(index.ids), cfg.encoder, time.perf_counter() - t0, rate, index.weights, report)
 
 
 def learn_fusion(ids: np.ndarray, column_texts: np.ndarray, events: pd.DataFrame, cfg: SearchConfig,
-                 encoder: TextEncoder) -> tuple[dict, dict]:
-    """BM25's weight against the text encoder's, chosen on the log's latest searches: the latest tenth of the
-    positive events with a query (at least `MIN_HELD_OUT`, else equal weights; at most `MAX_HELD_OUT`) are
-    held out, the items' texts are built from the earlier ones, and each weight of `FUSION_GRID` is scored by
-    the held-out searches' MRR@10 (ties keep equal weights). Returns (weights, what was measured)."""
+                 encoder: TextEncoder, towers_before: TowersBefore | None = None) -> tuple[dict, dict]:
+    """The lists' weights against the text encoder's, chosen on the log's latest searches: the latest tenth of
+    the positive events with a query (at least `MIN_HELD_OUT`, else equal weights; at most `MAX_HELD_OUT`) are
+    held out, the items' texts are built from the earlier ones (and with `towers_before`, towers are trained
+    on the events before the first of them), and each pair of BM25's and the towers' weights from
+    `FUSION_GRID` (the towers' also 0) is scored by the held-out searches' MRR@10 (ties keep equal weights).
+    Returns (weights, what was measured)."""
     from .data.item_text import with_click_queries
 
     if "query" not in events.columns:
@@ -190,18 +198,24 @@ def learn_fusion(ids: np.ndarray, column_texts: np.ndarray, events: pd.DataFrame
     index = SearchIndex.build(ids, texts, encoder)
     queries = held["query"].astype(str).tolist()
     targets = ids[held["item"].to_numpy(np.int64) - 1]
-    text_lists = [index.text_hits(v, cfg.candidates) for v in encoder.encode(queries)]
-    word_lists = [index.lexical.search(q, cfg.candidates) for q in queries]
+    lists = [{"text": index.text_hits(v, cfg.candidates), "bm25": index.lexical.search(q, cfg.candidates)}
+             for q, v in zip(queries, encoder.encode(queries))]
+    towers = towers_before(float(held["timestamp"].min())) if towers_before is not None else None
+    if towers is not None:
+        for found, hits in zip(lists, towers(queries, held["user"].to_numpy(np.int64),
+                                             held["timestamp"].to_numpy(np.float64), cfg.candidates)):
+            found["personal"] = hits
+    grid = [(b, t) for b in FUSION_GRID for t in ((0.0,) + FUSION_GRID if towers is not None else (0.0,))]
     mrr = {}
-    for w in FUSION_GRID:
+    for b, t in grid:
         rr = []
-        for by_text, by_words, target in zip(text_lists, word_lists, targets):
-            fused = fuse({"text": by_text, "bm25": by_words}, {"text": 1.0, "bm25": w}, cfg)
-            top = fused["item_id"].head(10).tolist()
+        for found, target in zip(lists, targets):
+            top = fuse(found, {"text": 1.0, "bm25": b, "personal": t}, cfg)["item_id"].head(10).tolist()
             rr.append(1.0 / (top.index(target) + 1) if target in top else 0.0)
-        mrr[w] = float(np.mean(rr))
-    best = max(FUSION_GRID, key=lambda w: (mrr[w], w == 1.0))
-    return {"text": 1.0, "bm25": best}, {"held_out": n, "mrr@10": mrr}
+        mrr[(b, t)] = float(np.mean(rr))
+    best = max(grid, key=lambda w: (mrr[w], w[0] == 1.0, w[1] == 1.0))
+    weights = {"text": 1.0, "bm25": best[0]} | ({"personal": best[1]} if towers is not None else {})
+    return weights, {"held_out": n, "mrr@10": {f"bm25 {b}, towers {t}": v for (b, t), v in mrr.items()}}
 
 
 Hits = tuple[np.ndarray, np.ndarray]       # (item ids, their scores), best first
@@ -218,6 +232,7 @@ def fuse(lists: dict[str, Hits], weights: dict[str, float], cfg: SearchConfig) -
     for ids, _ in lists.values():
         for item in ids:
             position.setdefault(item, len(position))
+    every = np.array(list(position), dtype=object)
     ranks = {name: np.full(len(position), np.nan) for name in lists}
     score = np.zeros(len(position))
     total = sum(weights.get(name, 1.0) for name in lists) or 1.0
@@ -230,32 +245,38 @@ def fuse(lists: dict[str, Hits], weights: dict[str, float], cfg: SearchConfig) -
         elif len(ids):
             values = np.asarray(values, np.float64)
             low = LOWEST.get(name, float(values.min()))
-            score[at] += w / total * np.clip((values - low) / max(float(values.max()) - low, 1e-12), 0.0, 1.0)
+            score[at] += w * np.clip((values - low) / max(float(values.max()) - low, 1e-12), 0.0, 1.0)
+    if cfg.fusion != "rrf":
+        score = score / total
     order = np.argsort(-score, kind="stable")
-    table = {"item_id": np.array(list(position), dtype=object)[order], "score": score[order]}
+    table = {"item_id": every[order], "score": score[order]}
     table.update({f"{name}_rank": r[order] for name, r in ranks.items()})
     return pd.DataFrame(table)
 
 
 def search(index: SearchIndex, query: str, k: int, cfg: SearchConfig,
            personal: Callable[[np.ndarray], np.ndarray] | None = None,
-           allowed: Callable[[np.ndarray], np.ndarray] | None = None) -> pd.DataFrame:
-    """`item_id, rank, score, text_rank, bm25_rank, personal_rank` of the query's top k. `personal(ids)` gives
-    the towers' score of the user with each candidate (None: no user history); `allowed(ids)` keeps the
-    items the catalog serves now."""
+           allowed: Callable[[np.ndarray], np.ndarray] | None = None,
+           towers: Callable[[int], Hits] | None = None) -> pd.DataFrame:
+    """`item_id, rank, score, text_rank, bm25_rank, personal_rank` of the query's top k. `towers(n)` gives the
+    towers' own top n for the query (a model that reads query text), or `personal(ids)` the towers' score of
+    the user with each text match (None: no user history); `allowed(ids)` keeps the items the catalog
+    serves now."""
     if not isinstance(query, str) or not query.strip():
         raise InputError("query", "is empty", "give the words to search for")
     n = max(k, cfg.candidates)
     lists = {"text": index.text_hits(index.encoder.encode([query])[0], n), "bm25": index.lexical.search(query, n)}
+    if towers is not None and cfg.personal_weight > 0:
+        lists["personal"] = towers(n)
     if allowed is not None:
         lists = {name: (ids[keep], values[keep]) for name, (ids, values) in lists.items()
                  for keep in [allowed(ids)]}
-    weights = dict(index.weights)
-    if personal is not None and cfg.personal_weight > 0:
+    weights = {**index.weights, "personal": index.weights.get("personal", 1.0) * cfg.personal_weight}
+    if personal is not None and towers is None and cfg.personal_weight > 0:
         union = pd.unique(np.concatenate([ids for ids, _ in lists.values()]))
         scores = np.asarray(personal(union), np.float64)
         order = np.argsort(-scores, kind="stable")
-        lists["personal"], weights["personal"] = (union[order], scores[order]), cfg.personal_weight
+        lists["personal"] = (union[order], scores[order])
     table = fuse(lists, weights, cfg).head(k)
     for name in LISTS:
         if f"{name}_rank" not in table.columns:

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from .catalog import open_model_index
+from .data.query_text import QUERY_TEXT
 from .data.dataset import Dataset, check_context, request_context, with_events
 from .errors import InputError
 from .features.definitions import Columns, FeatureSource
@@ -121,12 +122,28 @@ class Server:
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
 
-    def query_vectors(self, users: np.ndarray, at: np.ndarray, context: dict | None) -> tuple[np.ndarray, dict]:
+    def query_vectors(self, users: np.ndarray, at: np.ndarray, context: dict | None,
+                      query: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
         """([n, d] index-ready query vectors, the encoded request context) of known user codes asking at `at`
-        ([n], NaN: an unknown time) with the log's own `context` values."""
+        ([n], NaN: an unknown time) with the log's own `context` values, and for a search the query's
+        sentence vector (read by a model trained on a log with queries)."""
         state = self.users
-        ctx = request_context(self.saved.history.context_specs, at, state.last_seen[users], context)
+        ctx = request_context(self.saved.history.context_specs, at, state.last_seen[users], context, query)
         return self.catalog.queries(state.histories[users], users, ctx), ctx
+
+    @property
+    def reads_queries(self) -> bool:
+        """Whether the query tower reads search text (the model was trained on a log with queries)."""
+        return any(s.name == QUERY_TEXT for s in self.saved.history.context_specs)
+
+    def query_hits(self, user: int, query: np.ndarray, n: int, at: float,
+                   context: dict | None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of the towers' top n items for one search: the query's sentence vector with a known
+        user's history (user 0: the query alone), through the index."""
+        vector, _ = self.query_vectors(np.array([user]), np.array([at], dtype=np.float64), context, query)
+        found = self.index.search(vector, n)
+        keep = pd.notna(found.ids[0]) & np.isfinite(found.scores[0])
+        return found.ids[0][keep], found.scores[0][keep].astype(np.float64)
 
     def personal_scores(self, user: int, item_ids: np.ndarray, at: float, context: dict | None) -> np.ndarray:
         """The towers' score of one known user (code) with each item (ids), on the ranker's scale; -inf for

@@ -14,6 +14,7 @@ from ..errors import InputError
 from .features import FeatureSpec, encode, fit_specs
 from ..model.text_encoder import MINILM
 from .item_text import TEXT_VECTOR, item_labels, item_texts, text_vector_spec, text_vectors
+from .query_text import QUERY_TEXT, query_text_feature, request_query
 from .schema import context_columns
 from .time_features import NAMES as TIME_NAMES
 from .time_features import has_clock, previous_positive_times, time_columns
@@ -141,6 +142,11 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
         context_specs += fit_specs(derived, list(derived.columns), {c: "numeric" for c in derived.columns})
         src = pd.concat([src, derived], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)
+    if config.model.query_text and "query" in src.columns:
+        found = query_text_feature(src["query"], config.search.encoder if config.search.encoder != "none" else MINILM)
+        if found is not None:
+            context_specs.append(found[0])
+            context_features[QUERY_TEXT] = found[1]
     texts = item_texts(items, item_vocab.ids, item_specs, config.search, cfg.multi_separator) \
         if config.search.encoder != "none" or config.model.text_vectors else None
     if config.model.text_vectors and items is not None:
@@ -151,10 +157,12 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
                    context_specs, context_features, texts, item_labels(items, item_vocab.ids, item_specs))
 
 
-def request_context(specs: list[FeatureSpec], times, previous=None, values: dict | None = None) -> dict[str, np.ndarray]:
+def request_context(specs: list[FeatureSpec], times, previous=None, values: dict | None = None,
+                    query: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Context of requests served at `times` ([n]; with [n] the user's latest positive event time, NaN when
-    unknown): the time features, and the log's own context columns from `values` (column -> one value for
-    every request, or [n]); a column not given is unknown (missing). An unknown column is an error."""
+    unknown): the time features, the log's own context columns from `values` (column -> one value for
+    every request, or [n]; a column not given is unknown, missing; an unknown column is an error), and for
+    a model that reads query text, the sentence vector of the search `query` (none: a recommendation)."""
     times = np.atleast_1d(np.asarray(times, dtype=np.float64))
     previous = np.full(len(times), np.nan) if previous is None else np.asarray(previous, dtype=np.float64)
     columns = time_columns(times, previous)
@@ -162,12 +170,13 @@ def request_context(specs: list[FeatureSpec], times, previous=None, values: dict
     for name in _own_context(specs):
         value = given.get(name)
         columns[name] = np.asarray(value) if np.ndim(value) else np.full(len(times), value)
-    return encode(columns, specs)
+    return {**encode(columns, [s for s in specs if s.name != QUERY_TEXT]), **request_query(specs, len(times), query)}
 
 
 def _own_context(specs: list[FeatureSpec]) -> list[str]:
-    """The log's own context columns (device, page, ...), not the time features derived from the clock."""
-    return [s.name for s in specs if s.name not in TIME_NAMES]
+    """The log's own context columns (device, page, ...), not the time features derived from the clock or
+    the search text."""
+    return [s.name for s in specs if s.name not in TIME_NAMES and s.name != QUERY_TEXT]
 
 
 def check_context(specs: list[FeatureSpec], values: dict | None) -> dict:

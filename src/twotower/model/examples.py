@@ -2,7 +2,8 @@
 
 A user's positive events (weight > 0) in time order form the history sequence; each one after the first is
 a target whose query is the history before it, so one causal pass over a window trains L queries at once.
-Weight-0 events (shown, not chosen) between two positives become explicit negatives of the later one.
+A user's first event is a target too when it came from a search: its query text is the query, with no
+history. Weight-0 events (shown, not chosen) between two positives become explicit negatives of the later one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..data.query_text import QUERY_TEXT
 from ..errors import InputError
 
 
@@ -75,14 +77,17 @@ def build_windows(data: Dataset, length: int, max_negatives: int) -> Windows:
     weight = data.events["weight"].to_numpy()
     negs = explicit_negatives(data, max_negatives)
     width = max((len(v) for v in negs.values()), default=0)
+    searched = searched_events(data)
     out = {k: [] for k in ("inputs", "targets", "weights", "rows", "negatives", "users")}
     for u in range(1, data.n_users + 1):
         seq = rows[starts[u]:starts[u + 1]]
-        for end in range(len(seq), 1, -length):
-            lo = max(1, end - length)
+        first = 0 if len(seq) and searched[seq[0]] else 1       # the first target: index into seq
+        for end in range(len(seq), first, -length):
+            lo = max(first, end - length)
             tgt = seq[lo:end]
             pad = length - len(tgt)
-            out["inputs"].append(np.r_[np.zeros(pad, np.int64), items[seq[lo - 1:end - 1]]])
+            before = items[seq[lo - 1:end - 1]] if lo else np.r_[0, items[seq[:end - 1]]]
+            out["inputs"].append(np.r_[np.zeros(pad, np.int64), before])
             out["targets"].append(np.r_[np.zeros(pad, np.int64), items[tgt]])
             out["weights"].append(np.r_[np.zeros(pad, np.float32), weight[tgt]])
             out["rows"].append(np.r_[np.full(pad, -1, np.int64), tgt])
@@ -97,6 +102,14 @@ def build_windows(data: Dataset, length: int, max_negatives: int) -> Windows:
         raise InputError("events", "no user has two positive events, so there is nothing to learn what comes next from",
                          "give users at least two events with a positive weight (click, purchase, ...)")
     return Windows(*(np.stack(out[k]) if k != "users" else np.asarray(out[k], np.int64) for k in out))
+
+
+def searched_events(data: Dataset) -> np.ndarray:
+    """[events] True where the event came with search text (its query-text vector is not zeros)."""
+    vectors = data.context_features.get(QUERY_TEXT)
+    if vectors is None:
+        return np.zeros(len(data.events), bool)
+    return np.asarray(vectors).any(axis=1)
 
 
 def last_histories(data: Dataset, users: np.ndarray, length: int) -> np.ndarray:

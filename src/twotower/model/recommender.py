@@ -16,9 +16,12 @@ from .twotower import TwoTowerModel
 
 def build_model(data: Dataset, cfg: Config) -> TwoTowerModel:
     torch.manual_seed(cfg.train.seed)
-    return TwoTowerModel(data.n_users, data.n_items, cfg.model, data.item_specs, data.item_features,
-                         data.user_specs, data.user_features,
-                         data.context_specs if cfg.model.context_features else ())
+    model = TwoTowerModel(data.n_users, data.n_items, cfg.model, data.item_specs, data.item_features,
+                          data.user_specs, data.user_features,
+                          data.context_specs if cfg.model.context_features else ())
+    events = np.bincount(data.events.loc[data.events["weight"] > 0, "item"], minlength=data.n_items + 1)
+    model.item_tower.keep_ids_of(torch.as_tensor(events >= cfg.model.item_id_min_events))
+    return model
 
 
 def _per_user(model: TwoTowerModel, history: Dataset, step, width: int, batch: int):

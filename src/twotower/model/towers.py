@@ -25,6 +25,8 @@ class ItemTower(nn.Module):
             with torch.no_grad():
                 self.id_embedding.weight[0].zero_()
         self.features = features if features is not None and not features.empty and cfg.item_features else None
+        # items with an id embedding; the others (too few events to learn one) live by their features alone
+        self.register_buffer("has_id", torch.ones(n_items + 1, dtype=torch.bool), persistent=False)
         self.id_dropout = cfg.item_id_dropout if self.features is not None else 0.0
         if self.id_embedding is None and self.features is None:
             raise InputError("config", "model.item_id is false and there are no item features",
@@ -44,13 +46,25 @@ class ItemTower(nn.Module):
                              "retrain with model.item_features = true and an items table with features")
         return self._ids(items) + self.features(items, values)
 
+    def keep_ids_of(self, has_id: torch.Tensor) -> None:
+        """Only these item codes ([n_items + 1] bool) get an id embedding; the others' rows are zeroed and, as
+        training masks them, stay zero: served, those items are their features alone."""
+        if self.id_embedding is None or self.features is None:
+            return
+        self.has_id = has_id.to(torch.bool)
+        with torch.no_grad():
+            self.id_embedding.weight[~self.has_id] = 0.0
+
     def _ids(self, items: torch.Tensor) -> torch.Tensor | int:
         """The id embeddings; in training, `id_dropout` of them zeroed (the features must carry those items)."""
         if self.id_embedding is None:
             return 0
         out = self.id_embedding(items)
+        if self.training and self.features is not None:
+            out = out * self.has_id[items].unsqueeze(-1)
         if self.training and self.id_dropout > 0:
-            out = out * (torch.rand(items.shape, device=items.device) >= self.id_dropout).unsqueeze(-1)
+            keep = torch.rand(items.shape, device=items.device) >= self.id_dropout
+            out = out * (keep.unsqueeze(-1) / (1.0 - self.id_dropout))     # inverted: serving adds ids as they are
         return out
 
 
