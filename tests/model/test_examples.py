@@ -58,3 +58,19 @@ def test_last_histories_are_right_aligned_and_unknown_users_are_empty():
     h = last_histories(data, np.array([data.users.encode(["u"])[0], 0]), 4)
     assert [data.items.decode([c])[0] if c else "-" for c in h[0]] == ["-", "a", "b", "c"]
     assert (h[1] == 0).all()
+
+
+def test_a_search_is_a_target_even_as_a_users_first_event():
+    """A user whose only event came from a search still teaches the towers (its query is the text, with no
+    history); a first event without a query does not (there is nothing to predict it from)."""
+    rows = [dict(r, query=None) for r in ROWS] + [
+        {"user_id": "s", "item_id": "b", "timestamp": 1, "action": "click", "query": "red running shoes"},
+        {"user_id": "t", "item_id": "c", "timestamp": 1, "action": "click", "query": "  "}]
+    data = make(rows)
+    w = build_windows(data, length=3, max_negatives=8)
+    dec = lambda codes: [data.items.decode([c])[0] if c else "-" for c in codes]
+    by_user = {data.users.decode([u])[0]: i for i, u in enumerate(w.users)}
+    assert "t" not in by_user                                   # a blank query is no search
+    s = by_user["s"]
+    assert dec(w.inputs[s]) == ["-", "-", "-"] and dec(w.targets[s]) == ["-", "-", "b"]
+    assert dec(w.targets[by_user["u"]]) == ["-", "b", "c"]      # u's first click had no query: not a target
