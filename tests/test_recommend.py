@@ -92,3 +92,25 @@ def test_a_redis_online_store_gives_the_same_recommendations(model, redis_server
     finally:
         materialize(folder, saved.config.rank, saved.model_id, show_progress=False)   # back to SQLite
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "redis.csv"), pd.read_csv(tmp_path / "sqlite.csv"))
+
+
+def test_shards_split_the_users_without_overlap_and_together_give_the_whole_output(model, tmp_path):
+    folder, _ = model
+    whole = recommend(folder, "all", 5, tmp_path / "all.csv", show_progress=False)
+    parts = [recommend(folder, "all", 5, tmp_path / f"part-{k}.csv", show_progress=False, shard=(k, 3))
+             for k in (1, 2, 3)]
+    frames = [pd.read_csv(tmp_path / f"part-{k}.csv", dtype={"user_id": str, "item_id": str}) for k in (1, 2, 3)]
+    users = [set(f["user_id"]) for f in frames]
+    assert all(len(u) > 0 for u in users) and not (users[0] & users[1] or users[0] & users[2] or users[1] & users[2])
+    assert sum(p.users for p in parts) == whole.users
+    together = pd.concat(frames).sort_values(["user_id", "rank"], ignore_index=True)
+    expected = pd.read_csv(tmp_path / "all.csv", dtype={"user_id": str, "item_id": str})
+    pd.testing.assert_frame_equal(together, expected.sort_values(["user_id", "rank"], ignore_index=True))
+
+
+@pytest.mark.parametrize("spec", ["0/3", "4/3", "2", "a/b", "1/0"])
+def test_a_bad_shard_is_one_clear_error(spec):
+    from twotower.recommend import parse_shard
+
+    with pytest.raises(InputError, match="--shard"):
+        parse_shard(spec)

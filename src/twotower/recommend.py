@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +35,30 @@ def read_user_ids(spec: str, model: Model) -> list[str]:
     return read_id_list(Path(spec), "user_id")
 
 
+def parse_shard(spec: str) -> tuple[int, int]:
+    """'K/N' (1 <= K <= N) -> (K, N), or one error saying how to write it."""
+    part, _, count = str(spec).partition("/")
+    if not (part.strip().isdigit() and count.strip().isdigit()) or not 1 <= int(part) <= int(count):
+        raise InputError("--shard", f"{spec!r} is not K/N with 1 <= K <= N", "e.g. --shard 2/4 for the second "
+                         "of four processes")
+    return int(part), int(count)
+
+
+def in_shard(ids: list[str], shard: tuple[int, int]) -> list[str]:
+    """The ids of the K-th of N shares, by a stable hash of each id (the same on every machine and in every
+    run, whatever order or file the ids come in), so N processes split one job without overlap."""
+    part, count = shard
+    return [i for i in ids if int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest(),
+                                             "big") % count == part - 1]
+
+
 def recommend(model_dir: str | Path, users: str, k: int, out: str | Path | TableOutput, batch: int = 256,
-              show_progress: bool = True, rerank: bool = True) -> RecommendSummary:
+              show_progress: bool = True, rerank: bool = True, shard: tuple[int, int] = (1, 1)) -> RecommendSummary:
     """Write `user_id,item_id,rank,score` for each user (CSV, TSV or Parquet by the extension, or CSV on
     stdout for `-`): `Model.recommend` for visits at an unknown time, the ranker reading the online store as
     of the latest event. k is capped at the catalog's size. Users are answered and written a batch at a
-    time: memory does not grow with their number."""
+    time: memory does not grow with their number. `shard` (K, N) answers only the K-th of N shares of the
+    users (`in_shard`), for N processes splitting the job."""
     if k < 1:
         raise InputError("--k", f"must be at least 1, got {k}", "pass a positive number")
     model_dir = model_folder(model_dir)
@@ -47,6 +66,8 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path | Table
                        protected=owned_paths(model_dir))
     with Model(model_dir, rank=rerank) as model:
         ids = read_user_ids(users, model)
+        if shard != (1, 1):
+            ids = in_shard(ids, shard)
         crlf = any("\r" in i for i in ids) or any("\r" in i for i in model.item_ids())   # CSV line ends
 
         def chunks():        # written as they come: memory holds one batch of users, whatever their number
