@@ -67,7 +67,7 @@ def test_the_explained_list_is_the_served_list_and_its_parts_sum_to_each_score(c
 
 def test_reasons_name_the_history_item_and_the_shared_categories(client):
     genres, after = [], []
-    for user in client.get("/users", params={"limit": 5}).json()["users"]:
+    for user in client.get("/users", params={"limit": 25}).json()["users"]:
         history = {e["item_id"] for e in
                    client.get(f"/users/{user}/history", params={"limit": 10_000}).json()["events"]}
         names = set(client.post("/items/names", json={"item_ids": sorted(history)}).json()["names"].values())
