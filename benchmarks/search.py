@@ -87,7 +87,7 @@ def bestbuy(work: Path) -> pd.DataFrame:
             lists["text encoder alone"].append(dense[0].tolist())
             fused = fuse({"text": dense, "bm25": bm25}, index.weights, model.config.search)
             lists["hybrid (BM25 + text encoder)"].append(fused["item_id"].tolist())
-            towers = model._server.query_hits(0, index.encoder.encode([q])[0], 100, float("nan"), None)
+            towers = model._server.query_hits(0, q, 100, float("nan"), None)
             lists["towers alone (query text in the query tower)"].append(towers[0].tolist())
             lists["hybrid + towers (anonymous)"].append(model.search(q, k=10)["item_id"].tolist())
             lists["hybrid + towers with the user's history"].append(model.search(q, user_id=u, k=10)["item_id"].tolist())

@@ -177,12 +177,11 @@ def test_the_query_tower_learns_where_the_logs_searches_lead(search_log_model, b
     train, _, _ = bestbuy_searches
     asked = train.drop_duplicates("query").sample(150, random_state=0)
     with twotower.load(search_log_model, rank=False) as model:
-        server, encoder = model._server, model.search_index().encoder
+        server = model._server
         assert server.reads_queries
-        hits = {name: [t in server.query_hits(0, vector, 10, float("nan"), None)[0]
-                       for t, vector in zip(asked["item_id"], vectors)]
-                for name, vectors in (("text", encoder.encode(asked["query"].tolist())),
-                                      ("no text", [None] * len(asked)))}
+        hits = {name: [t in server.query_hits(0, query, 10, float("nan"), None)[0]
+                       for t, query in zip(asked["item_id"], queries)]
+                for name, queries in (("text", asked["query"]), ("no text", [None] * len(asked)))}
         popular = set(train["item_id"].value_counts().index[:10])
         known = model.recommend(train["user_id"].value_counts().index[:1].tolist(), k=5)
     with_text = np.mean(hits["text"])
@@ -201,3 +200,23 @@ def test_a_model_that_reads_queries_fuses_its_towers_list_for_anyone(search_log_
     assert anyone["text_rank"].notna().any() and anyone["bm25_rank"].notna().any()
     assert theirs["personal_rank"].notna().any()
     assert anyone["item_id"].tolist() != theirs["item_id"].tolist(), "the user's history moves the towers' list"
+
+
+def test_the_small_ngram_encoder_is_one_table_for_both_towers_and_learns_the_searches(bestbuy_searches, tmp_path):
+    """model.text_encoder = "ngram": the query's text and the item's text go through one trainable table of
+    hashed words and 3-grams (still one after a save and a load), and the query tower learns from it."""
+    train, _, items = bestbuy_searches
+    cfg = tiny_config(model={"text_encoder": "ngram", "text_vectors": True},
+                      train={"epochs": 15, "batch_size": 64, "lr": 3e-3, "patience": 15, "threads": 1},
+                      registry={"track": False})
+    twotower.train(train, items, config=cfg, out=tmp_path / "model", ranker=False).close()
+    asked = train.drop_duplicates("query").sample(150, random_state=0)
+    with twotower.load(tmp_path / "model", rank=False) as model:
+        towers = model._server.saved.model
+        item_table = towers.item_tower.features.lookup_of("text_ngrams")
+        assert item_table is not None and towers.query_tower.context.lookup_of("query_text") is item_table
+        hits = {name: np.mean([t in model._server.query_hits(0, q, 10, float("nan"), None)[0]
+                               for t, q in zip(asked["item_id"], queries)])
+                for name, queries in (("text", asked["query"]), ("no text", [None] * len(asked)))}
+    popular = np.mean([t in set(train["item_id"].value_counts().index[:10]) for t in asked["item_id"]])
+    assert hits["text"] > 0.1 and hits["text"] > 2 * max(hits["no text"], popular), hits

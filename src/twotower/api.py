@@ -225,8 +225,7 @@ class Model:
         when = _times(at, 1)
         moment = float(when[0]) if when is not None else float("nan")
         if server.reads_queries:
-            vector = index.encoder.encode([query])[0] if isinstance(query, str) and query.strip() else None
-            towers = lambda n: server.query_hits(user, vector, n, moment, context)  # noqa: E731
+            towers = lambda n: server.query_hits(user, query, n, moment, context)  # noqa: E731
             return search(index, query, k, self.config.search, allowed=server.index.contains, towers=towers)
         personal = None
         if user:

@@ -20,7 +20,7 @@ from .atomic import atomic_path
 from .config import IndexConfig
 from .data.dataset import request_context
 from .data.features import encode
-from .data.item_text import TEXT_VECTOR, item_texts, text_vectors
+from .data.item_text import TOWER_TEXT, item_texts, text_vectors
 from .data.schema import read_id_list, read_items
 from .model.text_encoder import MINILM
 from .errors import InputError, read_stored
@@ -75,7 +75,7 @@ def make_index(spec: IndexSpec, cfg: IndexConfig, n_items: int, model_dir: Path)
 def read_new_items(saved: SavedModel, items_file: Path) -> pd.DataFrame:
     """An items table to add: item_id and every feature column the model was trained with."""
     table = read_items(items_file)
-    missing = [s.name for s in saved.history.item_specs if s.name not in table.columns and s.name != TEXT_VECTOR]
+    missing = [s.name for s in saved.history.item_specs if s.name not in table.columns and s.name not in TOWER_TEXT]
     if missing:
         raise InputError(str(items_file), f"missing feature column(s) {missing}",
                          "give the same item columns the model was trained with")
@@ -87,11 +87,12 @@ def new_item_vectors(saved: SavedModel, table: pd.DataFrame, show_progress: bool
     """(ids, vectors) for every row of an items table: known items keep their id embedding, all get their
     features from the table. Items the model never saw are searchable by their features alone."""
     specs = saved.history.item_specs
-    if any(s.name == TEXT_VECTOR for s in specs):           # the item tower reads their text: encode it
+    text = next((s for s in specs if s.name in TOWER_TEXT), None)
+    if text is not None:                                    # the item tower reads their text: encode it
         cfg = saved.config
         texts = item_texts(table, table["item_id"].astype(str).to_numpy(), specs, cfg.search,
                            cfg.data.multi_separator)[1:]
-        table = table.assign(**{TEXT_VECTOR: list(text_vectors(texts, MINILM))})
+        table = table.assign(**{text.name: texts if text.kind == "ngrams" else list(text_vectors(texts, MINILM))})
     encoded = encode(table, specs, saved.config.data.multi_separator)
     codes = saved.history.items.encode(table["item_id"])
     vectors = encode_items(saved.model, codes, encoded, show_progress=show_progress)

@@ -83,11 +83,15 @@ class ModelConfig(_Section):
                                    "is dropped, so the item tower learns to place an item from its features alone "
                                    "(items never seen in training have only those)")
     text_vectors: bool = Field(False, description="the item tower also reads each item's text (the search text "
-                               "columns) through the pretrained sentence encoder, frozen, with a trained "
-                               "projection: cold items are placed by meaning, not only by shared words")
+                               "columns) through the towers' text encoder (text_encoder): cold items are "
+                               "placed by meaning, not only by shared words")
     query_text: bool = Field(True, description="for a log with a query column, the query tower also reads each "
-                             "event's search text through the same sentence encoder (frozen, with a trained "
-                             "projection): one model recommends (no query) and searches, learned and personal")
+                             "event's search text through the towers' text encoder: one model recommends (no "
+                             "query) and searches, learned and personal")
+    text_encoder: Literal["minilm", "ngram"] = Field(
+        "minilm", description="the towers' text encoder (the query's text; with text_vectors the item's): "
+        "all-MiniLM-L6-v2, frozen, with a trained projection; or ngram, a small trainable one with no "
+        "pretrained weights (hashed words and character 3-grams into one embedding bag both towers share)")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> "ModelConfig":

@@ -39,7 +39,6 @@ from .rank.two_stage import NoRankerData, event_log, train_reranker
 from .data.item_text import with_click_queries
 from .search import SearchBuild, TowersBefore, build_search_index
 from .data.query_text import QUERY_TEXT
-from .model.text_encoder import text_encoder
 from .timing import Stopwatch
 
 logger = logging.getLogger(__name__)
@@ -179,10 +178,9 @@ def fusion_towers(data: Dataset, cfg: Config, show_progress: bool) -> TowersBefo
             logger.warning("search fusion: the towers' list gets no weight of its own: %s", exc.problem)
             return None
         score, last = tower_scorer(towers.model, earlier), last_positive_times(earlier)
-        encoder = text_encoder(cfg.search.encoder)
 
         def hits(queries: list[str], users: np.ndarray, times: np.ndarray, n: int) -> list:
-            context = request_context(earlier.context_specs, times, last[users], query=encoder.encode(queries))
+            context = request_context(earlier.context_specs, times, last[users], query=queries)
             rows = score(users, context)
             return [(earlier.items.decode(codes), rows[i, codes]) for i, codes in enumerate(top_k(rows, n))]
         return hits

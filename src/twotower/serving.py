@@ -123,10 +123,10 @@ class Server:
         return SearchResult(items, scores)
 
     def query_vectors(self, users: np.ndarray, at: np.ndarray, context: dict | None,
-                      query: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                      query: str | None = None) -> tuple[np.ndarray, dict]:
         """([n, d] index-ready query vectors, the encoded request context) of known user codes asking at `at`
-        ([n], NaN: an unknown time) with the log's own `context` values, and for a search the query's
-        sentence vector (read by a model trained on a log with queries)."""
+        ([n], NaN: an unknown time) with the log's own `context` values, and for a search its text (read by
+        a model trained on a log with queries)."""
         state = self.users
         ctx = request_context(self.saved.history.context_specs, at, state.last_seen[users], context, query)
         return self.catalog.queries(state.histories[users], users, ctx), ctx
@@ -136,10 +136,10 @@ class Server:
         """Whether the query tower reads search text (the model was trained on a log with queries)."""
         return any(s.name == QUERY_TEXT for s in self.saved.history.context_specs)
 
-    def query_hits(self, user: int, query: np.ndarray, n: int, at: float,
+    def query_hits(self, user: int, query: str | None, n: int, at: float,
                    context: dict | None) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, scores) of the towers' top n items for one search: the query's sentence vector with a known
-        user's history (user 0: the query alone), through the index."""
+        """(ids, scores) of the towers' top n items for one search: its text with a known user's history
+        (user 0: the text alone), through the index."""
         vector, _ = self.query_vectors(np.array([user]), np.array([at], dtype=np.float64), context, query)
         found = self.index.search(vector, n)
         keep = pd.notna(found.ids[0]) & np.isfinite(found.scores[0])

@@ -11,6 +11,7 @@ from tests.conftest import need_module, tiny_config
 from twotower.data.dataset import request_context
 from twotower.data.query_text import QUERY_TEXT
 from twotower.errors import InputError
+from twotower.model.text_encoder import PretrainedEncoder
 from twotower.pipeline import dataset_from_frames
 
 
@@ -55,8 +56,10 @@ def test_requests_read_zeros_for_a_recommendation_and_the_querys_vector_for_a_se
     times = np.array([1.3e9, 1.3e9 + 60])
     recommend = request_context(specs, times)
     assert recommend[QUERY_TEXT].shape == (2, 384) and not recommend[QUERY_TEXT].any()
-    vector = np.linspace(-1, 1, 384).astype(np.float32)
-    search = request_context(specs, times, query=vector)
-    assert np.array_equal(search[QUERY_TEXT], np.stack([vector, vector]))
+    vector = PretrainedEncoder().encode(["tv 50 inch"])[0]
+    search = request_context(specs, times, query="tv 50 inch")
+    assert np.allclose(search[QUERY_TEXT], np.stack([vector, vector]), atol=1e-6)
+    each = request_context(specs, times, query=["tv 50 inch", "ipod"])
+    assert np.allclose(each[QUERY_TEXT][0], vector, atol=1e-6) and not np.allclose(each[QUERY_TEXT][1], vector)
     with pytest.raises(InputError, match="unknown context"):       # not a context field a client may set
         request_context(specs, times, values={QUERY_TEXT: "tv"})

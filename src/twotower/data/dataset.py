@@ -12,8 +12,7 @@ import scipy.sparse as sp
 from ..config import Config
 from ..errors import InputError
 from .features import FeatureSpec, encode, fit_specs
-from ..model.text_encoder import MINILM
-from .item_text import TEXT_VECTOR, item_labels, item_texts, text_vector_spec, text_vectors
+from .item_text import item_labels, item_texts, tower_text_feature
 from .query_text import QUERY_TEXT, query_text_feature, request_query
 from .schema import context_columns
 from .time_features import NAMES as TIME_NAMES
@@ -143,26 +142,27 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
         src = pd.concat([src, derived], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)
     if config.model.query_text and "query" in src.columns:
-        found = query_text_feature(src["query"], config.search.encoder if config.search.encoder != "none" else MINILM)
+        found = query_text_feature(src["query"], config.model.text_encoder, config.model.text_buckets)
         if found is not None:
             context_specs.append(found[0])
             context_features[QUERY_TEXT] = found[1]
     texts = item_texts(items, item_vocab.ids, item_specs, config.search, cfg.multi_separator) \
         if config.search.encoder != "none" or config.model.text_vectors else None
-    if config.model.text_vectors and items is not None:
-        vectors = text_vectors(texts, config.search.encoder if config.search.encoder != "none" else MINILM, True)
-        item_specs = item_specs + [text_vector_spec(vectors)]
-        item_features = {**item_features, TEXT_VECTOR: vectors}      # row 0 (padding) has no text: zeros
+    if config.model.text_vectors and items is not None:            # row 0 (padding) has no text: zeros
+        spec, rows = tower_text_feature(texts, config.model.text_encoder, config.model.text_buckets, True)
+        item_specs = item_specs + [spec]
+        item_features = {**item_features, spec.name: rows}
     return Dataset(ev, user_vocab, item_vocab, item_specs, item_features, user_specs, user_features,
                    context_specs, context_features, texts, item_labels(items, item_vocab.ids, item_specs))
 
 
 def request_context(specs: list[FeatureSpec], times, previous=None, values: dict | None = None,
-                    query: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                    query: str | list[str] | None = None) -> dict[str, np.ndarray]:
     """Context of requests served at `times` ([n]; with [n] the user's latest positive event time, NaN when
     unknown): the time features, the log's own context columns from `values` (column -> one value for
     every request, or [n]; a column not given is unknown, missing; an unknown column is an error), and for
-    a model that reads query text, the sentence vector of the search `query` (none: a recommendation)."""
+    a model that reads query text, the search `query` (one text, or one per request; none: a
+    recommendation) as its encoder reads it."""
     times = np.atleast_1d(np.asarray(times, dtype=np.float64))
     previous = np.full(len(times), np.nan) if previous is None else np.asarray(previous, dtype=np.float64)
     columns = time_columns(times, previous)

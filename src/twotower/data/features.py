@@ -6,6 +6,8 @@ Encoded values are plain numpy arrays so towers, baselines and later stages can 
   numeric     -> float32 [n]     standardised and clipped to the range seen when fitting (a served value
                                  never extrapolates), missing -> 0 (the mean)
   text        -> int64 [n, t]    hashed word ids in 1..buckets, 0-padded
+  ngrams      -> int64 [n, g]    hashed words and character 3-grams in 1..buckets, 0-padded (the towers'
+                                 small trainable text encoder, `model.text_encoder = "ngram"`)
   vector      -> float32 [n, w]  a precomputed embedding (image, text from elsewhere) over its mean norm,
                                  missing -> zeros
 """
@@ -24,6 +26,7 @@ from ..errors import InputError
 
 MAX_MULTI = 32
 MAX_TOKENS = 32
+MAX_NGRAMS = 96
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -44,7 +47,7 @@ class FeatureSpec:
     @property
     def cardinality(self) -> int:
         """Rows the embedding table needs (index 0 is missing/padding)."""
-        return self.buckets + 1 if self.kind == "text" else len(self.vocab) + 1
+        return self.buckets + 1 if self.kind in ("text", "ngrams") else len(self.vocab) + 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +136,8 @@ def encode(df: pd.DataFrame | Mapping[str, np.ndarray], specs: list[FeatureSpec]
             out[spec.name] = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         elif spec.kind == "text":
             out[spec.name] = _pad([hash_tokens(t, spec.buckets) for t in col.fillna("").astype(str)], MAX_TOKENS)
+        elif spec.kind == "ngrams":
+            out[spec.name] = _pad([hash_ngrams(t, spec.buckets) for t in col.fillna("").astype(str)], MAX_NGRAMS)
         elif spec.kind == "vector":
             out[spec.name] = _vectors(col, spec)
     return out
@@ -154,6 +159,18 @@ def _vectors(col, spec: FeatureSpec) -> np.ndarray:
 def hash_tokens(text: str, buckets: int) -> list[int]:
     """Lower-cased words hashed (stable across runs and machines) into 1..buckets."""
     return [zlib.crc32(w.encode()) % buckets + 1 for w in _WORD.findall(text.lower())]
+
+
+def hash_ngrams(text: str, buckets: int) -> list[int]:
+    """Lower-cased words and each word's character 3-grams (with boundary marks: "<sh", "sho", ..., "es>"),
+    hashed into 1..buckets: "shoe" and "shoes" share most of theirs, so a model can match forms it never
+    saw together. Words first, so a long text keeps all its words before any 3-gram is cut."""
+    words = _WORD.findall(text.lower())
+    grams = [f"#{w}" for w in words]
+    for w in words:
+        marked = f"<{w}>"
+        grams += [marked[i:i + 3] for i in range(len(marked) - 2)]
+    return [zlib.crc32(g.encode()) % buckets + 1 for g in grams]
 
 
 def _split(col: pd.Series, separator: str) -> list[list[str]]:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import SearchConfig
-from .features import FeatureSpec
+from .features import FeatureSpec, encode
 
 TEXT_KINDS = ("text", "categorical", "multi")
 MAX_QUERIES = 20              # an item's most frequent click queries kept in its text
@@ -35,6 +35,19 @@ def item_texts(items: pd.DataFrame | None, item_ids: np.ndarray, specs: list[Fea
 
 
 TEXT_VECTOR = "text_vector"    # the item feature `model.text_vectors` adds: the sentence encoder's view of its text
+TEXT_NGRAMS = "text_ngrams"    # ... or, with model.text_encoder = "ngram", its hashed words and 3-grams
+TOWER_TEXT = (TEXT_VECTOR, TEXT_NGRAMS)
+
+
+def tower_text_feature(texts, text_encoder: str, buckets: int,
+                       show_progress: bool = False) -> tuple[FeatureSpec, np.ndarray]:
+    """(spec, one row per text) of the towers' text input: the frozen sentence encoder's vectors ("minilm"),
+    or hashed words and character 3-grams for the small trainable encoder ("ngram")."""
+    if text_encoder == "ngram":
+        spec = FeatureSpec(TEXT_NGRAMS, "ngrams", buckets=buckets)
+        return spec, encode({TEXT_NGRAMS: pd.Series(list(texts), dtype=object)}, [spec])[TEXT_NGRAMS]
+    vectors = text_vectors(texts, text_encoder, show_progress)
+    return text_vector_spec(vectors), vectors
 
 
 def text_vector_spec(vectors: np.ndarray) -> FeatureSpec:

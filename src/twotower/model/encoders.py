@@ -47,6 +47,18 @@ class FeatureEncoder(nn.Module):
     def empty(self) -> bool:
         return not self.specs
 
+    def lookup_of(self, name: str) -> nn.Embedding | None:
+        """The embedding table of feature `name` (None when it has none)."""
+        key = next((k for k, n in self.names.items() if n == name), None)
+        return self.lookups[key] if key in self.lookups else None
+
+    def share(self, name: str, table: nn.Embedding) -> None:
+        """Read feature `name` through `table` (another encoder's, of the same size): one set of weights."""
+        key = next(k for k, n in self.names.items() if n == name)
+        if self.lookups[key].weight.shape != table.weight.shape:
+            raise ValueError(f"{name}: a table of {tuple(table.weight.shape)} for {tuple(self.lookups[key].weight.shape)}")
+        self.lookups[key] = table
+
     def forward(self, rows: torch.Tensor, values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """[*] row codes -> [*, d]; or, with `values` ({feature name: [*, ...]}), encode those instead."""
         def get(key):

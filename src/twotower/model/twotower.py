@@ -8,6 +8,8 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..data.features import FeatureSpec
+from ..data.item_text import TEXT_NGRAMS
+from ..data.query_text import QUERY_TEXT
 from .encoders import FeatureEncoder
 from .similarity import Similarity
 from .towers import ItemTower, QueryTower
@@ -28,6 +30,9 @@ class TwoTowerModel(nn.Module):
         context = FeatureEncoder(context_specs, cfg.dim) if context_specs else None
         self.item_tower = ItemTower(n_items, item_feats, cfg)
         self.query_tower = QueryTower(n_users, user_feats, context, cfg)
+        words = item_feats.lookup_of(TEXT_NGRAMS) if item_feats is not None else None
+        if words is not None and context is not None and context.lookup_of(QUERY_TEXT) is not None:
+            context.share(QUERY_TEXT, words)     # the n-gram encoder: one table for the query's and the item's text
         self.similarity = Similarity(cfg.similarity, cfg.dim, cfg.temperature, cfg.learn_temperature)
 
     def all_item_vectors(self) -> torch.Tensor:
