@@ -88,6 +88,9 @@ class ModelConfig(_Section):
     query_text: bool = Field(True, description="for a log with a query column, the query tower also reads each "
                              "event's search text through the towers' text encoder: one model recommends (no "
                              "query) and searches, learned and personal")
+    towers: dict[str, str] = Field(default_factory=dict, description="extra towers in the same space: name -> the "
+                                   "item vector feature it reads (text_vector with text_vectors = true, or a vector "
+                                   "column such as image); train.pairs says which pairs learn to agree")
     text_encoder: Literal["minilm", "ngram"] = Field(
         "minilm", description="the towers' text encoder (the query's text; with text_vectors the item's): "
         "all-MiniLM-L6-v2, frozen, with a trained projection; or ngram, a small trainable one with no "
@@ -119,6 +122,10 @@ class TrainConfig(_Section):
     tune_seconds: float = Field(0.0, ge=0, description="seconds to spend choosing dropout, learning rate, history "
                                 "length and dimension on validation before training (0 = use the config as is)")
     tune_epochs: int = Field(3, ge=1, description="epochs of each tuning trial")
+    pairs: dict[str, float] = Field(default_factory=dict, description="pairs of towers trained to agree on the "
+                                    "same catalog item, with their loss weights, e.g. {\"text-item\" = 0.5, "
+                                    "\"text-image\" = 0.2}; names: item and model.towers (query-item, from the "
+                                    "events, always weighs 1)")
     workers: int = Field(1, ge=1, le=256, description="processes training the towers together on this machine "
                          "(torchrun, DistributedDataParallel over loopback; batch_size stays the global batch); "
                          "`twotower train --workers` overrides it")

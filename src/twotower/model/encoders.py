@@ -52,6 +52,11 @@ class FeatureEncoder(nn.Module):
         key = next((k for k, n in self.names.items() if n == name), None)
         return self.lookups[key] if key in self.lookups else None
 
+    def values_of(self, name: str, rows: torch.Tensor) -> torch.Tensor:
+        """The stored rows of feature `name` (an encoder with a table)."""
+        key = next(k for k, n in self.names.items() if n == name)
+        return getattr(self, key)[rows]
+
     def share(self, name: str, table: nn.Embedding) -> None:
         """Read feature `name` through `table` (another encoder's, of the same size): one set of weights."""
         key = next(k for k, n in self.names.items() if n == name)

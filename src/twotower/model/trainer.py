@@ -21,6 +21,7 @@ from ..data.dataset import Dataset
 from ..progress import progress_bar
 from .examples import Windows, build_windows
 from . import ddp
+from .extra_towers import PAIR_ITEMS, pair_loss, pair_names
 from .loss import full_softmax_loss, mixed_log_q, positive_loss, sampled_softmax_logits
 from .sampler import FrequencyEstimator, sample_uniform
 from .twotower import TwoTowerModel
@@ -62,6 +63,7 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
     windows = build_windows(data, model.cfg.max_history, cfg.max_explicit_negatives)
     full = model.n_items <= cfg.full_softmax_max_items
     catalog = trained_items(data)
+    pairs = pair_names(cfg.pairs, model.cfg.towers)
     estimator = FrequencyEstimator(model.n_items, cfg.frequency_decay)
     context = {k: torch.as_tensor(np.concatenate([v, np.zeros((1,) + v.shape[1:], v.dtype)]))
                for k, v in data.context_features.items()}  # row -1 = padding -> zeros
@@ -102,7 +104,7 @@ def train_towers(model: TwoTowerModel, data: Dataset, cfg: TrainConfig,
             for b in range(n_batches):
                 idx = perm[bounds[b]:bounds[b + 1]].numpy()
                 args = (windows, ddp.rank_share(idx, group.rank, group.world), context, full, estimator, cfg, gen,
-                        group.world, catalog)
+                        group.world, catalog, pairs)
                 loss, n, columns = step(_batch_loss, *args) if step is not None else _batch_loss(model, *args)
                 opt.zero_grad(set_to_none=True)
                 # a batch counts by its examples: batches of short windows (length-sorted) weigh less; under
@@ -195,10 +197,11 @@ def trained_items(data: Dataset) -> torch.Tensor:
 
 def _batch_loss(model: TwoTowerModel, w: Windows, idx: np.ndarray, context: dict[str, torch.Tensor], full: bool,
                 estimator: FrequencyEstimator, cfg: TrainConfig, gen: torch.Generator, world: int = 1,
-                catalog: torch.Tensor | None = None) -> tuple[torch.Tensor, int, tuple[int, int]]:
+                catalog: torch.Tensor | None = None, pairs: list = ()) -> tuple[torch.Tensor, int, tuple[int, int]]:
     """(loss over the windows `idx`, their examples, (the global batch's examples, the logits' width));
     with `world` > 1 a collective: the in-batch candidates and the logQ estimate cover every rank's rows.
-    `catalog`: the item codes negatives come from (default: every item)."""
+    `catalog`: the item codes negatives come from (default: every item). `pairs` (a, b, weight) of towers
+    add their agreement over a sample of the catalog (`extra_towers`)."""
     first = int((w.targets[idx] > 0).any(0).argmax())      # columns before it are padding in every window
     inputs = torch.as_tensor(w.inputs[idx, first:])
     targets = torch.as_tensor(w.targets[idx, first:])
@@ -211,7 +214,8 @@ def _batch_loss(model: TwoTowerModel, w: Windows, idx: np.ndarray, context: dict
     if full:
         items = model.all_item_vectors()
         q = model.queries(inputs, users, ctx, items)[valid]
-        return full_softmax_loss(q, items, targets[valid], weights[valid], model.similarity, catalog), n, (0, 0)
+        loss = full_softmax_loss(q, items, targets[valid], weights[valid], model.similarity, catalog)
+        return loss + _pairs_loss(model, pairs, gen), n, (0, 0)
     q = model.queries(inputs, users, ctx)[valid]
     tgt = targets[valid]
     batch, vectors, offset = ddp.gather_batch(tgt, model.item_tower(tgt)) if world > 1 else \
@@ -234,7 +238,17 @@ def _batch_loss(model: TwoTowerModel, w: Windows, idx: np.ndarray, context: dict
         explicit_vectors=model.item_tower(explicit) if explicit.shape[1] else None,
         offset=offset,
     )
-    return positive_loss(logits, weights[valid], offset), n, (len(batch), logits.shape[1])
+    return positive_loss(logits, weights[valid], offset) + _pairs_loss(model, pairs, gen), n, (len(batch), logits.shape[1])
+
+
+def _pairs_loss(model: TwoTowerModel, pairs: list, gen: torch.Generator) -> torch.Tensor | float:
+    """The configured pairs' agreement over PAIR_ITEMS items drawn from the whole catalog (items no event
+    mentions included: the catalog grounds their text and image too); 0 without pairs."""
+    if not pairs:
+        return 0.0
+    items = torch.unique(torch.randint(1, model.n_items + 1, (min(PAIR_ITEMS, model.n_items),), generator=gen))
+    names = {name for a, b, _ in pairs for name in (a, b)}
+    return pair_loss({name: model.tower_vectors(name, items) for name in names}, pairs)
 
 
 def _save_checkpoint(path: Path, key: str, model, opt, gen, estimator, report, best_state, bad_epochs, epoch) -> None:

@@ -11,6 +11,7 @@ from ..data.features import FeatureSpec
 from ..data.item_text import TEXT_NGRAMS
 from ..data.query_text import QUERY_TEXT
 from .encoders import FeatureEncoder
+from .extra_towers import ITEM, ContentTower, check_towers
 from .similarity import Similarity
 from .towers import ItemTower, QueryTower
 
@@ -30,10 +31,19 @@ class TwoTowerModel(nn.Module):
         context = FeatureEncoder(context_specs, cfg.dim) if context_specs else None
         self.item_tower = ItemTower(n_items, item_feats, cfg)
         self.query_tower = QueryTower(n_users, user_feats, context, cfg)
+        widths = check_towers(cfg.towers, list(item_specs)) if cfg.towers else {}
+        self.extra = nn.ModuleDict({name: ContentTower(width, cfg.dim) for name, width in widths.items()})
         words = item_feats.lookup_of(TEXT_NGRAMS) if item_feats is not None else None
         if words is not None and context is not None and context.lookup_of(QUERY_TEXT) is not None:
             context.share(QUERY_TEXT, words)     # the n-gram encoder: one table for the query's and the item's text
         self.similarity = Similarity(cfg.similarity, cfg.dim, cfg.temperature, cfg.learn_temperature)
+
+    def tower_vectors(self, name: str, items: torch.Tensor) -> torch.Tensor:
+        """[n, d] catalog items (codes) as tower `name` sees them: the item tower, or an extra tower reading its
+        feature of those items."""
+        if name == ITEM:
+            return self.item_tower(items)
+        return self.extra[name](self.item_tower.features.values_of(self.cfg.towers[name], items))
 
     def all_item_vectors(self) -> torch.Tensor:
         """[n_items + 1, d] every catalog item (row 0 is padding)."""
