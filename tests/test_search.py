@@ -220,3 +220,12 @@ def test_the_small_ngram_encoder_is_one_table_for_both_towers_and_learns_the_sea
                 for name, queries in (("text", asked["query"]), ("no text", [None] * len(asked)))}
     popular = np.mean([t in set(train["item_id"].value_counts().index[:10]) for t in asked["item_id"]])
     assert hits["text"] > 0.1 and hits["text"] > 2 * max(hits["no text"], popular), hits
+
+
+def test_an_item_the_towers_cannot_score_leaves_the_fusion_unharmed():
+    """A towers' score of -inf (an item added after training) is no score: it is left out, never NaN."""
+    lists = {"text": (np.array(["a", "b"], object), np.array([0.9, 0.5])),
+             "personal": (np.array(["b", "new"], object), np.array([2.0, -np.inf]))}
+    fused = fuse(lists, {}, SearchConfig())
+    assert fused["score"].notna().all() and fused["item_id"].tolist()[:2] == ["b", "a"]
+    assert "new" not in fused["item_id"].tolist()

@@ -76,8 +76,8 @@ class ModelConfig(_Section):
     temperature: float = Field(1.0, gt=0, description="logits are divided by it (cosine wants ~0.05)")
     learn_temperature: bool = False
     text_buckets: int = Field(1 << 15, ge=16)
-    item_id_min_events: int = Field(2, ge=0, description="items with fewer positive events in the log get no id "
-                                    "embedding (one event teaches an id nothing that generalises): with item "
+    item_id_min_events: int = Field(2, ge=0, description="items with fewer positive events in the training "
+                                    "events get no id embedding (one event teaches an id nothing that generalises): with item "
                                     "features they are placed by those alone, like items that arrive later")
     item_id_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="share of training items whose id embedding "
                                    "is dropped, so the item tower learns to place an item from its features alone "
@@ -158,7 +158,8 @@ class RankConfig(_Section):
                                "one) joins the slice: on short histories the ranker's towers keep most events")
     max_requests: int | None = Field(None, ge=100, description="slice requests the ranker learns from at most "
                                      "(a uniform sample above it; none: all). Rows (requests x candidates) "
-                                     "wait on disk, so this bounds time, not memory")
+                                     "wait on disk: memory grows ~150 B a row (LightGBM's binned copy), "
+                                     "disk 4 B per feature per row")
     recent_items: int = Field(5, ge=1, description="the user's latest items compared with each candidate")
     profile_items: int = Field(50, ge=1, description="the user's latest items their category affinity reads")
     impression_window_s: float = Field(300.0, ge=0, description="no-click events (impressions) of the user this "
@@ -246,8 +247,8 @@ class SearchConfig(_Section):
                                              "rank fusion (ranks only)")
     rrf_k: float = Field(60.0, gt=0, description="reciprocal rank fusion: an item scores the sum over lists "
                          "of weight / (rrf_k + its rank)")
-    personal_weight: float = Field(1.0, ge=0, description="weight of the towers' scores of the candidates for a "
-                                   "user with history (0: the same results for everyone)")
+    personal_weight: float = Field(1.0, ge=0, description="multiplies the towers' list's weight in the fusion "
+                                   "(learned on a query log, else 1); 0 leaves the towers out")
 
 
 class Config(_Section):

@@ -165,8 +165,13 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
 def fusion_towers(data: Dataset, cfg: Config, show_progress: bool) -> TowersBefore | None:
     """For a model whose query tower reads search text, what `learn_fusion` needs to weigh the towers' list:
     towers trained on the events before a cut (its held-out searches), each search answered from the history
-    before the cut. None for other models (their towers only reorder the text matches)."""
+    before the cut. None for other models (their towers only reorder the text matches), and under torchrun,
+    where tower training is collective and the other ranks have left."""
     if QUERY_TEXT not in data.context_features:
+        return None
+    if distributed.current().world > 1:
+        logger.warning("search fusion: under torchrun the towers' list keeps weight 1 (its weight is learned "
+                       "in one process)")
         return None
 
     def before(cut: float):
@@ -180,11 +185,21 @@ def fusion_towers(data: Dataset, cfg: Config, show_progress: bool) -> TowersBefo
         score, last = tower_scorer(towers.model, earlier), last_positive_times(earlier)
 
         def hits(queries: list[str], users: np.ndarray, times: np.ndarray, n: int) -> list:
-            context = request_context(earlier.context_specs, times, last[users], query=queries)
-            rows = score(users, context)
-            return [(earlier.items.decode(codes), rows[i, codes]) for i, codes in enumerate(top_k(rows, n))]
+            out = []
+            for lo in range(0, len(queries), FUSION_BATCH):       # [batch, items] at a time, not [all, items]
+                at = slice(lo, lo + FUSION_BATCH)
+                context = request_context(earlier.context_specs, times[at], last[users[at]], query=queries[at])
+                rows = score(users[at], context)
+                rows[:, 0] = -np.inf                                # code 0 is padding, never an item
+                for row, codes in zip(rows, top_k(rows, n)):
+                    codes = codes[(codes > 0) & np.isfinite(row[codes])]
+                    out.append((earlier.items.decode(codes), row[codes]))
+            return out
         return hits
     return before
+
+
+FUSION_BATCH = 256
 
 
 class _RetrieverTrained(Exception):

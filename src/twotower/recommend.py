@@ -66,9 +66,9 @@ def recommend(model_dir: str | Path, users: str, k: int, out: str | Path | Table
                        protected=owned_paths(model_dir))
     with Model(model_dir, rank=rerank) as model:
         ids = read_user_ids(users, model)
-        if shard != (1, 1):
-            ids = in_shard(ids, shard)
         crlf = any("\r" in i for i in ids) or any("\r" in i for i in model.item_ids())   # CSV line ends
+        if shard != (1, 1):                 # after `crlf`: every shard writes the line ends the whole job would
+            ids = in_shard(ids, shard)
 
         def chunks():        # written as they come: memory holds one batch of users, whatever their number
             for lo in range(0, len(ids), batch):

@@ -1,8 +1,10 @@
-"""Search: a query's text against each item's text, two ways, fused. The pretrained encoder (`text_encoder`)
-finds items whose text means what the query means; BM25 (`index.lexical`) finds items that share its words
-(brands, model numbers, titles). Each gives its top N; a convex combination of their normalised scores (or
-reciprocal rank fusion) merges the two lists, and for a user with history the towers' scores of the same
-candidates join the fusion, so two users asking the same thing see their own order of the same matches.
+"""Search: a query's text against each item's text, two ways, and the towers' own answer, fused. The
+pretrained encoder (`text_encoder`) finds items whose text means what the query means; BM25
+(`index.lexical`) finds items that share its words (brands, model numbers, titles). A model trained on a
+log with queries reads the query in its query tower and gives its own top N (for anyone; in a user's
+order for a user with history); other models give the towers' scores of the text matches for a user with
+history. A convex combination of the lists' normalised scores (or reciprocal rank fusion) merges them, so
+two users asking the same thing see their own order.
 
 Saved in the model folder (`search/`): the item ids, their text, their text vectors and the BM25 index."""
 
@@ -227,7 +229,10 @@ def fuse(lists: dict[str, Hits], weights: dict[str, float], cfg: SearchConfig) -
     hold the item). `convex` fusion (the default) scores an item by the weighted mean of its normalised
     scores, each list's score divided into [0, 1] between its lowest possible score and its best (0 where
     the list does not hold it), so a list's confident lead counts; `rrf` by sum(weight / (rrf_k + rank)),
-    which sees ranks only. (Bruch et al., "An analysis of fusion functions for hybrid retrieval", 2023.)"""
+    which sees ranks only. (Bruch et al., "An analysis of fusion functions for hybrid retrieval", 2023.)
+    An entry without a finite score (an item the towers cannot score) is left out of its list."""
+    lists = {name: (np.asarray(ids, dtype=object)[ok], np.asarray(values, np.float64)[ok])
+             for name, (ids, values) in lists.items() for ok in [np.isfinite(np.asarray(values, np.float64))]}
     position: dict = {}
     for ids, _ in lists.values():
         for item in ids:
@@ -243,9 +248,9 @@ def fuse(lists: dict[str, Hits], weights: dict[str, float], cfg: SearchConfig) -
         if cfg.fusion == "rrf":
             score[at] += w / (cfg.rrf_k + ranks[name][at])
         elif len(ids):
-            values = np.asarray(values, np.float64)
             low = LOWEST.get(name, float(values.min()))
-            score[at] += w * np.clip((values - low) / max(float(values.max()) - low, 1e-12), 0.0, 1.0)
+            span = float(values.max()) - low          # 0: every entry ties for the list's best
+            score[at] += w * (np.clip((values - low) / span, 0.0, 1.0) if span > 0 else 1.0)
     if cfg.fusion != "rrf":
         score = score / total
     order = np.argsort(-score, kind="stable")

@@ -63,3 +63,15 @@ def test_requests_read_zeros_for_a_recommendation_and_the_querys_vector_for_a_se
     assert np.allclose(each[QUERY_TEXT][0], vector, atol=1e-6) and not np.allclose(each[QUERY_TEXT][1], vector)
     with pytest.raises(InputError, match="unknown context"):       # not a context field a client may set
         request_context(specs, times, values={QUERY_TEXT: "tv"})
+
+
+def test_the_rankers_slice_and_the_protocols_test_are_recommendations_without_search_text(searched):
+    from twotower.evaluate.protocol import protocol_split
+    from twotower.rank.two_stage import slice_requests
+
+    _, data = searched
+    assert data.context_features[QUERY_TEXT].any()
+    _, steps = slice_requests(data, 2)
+    assert steps and all(not s.targets.context[QUERY_TEXT].any() for s in steps)
+    _, test = protocol_split(data, log=lambda _: None)
+    assert not test.targets.context[QUERY_TEXT].any()

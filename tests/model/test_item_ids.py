@@ -39,3 +39,20 @@ def test_a_threshold_of_zero_keeps_every_id(small_ml):
     model, counts = _trained(small_ml, min_events=0)
     rows = model.item_tower.id_embedding.weight.detach()
     assert rows[1:].abs().sum(1).gt(0).all()
+
+
+def test_a_warm_start_does_not_bring_back_the_id_of_a_rare_item(small_ml):
+    """Towers fine-tuned from other towers (the ranker's, trained on other events) keep the rare items of
+    their own data without an id."""
+    events, items, users = small_ml
+    cfg = tiny_config(train={"epochs": 1, "threads": 1})
+    data = dataset_from_frames(events, items, users, cfg)
+    before, validation = early_stopping_split(data, cfg)
+    donor = TowerRecommender(tiny_config(model={"item_id_min_events": 0}, train={"epochs": 1, "threads": 1}),
+                             show_progress=False)
+    donor.fit(before, validation)
+    towers = TowerRecommender(cfg, show_progress=False)
+    towers.fit(before, validation, warm_start=donor.model.state_dict())
+    counts = np.bincount(before.events.loc[before.events["weight"] > 0, "item"], minlength=data.n_items + 1)
+    rare = np.flatnonzero((counts < 2) & (np.arange(len(counts)) > 0))
+    assert len(rare) and not towers.model.item_tower.id_embedding.weight.detach()[rare].any()

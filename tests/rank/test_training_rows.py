@@ -81,3 +81,21 @@ def test_the_served_ranker_trains_from_rows_built_a_chunk_at_a_time(small_ml, tm
     assert len(part_sizes) > 50 and max(part_sizes) <= 100
     assert chunked.ranker.report == whole.ranker.report
     assert chunked.ranker.model.model_to_string() == whole.ranker.model.model_to_string()
+
+
+def test_when_no_held_request_kept_its_target_the_last_training_part_stops_the_trees(tmp_path):
+    rows = candidate_rows(n_requests=60, n=10)
+    split = SplitRows.create(tmp_path, ["signal"], 60, valid_fraction=0.2)
+    split.add(rows[~split.held[rows["request"]]].loc[lambda r: r["request"] < 30])
+    split.add(rows[~split.held[rows["request"]]].loc[lambda r: r["request"] >= 30])
+    assert not len(split.valid) and len(split.train.parts) == 2
+    split.settle()
+    assert len(split.valid) and len(split.train.parts) == 1
+    assert not set(np.concatenate(split.train.requests)) & set(np.concatenate(split.valid.requests))
+
+
+def test_grades_follow_the_logs_levels_not_a_parts():
+    from twotower.rank.ranker import relevance_grades
+
+    assert relevance_grades(np.array([5.0, 0.0])).tolist() == [1, 0]                 # alone, 5 is the only level
+    assert relevance_grades(np.array([5.0, 0.0]), levels=np.array([1.0, 5.0])).tolist() == [2, 0]

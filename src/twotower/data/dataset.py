@@ -141,7 +141,7 @@ def build_dataset(events: pd.DataFrame, items: pd.DataFrame | None, users: pd.Da
         context_specs += fit_specs(derived, list(derived.columns), {c: "numeric" for c in derived.columns})
         src = pd.concat([src, derived], axis=1)
     context_features = encode(src, context_specs, cfg.multi_separator)
-    if config.model.query_text and "query" in src.columns:
+    if config.model.query_text and config.model.context_features and "query" in src.columns:
         found = query_text_feature(src["query"], config.model.text_encoder, config.model.text_buckets)
         if found is not None:
             context_specs.append(found[0])

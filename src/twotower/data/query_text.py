@@ -36,6 +36,14 @@ def query_spec_and_rows(texts: list[str], text_encoder: str, buckets: int) -> tu
     return FeatureSpec(QUERY_TEXT, spec.kind, std=spec.std, buckets=spec.buckets, width=spec.width), rows
 
 
+def as_recommendations(context: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Request context with the search text blanked: held-out events scored as recommendations (the
+    protocol's test, the ranker's slice: `/recommend` never has a query), whatever their logged query."""
+    if QUERY_TEXT not in context:
+        return context
+    return {**context, QUERY_TEXT: np.zeros_like(context[QUERY_TEXT])}
+
+
 def request_query(specs: list[FeatureSpec], n: int, query: str | list[str] | None = None) -> dict[str, np.ndarray]:
     """The query-text feature of `n` requests: the search text (one for all, or one per request) encoded as
     the model was trained, or zeros (a recommendation); {} for a model that reads no query text."""

@@ -9,7 +9,7 @@ target like any other."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data.dataset import Dataset, seen_matrix
+from ..data.query_text import as_recommendations
 from ..data.split import Targets, holdout_last
 from ..errors import InputError
 from .metrics import mask_seen, score_batch_size, summarize, target_ranks, top_k
@@ -112,6 +113,7 @@ def protocol_split(data: Dataset, exclude_seen: bool = True,
                    log: Callable[[str], None] = print) -> tuple[EvalSet, EvalSet]:
     """The protocol's (validation, test) sets, checked: a clear error when there is nothing to rank."""
     (before_val, every_val), (before_test, every_test) = _holdouts(data)
+    every_test = replace(every_test, context=as_recommendations(every_test.context))   # it scores recommending
     val, test = EvalSet.make(before_val, every_val, exclude_seen), EvalSet.make(before_test, every_test, exclude_seen)
     repeats = len(every_test) - len(test.targets)
     if len(test.targets) == 0 or len(val.targets) == 0:

@@ -32,6 +32,7 @@ class TowerRecommender:
         self.model = build_model(train, self.cfg)
         if warm_start is not None:
             self.model.load_state_dict(warm_start)
+            self.model.item_tower.keep_ids_of(self.model.item_tower.has_id)   # this data's rare items: no id
         if validation is not None:
             validation = validation.sample(EARLY_STOPPING_REQUESTS, self.cfg.train.seed)
         validate = (lambda m: ndcg10(tower_scorer(m, validation.history), validation)) if validation else None

@@ -16,10 +16,11 @@ from ..errors import InputError
 from .training_rows import RankingRows, SplitRows
 
 
-def relevance_grades(weights: np.ndarray) -> np.ndarray:
-    """Label weights -> integer grades LambdaRank needs: 0 for weight 0, then 1, 2, ... by distinct weight."""
+def relevance_grades(weights: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+    """Label weights -> integer grades LambdaRank needs: 0 for weight 0, then 1, 2, ... by distinct weight
+    (of `levels`, e.g. every positive weight of the log, so that a part of it grades as the whole does)."""
     weights = np.asarray(weights, dtype=np.float64)
-    levels = np.unique(weights[weights > 0])
+    levels = np.unique(weights[weights > 0]) if levels is None else np.unique(np.asarray(levels, np.float64))
     return np.where(weights > 0, np.searchsorted(levels, weights) + 1, 0).astype(np.int64)
 
 
@@ -47,7 +48,7 @@ class LambdaRanker:
             compare: list[str] = ()) -> "LambdaRanker":
         """Train on candidate rows in memory (sorted by `group`): `fit_rows` over them, written to a temporary
         folder."""
-        extra = list(compare) + ([self.base] if self.base else [])
+        extra = list(dict.fromkeys([*compare, *([self.base] if self.base else [])]))
         missing = [c for c in self.features + extra + [label, group] if c not in rows.columns]
         if missing:
             raise InputError("ranker rows", f"missing column(s) {missing}", "build rows with rank.candidates")
@@ -56,6 +57,7 @@ class LambdaRanker:
             split = SplitRows.create(Path(tmp), self.features, int(rows["request"].max()) + 1 if len(rows) else 0,
                                      valid_fraction, self.seed, extra)
             split.add(rows[rows.groupby("request")["grade"].transform("max") > 0])
+            split.settle()
             return self.fit_rows(split, compare)
 
     def fit_rows(self, split: SplitRows, compare: list[str] = ()) -> "LambdaRanker":

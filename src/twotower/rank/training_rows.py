@@ -117,6 +117,13 @@ class SplitRows:
         return cls(RankingRows(folder / "train", features, list(extra)),
                    RankingRows(folder / "valid", features, list(extra)), held)
 
+    def settle(self) -> None:
+        """After the last `add`: when no held request kept a relevant candidate, the last training part
+        becomes the validation side (the trees need requests to stop on), if another part remains."""
+        if not len(self.valid) and len(self.train.parts) > 1:
+            for field_ in ("parts", "grades", "requests"):
+                getattr(self.valid, field_).append(getattr(self.train, field_).pop())
+
     def add(self, rows: pd.DataFrame) -> None:
         """Rows of whole requests (global request numbers below `len(held)`) to their side."""
         is_valid = self.held[rows["request"].to_numpy(np.int64)]

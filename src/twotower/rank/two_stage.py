@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ import pandas as pd
 
 from ..config import RankConfig
 from ..data.dataset import Dataset
+from ..data.query_text import as_recommendations
 from ..data.split import holdout_last
 from ..errors import InputError
 from ..evaluate.metrics import top_k
@@ -46,14 +48,15 @@ RetrieverFit = Callable[[Dataset, EvalSet], Callable[[Dataset], Scorer]]
 
 
 def candidates(scorer: Scorer, ev: EvalSet, n: int, shown: list[np.ndarray] | None = None,
-               sources: list[ItemSource] = (), per_source: int = 50) -> pd.DataFrame:
+               sources: list[ItemSource] = (), per_source: int = 50, levels: np.ndarray | None = None) -> pd.DataFrame:
     """Top-n unseen items per target request: request, user, item (codes), timestamp, retrieval score and
     rank, and the grade (the target's relevance, 0 for the others). `shown[r]`, item codes logged as shown
     to request r without a click, join its list as real negatives (with their true retrieval score and rank)
     when retrieval did not already bring them. Each of `sources` adds its top `per_source` (retrieval rank
-    n + 1 when the towers did not bring them), and every row gets each source's score and rank."""
+    n + 1 when the towers did not bring them), and every row gets each source's score and rank. `levels`:
+    the positive weights grades are counted over (default: the targets' own)."""
     t = ev.targets
-    grades = relevance_grades(t.weights if t.weights is not None else np.ones(len(t)))
+    grades = relevance_grades(t.weights if t.weights is not None else np.ones(len(t)), levels)
     profiles = recent_items(ev.history.events, t.users, t.times, PROFILE_LENGTH) if sources else None
     frames = []
     for sl, scores in masked_scores(scorer, ev):
@@ -133,7 +136,10 @@ def slice_requests(history: Dataset, per_user: int, max_requests: int | None = N
         if len(targets) == 0:
             break
         steps.append(EvalSet.make(h, targets, exclude_seen))
-    steps = [s for s in steps if len(s.targets)]       # a step of repeats only, under exclude_seen
+    # a step of repeats only (exclude_seen) is dropped; the ranker orders recommendations, so its slice
+    # requests carry no search text (/recommend has none)
+    steps = [EvalSet(s.history, replace(s.targets, context=as_recommendations(s.targets.context)), s.seen)
+             for s in steps if len(s.targets)]
     total = sum(len(s.targets) for s in steps)
     if max_requests is not None and total > max_requests:
         keep = np.random.default_rng(seed).permutation(total) < max_requests
@@ -178,6 +184,7 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
     with tempfile.TemporaryDirectory(prefix="twotower-ranker-rows-") as tmp:
         split = SplitRows.create(Path(tmp), reranker.feature_names, sum(len(s.targets) for s in steps))
         build_rows(data, steps, scorer_for, cfg, store, reranker, split, watch, show_progress)
+        split.settle()
         if not len(split.train) or not len(split.valid):
             raise NoRankerData("events", "too few later requests have their chosen item among their candidates "
                                "(the ranker needs some to learn from and some to stop on)",
@@ -209,7 +216,8 @@ def build_rows(data: Dataset, steps: list[EvalSet], scorer_for: Callable[[Datase
     """Every slice request's candidates with their features, into `split` a chunk of requests at a time
     (lists without the chosen item teach nothing and are left out): memory for one chunk, not the log."""
     per_request = cfg.candidates + len(reranker.sources) * cfg.source_candidates
-    offset = 0
+    weights = data.events["weight"].to_numpy(np.float64)
+    levels, offset = np.unique(weights[weights > 0]), 0
     with progress_bar(show_progress) as bar:
         task = bar.add_task("ranker rows", total=sum(len(s.targets) for s in steps), rate="")
         t0 = time.perf_counter()
@@ -219,7 +227,8 @@ def build_rows(data: Dataset, steps: list[EvalSet], scorer_for: Callable[[Datase
                 sub = EvalSet(step.history, step.targets.subset(part), step.seen)
                 with watch.stage("ranker: candidates"):
                     shown = shown_without_click(data.events, sub.targets, cfg.impression_window_s)
-                    rows = candidates(scorer, sub, cfg.candidates, shown, reranker.sources, cfg.source_candidates)
+                    rows = candidates(scorer, sub, cfg.candidates, shown, reranker.sources, cfg.source_candidates,
+                                      levels)
                     rows = rows[rows.groupby("request")["grade"].transform("max") > 0]
                 if not rows.empty:
                     with watch.stage("ranker: features"):
