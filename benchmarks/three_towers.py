@@ -54,8 +54,9 @@ def run(events, items, users, settings: dict, queries: pd.DataFrame) -> dict:
     towers = TowerRecommender(cfg, show_progress=False)
     towers.fit(val.history, val)
     ranks, _ = rank_targets(tower_scorer(towers.model, test.history), test)
-    row = {"towers": 3 if cfg.model.towers else 2, "HR@10": float((ranks < 10).mean()),
-           "NDCG@10": float(ndcg_at(ranks, 10).mean()), "train_s": round(time.perf_counter() - t0, 1)}
+    row = {"towers": "query, item, text" if cfg.model.towers else "query, item",
+           "HR@10": float((ranks < 10).mean()), "NDCG@10": float(ndcg_at(ranks, 10).mean()),
+           "train_s": round(time.perf_counter() - t0, 1)}
     model = towers.model.eval()
     if cfg.model.towers:
         with torch.no_grad():

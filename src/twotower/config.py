@@ -77,8 +77,9 @@ class ModelConfig(_Section):
     learn_temperature: bool = False
     text_buckets: int = Field(1 << 15, ge=16)
     item_id_min_events: int = Field(2, ge=0, description="items with fewer positive events in the training "
-                                    "events get no id embedding (one event teaches an id nothing that generalises): with item "
-                                    "features they are placed by those alone, like items that arrive later")
+                                    "events get no id embedding (one event teaches an id nothing that "
+                                    "generalises): with item features they are placed by those alone, like "
+                                    "items that arrive later")
     item_id_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="share of training items whose id embedding "
                                    "is dropped, so the item tower learns to place an item from its features alone "
                                    "(items never seen in training have only those)")
