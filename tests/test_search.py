@@ -202,6 +202,18 @@ def test_a_model_that_reads_queries_fuses_its_towers_list_for_anyone(search_log_
     assert anyone["item_id"].tolist() != theirs["item_id"].tolist(), "the user's history moves the towers' list"
 
 
+
+def test_the_service_calls_only_a_known_users_search_personalized(search_log_model, bestbuy_searches, tmp_path):
+    folder = shutil.copytree(search_log_model, tmp_path / "model")
+    heavy = str(bestbuy_searches[0]["user_id"].value_counts().index[0])
+    with TestClient(create_app(ServedModels(str(folder), events=tmp_path / "events.sqlite"))) as client:
+        anyone = client.post("/search", json={"query": "ipad", "k": 5}).json()
+        stranger = client.post("/search", json={"query": "ipad", "user_id": "never-seen", "k": 5}).json()
+        theirs = client.post("/search", json={"query": "ipad", "user_id": heavy, "k": 5}).json()
+    assert len(anyone["items"]) == 5 and anyone["personalized"] is False and stranger["personalized"] is False
+    assert theirs["personalized"] is True
+
+
 def test_the_small_ngram_encoder_is_one_table_for_both_towers_and_learns_the_searches(bestbuy_searches, tmp_path):
     """model.text_encoder = "ngram": the query's text and the item's text go through one trainable table of
     hashed words and 3-grams (still one after a save and a load), and the query tower learns from it."""

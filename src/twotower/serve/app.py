@@ -145,7 +145,8 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
             except InputError as exc:
                 raise HTTPException(409, f"{v.version} cannot search: {exc.problem}; {exc.fix}") from exc
             found = v.model.search(req.query, user_id=req.user_id, k=req.k, context=dict(req.context) or None)
-            personal = bool(found["personal_rank"].notna().any())
+            personal = bool(req.user_id is not None and v.model.knows([req.user_id])[0]
+                            and found["personal_rank"].notna().any())     # the towers' list was the user's
         return SearchResponse(query=req.query, user_id=req.user_id, personalized=personal, model_version=v.version,
                               items=_scored(found["item_id"].to_numpy(dtype=object), found["score"].to_numpy()))
 
