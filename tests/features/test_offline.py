@@ -51,6 +51,21 @@ def test_features_equal_a_brute_force_count_over_earlier_events(tmp_path):
     assert got["hour"].between(0, 23).all() and got["weekday"].between(0, 6).all()
 
 
+def test_a_prepared_store_answers_each_chunk_as_the_plain_store_does(tmp_path):
+    """`prepared` computes the running counts once for a batch job's chunks of requests: the same rows."""
+    events = random_log(seed=3)
+    store = OfflineStore(tmp_path)
+    store.write_events(events)
+    requests = events.sample(90, random_state=4)[["user_id", "item_id", "timestamp"]].reset_index(drop=True)
+    plain = pd.DataFrame(store.features(requests))
+    with store.prepared() as counted:
+        chunks = [pd.DataFrame(counted.features(requests.iloc[lo:lo + 25].reset_index(drop=True)))
+                  for lo in range(0, len(requests), 25)]
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), plain)
+    assert store._counted is None                                  # released on leaving the block
+    pd.testing.assert_frame_equal(pd.DataFrame(store.features(requests)), plain)
+
+
 def test_a_later_event_never_reaches_an_earlier_training_row(tmp_path):
     """The leakage test: events at or after the request time change nothing; an earlier one does."""
     events = random_log(seed=3)

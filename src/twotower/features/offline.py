@@ -8,8 +8,9 @@ the request time. A window [t - w, t) is the difference of two such lookups. Not
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import duckdb
 import numpy as np
@@ -31,6 +32,7 @@ class OfflineStore:
     def __init__(self, folder: str | Path, definitions: FeatureDefinitions | None = None):
         self.folder = Path(folder)
         self.definitions = definitions or FeatureDefinitions()
+        self._counted: duckdb.DuckDBPyConnection | None = None     # running counts kept by `prepared`
 
     @property
     def events_path(self) -> Path:
@@ -47,30 +49,52 @@ class OfflineStore:
         with atomic_path(self.events_path) as tmp:
             frame.to_parquet(tmp, index=False)
 
+    @contextmanager
+    def prepared(self) -> Iterator["OfflineStore"]:
+        """The store with its running counts computed once for every `features` call in the block (a batch
+        job's chunks of requests), instead of once per call; the log is read as of entering it."""
+        self._counted = self._count()
+        try:
+            yield self
+        finally:
+            self._counted.close()
+            self._counted = None
+
     def features(self, requests: Mapping[str, np.ndarray]) -> Columns:
         """The features of each request (columns user_id, item_id, timestamp), in the requests' order, computed
         only from events strictly before each request's timestamp."""
-        if not self.events_path.is_file():
-            raise InputError(str(self.events_path), "no events in the offline store",
-                             "write the event log first (OfflineStore.write_events)")
         _require(requests, REQUEST_COLUMNS, "requests")
         ts = np.asarray(requests["timestamp"], dtype=np.float64)
         req = pd.DataFrame({"rid": np.arange(len(ts)), "user_id": np.asarray(requests["user_id"]).astype(str),
                             "item_id": np.asarray(requests["item_id"]).astype(str), "ts": ts})
-        con = duckdb.connect()
+        con = self._counted or self._count()
         try:
             con.register("req", req)
+            out = con.execute(self._sql()).df()
+            con.unregister("req")
+        finally:
+            if con is not self._counted:
+                con.close()
+        raw = out.sort_values("rid").drop(columns="rid").reset_index(drop=True)
+        return self.definitions.derive(raw)
+
+    def _count(self) -> duckdb.DuckDBPyConnection:
+        """A connection holding the stored log and its running counts (`_running_counts`)."""
+        if not self.events_path.is_file():
+            raise InputError(str(self.events_path), "no events in the offline store",
+                             "write the event log first (OfflineStore.write_events)")
+        con = duckdb.connect()
+        try:
             # read by pyarrow, not DuckDB's read_parquet, which takes [ ] * ? in a path for a glob pattern
             con.register("stored", pq.read_table(self.events_path, columns=["user_id", "item_id", "timestamp",
                                                                             "weight"]))
             con.execute("CREATE VIEW ev AS SELECT user_id, item_id, timestamp AS ts, weight FROM stored "
                         "WHERE weight > 0")
             _running_counts(con)
-            out = con.execute(self._sql()).df()
-        finally:
+        except BaseException:
             con.close()
-        raw = out.sort_values("rid").drop(columns="rid").reset_index(drop=True)
-        return self.definitions.derive(raw)
+            raise
+        return con
 
     def _sql(self) -> str:
         windows = self.definitions.windows_days

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from contextlib import nullcontext
 from dataclasses import replace
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..errors import InputError
 from ..evaluate.metrics import top_k
 from ..evaluate.protocol import EvalSet, Scorer, masked_scores
 from ..features.definitions import FeatureSource
+from ..features.offline import OfflineStore
 from ..progress import progress_bar
 from ..timing import Stopwatch
 from .affinity import category_features
@@ -218,7 +220,8 @@ def build_rows(data: Dataset, steps: list[EvalSet], scorer_for: Callable[[Datase
     per_request = cfg.candidates + len(reranker.sources) * cfg.source_candidates
     weights = data.events["weight"].to_numpy(np.float64)
     levels, offset = np.unique(weights[weights > 0]), 0
-    with progress_bar(show_progress) as bar:
+    counted = store.prepared() if isinstance(store, OfflineStore) else nullcontext()   # counts once, not per chunk
+    with counted, progress_bar(show_progress) as bar:
         task = bar.add_task("ranker rows", total=sum(len(s.targets) for s in steps), rate="")
         t0 = time.perf_counter()
         for step in steps:
