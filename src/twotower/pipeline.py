@@ -189,10 +189,9 @@ def fusion_towers(data: Dataset, cfg: Config, show_progress: bool) -> TowersBefo
             for lo in range(0, len(queries), FUSION_BATCH):       # [batch, items] at a time, not [all, items]
                 at = slice(lo, lo + FUSION_BATCH)
                 context = request_context(earlier.context_specs, times[at], last[users[at]], query=queries[at])
-                rows = score(users[at], context)
-                rows[:, 0] = -np.inf                                # code 0 is padding, never an item
+                rows = score(users[at], context)                    # column 0 (padding) is -inf
                 for row, codes in zip(rows, top_k(rows, n)):
-                    codes = codes[(codes > 0) & np.isfinite(row[codes])]
+                    codes = codes[np.isfinite(row[codes])]
                     out.append((earlier.items.decode(codes), row[codes]))
             return out
         return hits

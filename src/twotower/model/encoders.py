@@ -47,19 +47,22 @@ class FeatureEncoder(nn.Module):
     def empty(self) -> bool:
         return not self.specs
 
+    def _key(self, name: str) -> str | None:
+        """The module key of feature `name` (None when the encoder does not read it)."""
+        return next((k for k, n in self.names.items() if n == name), None)
+
     def lookup_of(self, name: str) -> nn.Embedding | None:
         """The embedding table of feature `name` (None when it has none)."""
-        key = next((k for k, n in self.names.items() if n == name), None)
+        key = self._key(name)
         return self.lookups[key] if key in self.lookups else None
 
     def values_of(self, name: str, rows: torch.Tensor) -> torch.Tensor:
         """The stored rows of feature `name` (an encoder with a table)."""
-        key = next(k for k, n in self.names.items() if n == name)
-        return getattr(self, key)[rows]
+        return getattr(self, self._key(name))[rows]
 
     def share(self, name: str, table: nn.Embedding) -> None:
         """Read feature `name` through `table` (another encoder's, of the same size): one set of weights."""
-        key = next(k for k, n in self.names.items() if n == name)
+        key = self._key(name)
         if self.lookups[key].weight.shape != table.weight.shape:
             raise ValueError(f"{name}: a table of {tuple(table.weight.shape)} for {tuple(self.lookups[key].weight.shape)}")
         self.lookups[key] = table

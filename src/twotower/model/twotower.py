@@ -31,7 +31,7 @@ class TwoTowerModel(nn.Module):
         context = FeatureEncoder(context_specs, cfg.dim) if context_specs else None
         self.item_tower = ItemTower(n_items, item_feats, cfg)
         self.query_tower = QueryTower(n_users, user_feats, context, cfg)
-        widths = check_towers(cfg.towers, list(item_specs)) if cfg.towers else {}
+        widths = check_towers(cfg.towers, list(item_specs))
         self.extra = nn.ModuleDict({name: ContentTower(width, cfg.dim) for name, width in widths.items()})
         words = item_feats.lookup_of(TEXT_NGRAMS) if item_feats is not None else None
         if words is not None and context is not None and context.lookup_of(QUERY_TEXT) is not None:

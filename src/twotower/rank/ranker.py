@@ -48,7 +48,7 @@ class LambdaRanker:
             compare: list[str] = ()) -> "LambdaRanker":
         """Train on candidate rows in memory (sorted by `group`): `fit_rows` over them, written to a temporary
         folder."""
-        extra = list(dict.fromkeys([*compare, *([self.base] if self.base else [])]))
+        extra = self._orders(compare)
         missing = [c for c in self.features + extra + [label, group] if c not in rows.columns]
         if missing:
             raise InputError("ranker rows", f"missing column(s) {missing}", "build rows with rank.candidates")
@@ -90,12 +90,15 @@ class LambdaRanker:
         self.report = {"requests": n_train + n_valid, "rows": len(split.train) + len(split.valid),
                        "best_iteration": int(self.model.best_iteration or self.n_estimators),
                        "valid_ndcg@10": float(self.model.best_score["valid_0"]["ndcg@10"])}
-        orders = list(dict.fromkeys([*compare, *([self.base] if self.base else [])]))
-        alone = ndcg_of_orders(split.valid, orders)
+        alone = ndcg_of_orders(split.valid, self._orders(compare))
         if self.base:
             self.report["base_ndcg@10"] = alone[self.base]
         self.report["orders_ndcg@10"] = alone
         return self
+
+    def _orders(self, compare: list[str]) -> list[str]:
+        """The single orders the report sets beside the trees: `compare` and the base, once each."""
+        return list(dict.fromkeys([*compare, *([self.base] if self.base else [])]))
 
     def score(self, rows) -> np.ndarray:
         """Each row's score (higher first); `rows` is a frame or named numpy columns."""

@@ -156,8 +156,8 @@ def train_reranker(data: Dataset, fit_retriever: RetrieverFit, cfg: RankConfig, 
                    watch: Stopwatch | None = None, show_progress: bool = False) -> Reranker:
     """Train the ranker on a later slice than its retriever's training data (see the module docstring).
     The returned reranker's co-visitation table and sources cover `data` in full, as serving needs.
-    `watch` gets the seconds of each step. Its rows wait on disk (`training_rows`), so their number is
-    bounded by time (rank.max_requests), not by memory."""
+    `watch` gets the seconds of each step. Its rows wait on disk (`training_rows`): memory holds one chunk
+    of them and LightGBM's binned copy (~150 B a row), and rank.max_requests bounds their number."""
     watch = watch or Stopwatch()
     base, steps = slice_requests(data, cfg.slice_events, cfg.max_requests, exclude_seen=exclude_seen,
                                  share=cfg.slice_share)
@@ -226,12 +226,13 @@ def build_rows(data: Dataset, steps: list[EvalSet], scorer_for: Callable[[Datase
         t0 = time.perf_counter()
         for step in steps:
             scorer = scorer_for(step.history)
+            with watch.stage("ranker: candidates"):       # one pass over the log per step, not per chunk
+                shown = shown_without_click(data.events, step.targets, cfg.impression_window_s)
             for part in chunks(len(step.targets), per_request):
                 sub = EvalSet(step.history, step.targets.subset(part), step.seen)
                 with watch.stage("ranker: candidates"):
-                    shown = shown_without_click(data.events, sub.targets, cfg.impression_window_s)
-                    rows = candidates(scorer, sub, cfg.candidates, shown, reranker.sources, cfg.source_candidates,
-                                      levels)
+                    rows = candidates(scorer, sub, cfg.candidates, shown[part], reranker.sources,
+                                      cfg.source_candidates, levels)
                     rows = rows[rows.groupby("request")["grade"].transform("max") > 0]
                 if not rows.empty:
                     with watch.stage("ranker: features"):
