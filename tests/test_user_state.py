@@ -40,19 +40,54 @@ def test_events_are_inserted_in_user_time_arrival_order():
     assert grown.users.encode(["newcomer-2"])[0] == data.n_users + 2
 
 
-def test_the_updated_state_equals_a_full_rebuild():
+def _assert_same_reads(state: UserState, rebuilt: UserState, n_users: int) -> None:
+    users = np.arange(n_users + 1)
+    for u in users:
+        np.testing.assert_array_equal(np.sort(state.seen_items(u)), np.sort(rebuilt.seen_items(u)))
+        for a, b in zip(state.events_of(u), rebuilt.events_of(u)):      # times, items, weights in order
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(state.histories_of(users), rebuilt.histories_of(users))
+    np.testing.assert_array_equal(state.last_seen_of(users), rebuilt.last_seen_of(users))
+    np.testing.assert_array_equal(state.has_history_of(users), rebuilt.has_history_of(users))
+    for times in (np.full(len(users), np.inf), np.full(len(users), np.median(rebuilt.ev_times))):
+        for a, b in zip(state.recent(users, times, 3), rebuilt.recent(users, times, 3)):
+            np.testing.assert_array_equal(a, b)
+
+
+def _positive_codes(data, events):
+    items = data.items.encode(events["item_id"].to_numpy())
+    return (data.users.encode(events["user_id"].to_numpy()), events["timestamp"].to_numpy(np.float64), items,
+            events["weight"].to_numpy(np.float32))
+
+
+def test_the_updated_state_reads_as_a_full_rebuild():
+    """Every read (items had, events, last items, latest time, profiles at two times) of the live layer equals a state
+    built from scratch over the grown log, batch after batch, and so does the layer merged into a new base."""
     data, rng = _history(), np.random.default_rng(1)
-    state = UserState.of(data, length=4)
+    state, touched = UserState.of(data, length=4), set()
     for _ in range(3):
         events = _new_events(data, rng)
         data = with_events(data, events)
-        state = state.with_events(data, data.users.encode(events["user_id"].to_numpy()))
+        state = state.with_events(*_positive_codes(data, events))
+        touched |= set(data.users.encode(events["user_id"].to_numpy()).tolist())
         rebuilt = UserState.of(data, length=4)
-        assert (state.seen != rebuilt.seen).nnz == 0
-        np.testing.assert_array_equal(state.histories, rebuilt.histories)
-        np.testing.assert_array_equal(state.last_seen, rebuilt.last_seen)
-        np.testing.assert_array_equal(state.has_history, rebuilt.has_history)
-        users = np.arange(1, data.n_users + 1)
-        times = np.full(len(users), np.inf)
-        for a, b in zip(state.recent(users, times, 3), rebuilt.recent(users, times, 3)):
-            np.testing.assert_array_equal(a, b)
+        assert set(state.live) == touched                         # only the touched users were recomputed
+        _assert_same_reads(state, rebuilt, data.n_users)
+    merged = state.compacted()
+    assert not merged.live
+    assert (merged.seen != rebuilt.seen).nnz == 0
+    np.testing.assert_array_equal(merged.histories, rebuilt.histories)
+    _assert_same_reads(merged, rebuilt, data.n_users)
+
+
+def test_enough_live_events_merge_into_a_new_base(monkeypatch):
+    from twotower import user_state
+
+    monkeypatch.setattr(user_state, "COMPACT_MIN_EVENTS", 10)
+    data, rng = _history(), np.random.default_rng(2)
+    state = UserState.of(data, length=4)
+    events = _new_events(data, rng)                               # 14 events: past the threshold
+    data = with_events(data, events)
+    state = state.with_events(*_positive_codes(data, events))
+    assert not state.live and len(state.ev_users) == len(data.events)
+    _assert_same_reads(state, UserState.of(data, length=4), data.n_users)

@@ -390,14 +390,14 @@ class Model:
         (training log and ingested events; `event_id` where the event came with one), newest first."""
         hist = self._server.saved.history
         code = hist.users.encode([str(user_id)])[0]
-        ev = hist.events[hist.events["user"] == code] if code else hist.events.iloc[:0]
-        ev = ev.sort_values(["timestamp", "order"], ascending=False, kind="stable")
-        if limit is not None:
-            ev = ev.iloc[:_positive(limit, "limit")]
-        out = pd.DataFrame({"item_id": hist.items.decode(ev["item"].to_numpy()).astype(object) if len(ev)
+        times, items, weights = self._server.users.events_of(code) if code else (np.zeros(0),) * 3
+        newest_first = slice(None, None, -1)          # events are kept in (time, arrival) order
+        out = pd.DataFrame({"item_id": hist.items.decode(items[newest_first]).astype(object) if len(items)
                             else np.array([], dtype=object),
-                            "timestamp": ev["timestamp"].to_numpy(np.float64),
-                            "weight": ev["weight"].to_numpy(np.float64)})
+                            "timestamp": np.asarray(times[newest_first], dtype=np.float64),
+                            "weight": np.asarray(weights[newest_first], dtype=np.float64)})
+        if limit is not None:
+            out = out.iloc[:_positive(limit, "limit")]
         logged = self._log.of_user(str(user_id)) if self._log is not None and code else None
         if logged is None or not len(logged):
             return out.assign(event_id=pd.Series([None] * len(out), dtype=object))

@@ -17,7 +17,7 @@ import torch
 
 from .catalog import open_model_index
 from .data.query_text import QUERY_TEXT
-from .data.dataset import Dataset, check_context, request_context, with_events
+from .data.dataset import Dataset, check_context, request_context, with_new_users
 from .errors import InputError
 from .features.definitions import Columns, FeatureSource
 from .features.materialize import offline_store, open_online_store
@@ -73,7 +73,7 @@ class Server:
     @property
     def now(self) -> float:
         """The latest event the model knows: a batch is ranked with features as of then."""
-        return float(self.saved.history.events["timestamp"].max())
+        return max(float(self.saved.history.events["timestamp"].max()), self.users.latest)
 
     def top_k(self, users: np.ndarray, k: int, at: np.ndarray | None = None, rank: bool = True,
               exclude_seen: bool | None = None, context: dict | None = None,
@@ -108,14 +108,17 @@ class Server:
             with watch.stage("query tower"):
                 queries, ctx = self.query_vectors(u, asked, context_rows(context, known))
             with watch.stage("index"):
-                exclude = [set(hist.items.decode(state.seen[c].indices)) for c in u] if exclude_seen else None
+                exclude = [set(hist.items.decode(state.seen_items(c))) for c in u] if exclude_seen else None
                 n = max(k, cfg.rank.candidates) if reranker else k
                 found = self.index.search(queries, n, exclude=exclude)
             if reranker is not None:
                 as_of = asked if at is not None else np.full(len(u), self.now + 1.0)
-                allowed = np.broadcast_to(cat.indexed, (len(u), len(cat.indexed))).copy()
+                width = min(reranker.width, len(cat.indexed))       # what its sources can score
+                allowed = np.broadcast_to(cat.indexed[:width], (len(u), width)).copy()
                 if exclude_seen:
-                    allowed[state.seen[u].nonzero()] = False
+                    for row, c in enumerate(u):
+                        had = state.seen_items(c)
+                        allowed[row, had[had < width]] = False
                 beside = Beside(allowed, lambda local, item: cat.tower_score(queries[local], item),
                                 cat.temperature, state.recent)
                 found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside, ctx, watch, keep)
@@ -128,8 +131,8 @@ class Server:
         ([n], NaN: an unknown time) with the log's own `context` values, and for a search its text (read by
         a model trained on a log with queries)."""
         state = self.users
-        ctx = request_context(self.saved.history.context_specs, at, state.last_seen[users], context, query)
-        return self.catalog.queries(state.histories[users], users, ctx), ctx
+        ctx = request_context(self.saved.history.context_specs, at, state.last_seen_of(users), context, query)
+        return self.catalog.queries(state.histories_of(users), users, ctx), ctx
 
     @property
     def reads_queries(self) -> bool:
@@ -155,18 +158,21 @@ class Server:
         return np.where(items > 0, scores, -np.inf)
 
     def with_events(self, events: pd.DataFrame) -> "Server":
-        """This server with more events in the history it serves from (see `with_events`): the same index,
-        ranker and feature store; what requests read about users is recomputed for the users they touch."""
-        history = with_events(self.saved.history, events)
+        """This server after new events (user_id, item_id, timestamp, weight): the same index, ranker and
+        feature store; new users get codes, and what requests read about users changes for the users the
+        positive events on known items touch (their cost, not the log's). Trending counts them at once."""
+        history = with_new_users(self.saved.history, events)
         positive = np.asarray(events["weight"], dtype=np.float64) > 0
+        items = history.items.encode(np.asarray(events["item_id"])[positive])
+        known = items > 0                        # the towers cannot read items they never had
+        users = history.users.encode(np.asarray(events["user_id"])[positive])[known]
+        times = np.asarray(events["timestamp"], dtype=np.float64)[positive][known]
+        weights = np.asarray(events["weight"], dtype=np.float32)[positive][known]
         reranker = self.reranker
         if reranker is not None:
-            items = history.items.encode(np.asarray(events["item_id"])[positive])
-            times = np.asarray(events["timestamp"], dtype=np.float64)[positive]
-            reranker = reranker.with_events(times[items > 0], items[items > 0])
-        touched = history.users.encode(np.asarray(events["user_id"])[positive])
+            reranker = reranker.with_events(times, items[known])
         return replace(self, saved=replace(self.saved, history=history), reranker=reranker,
-                       users=self.users.with_events(history, touched), catalog=self.catalog)
+                       users=self.users.with_events(users, times, items[known], weights), catalog=self.catalog)
 
     def with_index(self, index: VectorIndex) -> "Server":
         """This server searching another index of the same model (a changed catalog)."""
@@ -174,7 +180,7 @@ class Server:
 
     def knows(self, users: np.ndarray) -> np.ndarray:
         """[n] True for user codes with a positive event in the model's history (personalised requests)."""
-        return self.users.has_history[users] & (users > 0)
+        return self.users.has_history_of(users) & (users > 0)
 
     def __post_init__(self):
         if self.users is None:

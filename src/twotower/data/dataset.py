@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -188,6 +188,17 @@ def check_context(specs: list[FeatureSpec], values: dict | None) -> dict:
         raise InputError("context", f"unknown context field(s) {unknown}",
                          f"use the context columns the model was trained with: {_own_context(specs) or 'none'}")
     return given
+
+
+def with_new_users(data: Dataset, events: pd.DataFrame) -> Dataset:
+    """`data` whose users include those of the positive `events` it does not know yet (the next codes, no
+    features); events and everything else as they were."""
+    positive = np.asarray(events["weight"], dtype=np.float64) > 0
+    user_ids = np.asarray(events["user_id"]).astype(str).astype(object)[positive]
+    new_users = pd.unique(np.array([u for u in user_ids if u not in data.users], dtype=object))
+    if not len(new_users):
+        return data
+    return replace(data, users=data.users.extended(new_users))
 
 
 def with_events(data: Dataset, events: pd.DataFrame) -> Dataset:

@@ -54,13 +54,25 @@ class OnlineStore(FeatureSource, Protocol):
         """Release the connection."""
 
 
-def _request_columns(requests: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user ids, item ids as str, timestamps) of the requests; a clear error for a missing column or none."""
+def _request_times(requests: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The requests' timestamps; a clear error for a missing column or no request."""
     _require(requests, REQUEST_COLUMNS, "requests")
     times = np.asarray(requests["timestamp"], dtype=np.float64)
     if len(times) == 0:
         raise InputError("requests", "no requests", "give at least one (user_id, item_id, timestamp)")
+    return times
+
+
+def _request_columns(requests: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user ids, item ids as str, timestamps) of the requests; a clear error for a missing column or none."""
+    times = _request_times(requests)
     return np.asarray(requests["user_id"]).astype(str), np.asarray(requests["item_id"]).astype(str), times
+
+
+def _distinct_ids(column) -> tuple[np.ndarray, list[str]]:
+    """([n] each value's place among the distinct values, the distinct values as text)."""
+    at, distinct = pd.factorize(np.asarray(column, dtype=object))
+    return at, [str(v) for v in distinct]
 
 
 def _chunks(values: list, size: int = 500):
@@ -143,6 +155,9 @@ class SQLiteOnlineStore:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
+        # no sync per commit: the event log is the durable record, and this store keeps its place in the log
+        # in the same transaction, so whatever an outage takes from here is applied again from the log
+        self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.executescript(SCHEMA)
         self._items = _ItemCache()                       # the near cache: values read for earlier requests
         self._users: dict[str, _UserValues] = {}
@@ -200,12 +215,12 @@ class SQLiteOnlineStore:
     def _features(self, requests: Mapping[str, np.ndarray]) -> Columns:
         """Each item's and user's values come from the store's near cache (read from SQLite the first time a
         request needs them); the windows are counted in numpy."""
-        users, items, times = _request_columns(requests)
+        times = _request_times(requests)
         defs = self.definitions
         self._forget_if_written_elsewhere()
-        user_at, user_ids = pd.factorize(users)
-        item_at, item_ids = pd.factorize(items)
-        user_ids, item_ids = user_ids.tolist(), item_ids.tolist()
+        # distinct ids first, then made text: a request's hundreds of rows share a few users and items
+        user_at, user_ids = _distinct_ids(requests["user_id"])
+        item_at, item_ids = _distinct_ids(requests["item_id"])
         slots, user_values = self._cached_items(item_ids), self._cached_users(user_ids)
         cache = self._items
         lengths = cache.recent_length[slots]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from .base import IndexSpec, IndexStats, SearchResult, check_queries, check_vect
 
 FORMAT = 1
 COMPACT_DEAD_FRACTION = 0.25
+LOAD_CHUNK = 20_000              # labels mapped per step when an index is loaded
 EXACT_ALLOW_MAX = 20_000   # an allow-list this short is searched exactly: graph and list search miss rare items
 
 
@@ -75,7 +77,7 @@ class FaissIndex:
         self._index, self._base = self._empty()
         self._exact, self._exact_store = self._empty_exact()
         self._label_of: dict[str, int] = {}
-        self._id_of: dict[int, str] = {}
+        self._id_of = np.full(0, None, dtype=object)      # each label's item id (None: a free label)
         self._dead: set[int] = set()        # HNSW only: labels still in the graph but deleted
         self._next_label = 0
         self.recall: dict = {}
@@ -139,7 +141,7 @@ class FaissIndex:
             self.layout = replace(self.layout, norm_bound=bound)
         self._index, self._base = self._empty(train)
         self._exact, self._exact_store = self._empty_exact()
-        self._label_of, self._id_of, self._dead, self._next_label = {}, {}, set(), 0
+        self._label_of, self._id_of, self._dead, self._next_label = {}, np.full(0, None, dtype=object), set(), 0
         self._add(ids, vectors, progress)
 
     def _pick_transform(self, vectors: np.ndarray, queries: np.ndarray | None, sample: int = 50_000,
@@ -184,7 +186,10 @@ class FaissIndex:
             if progress is not None:
                 progress(min(chunk, len(ids) - lo))
         self._label_of.update(zip(ids, labels.tolist()))
-        self._id_of.update(zip(labels.tolist(), ids))
+        id_of = np.full(self._next_label, None, dtype=object)   # a new array: searches hold the old one
+        id_of[:len(self._id_of)] = self._id_of
+        id_of[labels] = np.asarray(ids, dtype=object)
+        self._id_of = id_of
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -195,8 +200,7 @@ class FaissIndex:
 
     def delete(self, ids: Sequence[str]) -> int:
         labels = [self._label_of.pop(str(i)) for i in ids if str(i) in self._label_of]
-        for label in labels:
-            del self._id_of[label]
+        self._id_of[labels] = None
         if not labels:
             return 0
         if self.layout.kind == "hnsw":
@@ -277,16 +281,16 @@ class FaissIndex:
         out_scores = np.full((n, k), -np.inf, dtype=np.float32)
         id_of = self._id_of
         for row in range(n):
-            skip = exclude[row] if exclude is not None else ()
-            col = 0
-            for label, score in zip(labels[row].tolist(), scores[row].tolist()):
-                if col == k:
-                    break
-                item = id_of.get(label)
-                if item is None or item in skip:
-                    continue
-                out_ids[row, col], out_scores[row, col] = item, score
-                col += 1
+            found = labels[row]
+            keep = (found >= 0) & (found < len(id_of))
+            found, score = found[keep], scores[row][keep]
+            ids = id_of[found]
+            keep = pd.notna(ids)                          # a label whose item was deleted holds None
+            if exclude is not None and exclude[row]:
+                skip = np.fromiter((self._label_of.get(i, -1) for i in exclude[row]), np.int64)
+                keep &= ~np.isin(found, skip)
+            ids, score = ids[keep][:k], score[keep][:k]
+            out_ids[row, :len(ids)], out_scores[row, :len(ids)] = ids, score
         return SearchResult(out_ids, out_scores)
 
     def _search_exact(self, queries: np.ndarray, labels: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -393,9 +397,15 @@ class FaissIndex:
             index._exact = faiss.read_index(str(Path(folder) / "exact.index"))
             index._exact_store = faiss.downcast_index(index._exact.index)
         labels = pd.read_parquet(Path(folder) / "labels.parquet")
-        index._label_of = dict(zip(labels["item_id"].astype(str).to_numpy(dtype=object).tolist(),   # not per element
-                                   labels["label"].astype(int).tolist()))
-        index._id_of = {v: k for k, v in index._label_of.items()}
         index._dead, index._next_label, index.recall = set(meta["dead"]), meta["next_label"], meta.get("recall", {})
+        index._label_of, index._id_of = {}, np.full(index._next_label, None, dtype=object)
+        for lo in range(0, len(labels), LOAD_CHUNK):
+            # a chunk at a time, letting other threads run between: a version loading beside a serving one
+            # must not hold the interpreter lock for the whole catalog at once
+            ids = labels["item_id"].iloc[lo:lo + LOAD_CHUNK].astype(str).to_numpy(dtype=object)
+            codes = labels["label"].iloc[lo:lo + LOAD_CHUNK].to_numpy(np.int64)
+            index._label_of.update(zip(ids.tolist(), codes.tolist()))
+            index._id_of[codes] = ids
+            time.sleep(0)
         index.search_effort = index.layout.search_effort
         return index

@@ -94,12 +94,15 @@ class CausalBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
         self.dropout = FastDropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """x [B, L, d], allowed [B, 1, L, L] (query, key) -> [B, L, d]."""
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """x [B, L, d], allowed [B, 1, L, L] (query, key) -> [B, L, d]; with `last_only`, [B, 1, d]: the last
+        position alone (what a next-step query reads), attending to all earlier ones."""
         B, L, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if last_only:
+            q, allowed, x = q[:, :, -1:], allowed[:, :, -1:], x[:, -1:]
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=0.0)
-        x = x + self.dropout(self.out(a.transpose(1, 2).reshape(B, L, d)))
+        x = x + self.dropout(self.out(a.transpose(1, 2).reshape(B, x.shape[1], d)))
         return x + self.dropout(self.ff(self.norm2(x)))
 
 
@@ -117,12 +120,13 @@ class HistoryEncoder(nn.Module):
             self.blocks = nn.ModuleList(CausalBlock(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x [B, L, d], mask [B, L] true where a real item is."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """x [B, L, d], mask [B, L] true where a real item is; with `last_only`, [B, 1, d]: the last state."""
         L = x.shape[1]
         m = mask.unsqueeze(-1).to(x.dtype)
         if self.kind == "mean":
-            return self.norm(x.cumsum(1) / m.cumsum(1).clamp(min=1.0)) * m
+            out = self.norm(x.cumsum(1) / m.cumsum(1).clamp(min=1.0)) * m
+            return out[:, -1:] if last_only else out
         # positions count from the right end (histories are right-aligned), so a batch cut to its longest
         # history gives every item the position it has in the full window
         longest = self.position.num_embeddings
@@ -131,9 +135,12 @@ class HistoryEncoder(nn.Module):
         causal = pos.unsqueeze(0) <= pos.unsqueeze(1)                         # [L(query), L(key)]
         # a padding position may see itself, so no row is empty (an empty row would give NaN)
         allowed = (causal & (mask.unsqueeze(1) | torch.eye(L, dtype=torch.bool, device=x.device))).unsqueeze(1)
-        for block in self.blocks:
-            h = block(h, allowed) * m
-        return self.norm(h) * m
+        for i, block in enumerate(self.blocks):
+            last = last_only and i == len(self.blocks) - 1      # only the last block narrows to one position
+            h = block(h, allowed, last) * (m[:, -1:] if last else m)
+        if last_only and h.shape[1] > 1:                       # no blocks
+            h = h[:, -1:]
+        return self.norm(h) * (m[:, -1:] if last_only else m)
 
 
 class QueryTower(nn.Module):
@@ -151,9 +158,12 @@ class QueryTower(nn.Module):
         self.context = context if context is not None and not context.empty else None
 
     def forward(self, history: torch.Tensor, mask: torch.Tensor, users: torch.Tensor,
-                context: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """history [B, L, d] item vectors, mask [B, L], users [B], context {feature: [B, L, ...]} -> [B, L, d]."""
-        q = self.history(history, mask)
+                context: dict[str, torch.Tensor] | None = None, last_only: bool = False) -> torch.Tensor:
+        """history [B, L, d] item vectors, mask [B, L], users [B], context {feature: [B, L, ...]} -> [B, L, d];
+        with `last_only`, context {feature: [B, 1, ...]} -> [B, 1, d], the last position's query."""
+        q = self.history(history, mask, last_only)
+        if last_only:
+            mask = mask[:, -1:]
         extra = 0
         if self.user_embedding is not None:
             extra = extra + self.user_embedding(users)

@@ -50,24 +50,27 @@ class TwoTowerModel(nn.Module):
         return self.item_tower(torch.arange(self.n_items + 1))
 
     def queries(self, history: torch.Tensor, users: torch.Tensor, context: dict[str, torch.Tensor] | None = None,
-                item_vectors: torch.Tensor | None = None) -> torch.Tensor:
-        """history [B, L] item codes (right-aligned), users [B], context {name: [B, L, ...]} -> [B, L, d].
+                item_vectors: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        """history [B, L] item codes (right-aligned), users [B], context {name: [B, L, ...]} -> [B, L, d]; with
+        `last_only`, context {name: [B, 1, ...]} -> [B, 1, d] (the last position's query alone).
 
         `item_vectors` [n_items + 1, d] avoids re-running the item tower when the caller already has them.
         """
         vecs = item_vectors[history] if item_vectors is not None else self.item_tower(history)
-        return self.query_tower(vecs, history > 0, users, context)
+        return self.query_tower(vecs, history > 0, users, context, last_only)
 
     @torch.no_grad()
     def next_queries(self, history: torch.Tensor, users: torch.Tensor,
                      context: dict[str, torch.Tensor] | None = None,
                      item_vectors: torch.Tensor | None = None) -> torch.Tensor:
         """[B, d] each user's query for the next step; context {name: [B, ...]} describes the request and is
-        applied at the last history position."""
-        L = history.shape[1]
+        applied at the last history position. Only that position is computed, over the history without the
+        padding every row has on its left (positions count from the right end: nothing else changes)."""
+        real = (history > 0).any(0)
+        first = int(real.to(torch.int8).argmax()) if bool(real.any()) else history.shape[1] - 1
         if context:
-            context = {k: v.unsqueeze(1).expand(v.shape[0], L, *v.shape[1:]) for k, v in context.items()}
-        return self.queries(history, users, context, item_vectors)[:, -1]
+            context = {k: v.unsqueeze(1) for k, v in context.items()}
+        return self.queries(history[:, first:], users, context, item_vectors, last_only=True)[:, -1]
 
     @torch.no_grad()
     def score(self, history: torch.Tensor, users: torch.Tensor, context: dict[str, torch.Tensor] | None = None,

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.dataset import Dataset
-from .covisit import items_matrix
+from .covisit import row_sums
 
 MAX_VALUES = 1000          # features with more values (near-unique codes) say nothing about taste
 
@@ -48,14 +48,13 @@ def category_affinity(data: Dataset, features: list[str], profile: list[np.ndarr
     candidate's values of the share of the request's profile items having that value (0 without a profile)."""
     lengths = np.array([len(p) for p in profile])
     size = data.n_items + 1
-    recent = items_matrix(profile, size)
     item = np.where(item < size, item, 0)        # items added after training have no features here
     out = {}
     for name in features:
         codes = data.item_features[name]
         codes = codes[:, None] if codes.ndim == 1 else codes                 # [n_items + 1, values]
         one_hot = _one_hot(data.item_features[name], codes, size)
-        shares = np.asarray((recent @ one_hot).todense()) / np.maximum(lengths, 1)[:, None]   # [requests, values]
+        shares = row_sums(one_hot, profile, np.float64) / np.maximum(lengths, 1)[:, None]    # [requests, values]
         shares[:, 0] = 0.0                                                   # value 0 = missing
         mine = codes[item]                                                   # [rows, values]
         present = mine > 0

@@ -48,13 +48,12 @@ class CoVisitation:
 
     def scores(self, recent: list[np.ndarray], request: np.ndarray, item: np.ndarray) -> dict[str, np.ndarray]:
         """For each row (request index, candidate item code): the summed counts with the request's recent
-        items, and the same normalised by sqrt(popularity) of both ends (so blockbusters do not dominate)."""
+        items, and the same normalised by sqrt(popularity) of both ends (so blockbusters do not dominate).
+        Only the recent items' rows of the table are read: a request costs what its items' rows hold."""
         size = self.counts.shape[0]
-        recent_matrix = items_matrix(recent, size)
         item = np.where(item < size, item, 0)         # codes of items added after training: no history
-        raw = np.asarray((recent_matrix @ self.counts)[request, item]).ravel()
-        norm = np.asarray((recent_matrix @ self.normalised)[request, item]).ravel()
-        return {"covisit": raw, "covisit_norm": norm}
+        return {"covisit": pair_sums(self.counts, recent, request, item),
+                "covisit_norm": pair_sums(self.normalised, recent, request, item)}
 
     @cached_property
     def normalised(self) -> sp.csr_matrix:
@@ -82,6 +81,41 @@ def items_matrix(lists: list[np.ndarray], size: int) -> sp.csr_matrix:
     codes = np.concatenate(lists).astype(np.int64) if len(lists) else np.zeros(0, np.int64)
     return sp.csr_matrix((np.ones(lengths.sum(), np.float32), codes, np.concatenate([[0], np.cumsum(lengths)])),
                          shape=(len(lists), size))
+
+
+def row_entries(table: sp.csr_matrix, lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(list index, column, value) of every stored entry in the rows each list names: the terms of
+    `items_matrix(lists) @ table` before they are summed, gathered without building sparse matrices (whose
+    set-up costs more than a served request's few rows)."""
+    lengths = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+    rows = np.concatenate(lists).astype(np.int64) if len(lists) else np.zeros(0, np.int64)
+    owner = np.repeat(np.arange(len(lists)), lengths)
+    known = rows < table.shape[0]                     # items added after the table was made: no row
+    rows, owner = rows[known], owner[known]
+    starts, ends = table.indptr[rows], table.indptr[rows + 1]
+    sizes = (ends - starts).astype(np.int64)
+    at = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
+    return np.repeat(owner, sizes), table.indices[at], table.data[at]
+
+
+def pair_sums(table: sp.csr_matrix, lists: list[np.ndarray], owner: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """[r] `(items_matrix(lists) @ table)[owner, column]` (float32): each pair's sum over its list's rows."""
+    at, col, value = row_entries(table, lists)
+    width = table.shape[1]
+    keys, where = np.unique(at * width + col, return_inverse=True)
+    sums = np.bincount(where, weights=value, minlength=len(keys))
+    asked = np.asarray(owner, np.int64) * width + np.asarray(column, np.int64)
+    hit = np.minimum(np.searchsorted(keys, asked), max(len(keys) - 1, 0))
+    found = keys[hit] == asked if len(keys) else np.zeros(len(asked), bool)
+    return np.where(found, sums[hit] if len(keys) else 0.0, 0.0).astype(np.float32)
+
+
+def row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float32) -> np.ndarray:
+    """[len(lists), columns] `items_matrix(lists) @ table` as a dense matrix."""
+    at, col, value = row_entries(table, lists)
+    width = table.shape[1]
+    return np.bincount(at * width + col, weights=value, minlength=len(lists) * width) \
+        .reshape(len(lists), width).astype(dtype, copy=False)
 
 
 def recent_items(events: pd.DataFrame, users: np.ndarray, times: np.ndarray, length: int) -> list[np.ndarray]:

@@ -54,6 +54,12 @@ class Reranker:
         return (RETRIEVAL + [c for s in self.sources for c in source_columns(s.name)] + self.definitions.names
                 + COVISIT + affinity_names(self.category_features) + in_list + self.context_features)
 
+    @property
+    def width(self) -> int:
+        """Item codes its tables and sources know (those of its training history, with padding 0): later
+        catalog additions have no events there, so its sources never score them."""
+        return self.covisitation.counts.shape[0]
+
     def refreshed(self, data: Dataset) -> "Reranker":
         """The same ranker with its co-visitation table and sources over `data` (all a live request may know);
         EASE keeps the l2 chosen for it."""
@@ -174,8 +180,12 @@ def ranking_rows(rows: Table, source: FeatureSource, reranker: Reranker, history
     best = np.full(len(firsts), -np.inf)
     np.maximum.at(best, position, score)
     out["retrieval_gap"] = score - best[position]
-    for c in reranker.definitions.window_counts + IN_LIST:
-        out[f"{c}_in_list"] = percentile_within(position, out[c].astype(np.float64))
+    ranked = reranker.definitions.window_counts + IN_LIST
+    if ranked:                                   # every column in one pass: (column, request) is the group
+        groups = np.arange(len(ranked))[:, None] * (len(firsts) + 1) + position[None, :]
+        within = percentile_within(groups.ravel(), np.concatenate([np.asarray(out[c], dtype=np.float64)
+                                                                   for c in ranked])).reshape(len(ranked), -1)
+        out.update({f"{c}_in_list": within[j] for j, c in enumerate(ranked)})
     return pd.DataFrame(out) if isinstance(rows, pd.DataFrame) else out
 
 

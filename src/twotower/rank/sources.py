@@ -24,7 +24,7 @@ from ..config import RankConfig
 from ..data.dataset import Dataset, seen_matrix
 from ..evaluate.metrics import ndcg_at, target_ranks, top_k
 from ..features.definitions import Columns
-from .covisit import CoVisitation, items_matrix
+from .covisit import CoVisitation, items_matrix, row_sums
 
 PROFILE_LENGTH = 200          # the latest items an item-to-item source reads per request
 EASE_KEEP = 200               # each item's strongest EASE links kept (a sparse model, the dense one is n^2)
@@ -51,9 +51,7 @@ class CoVisitSource:
     name: str = "covisit"
 
     def scores(self, profiles, times):
-        size = self.table.counts.shape[0]
-        latest = items_matrix([p[-self.recent:] for p in profiles], size)
-        return np.asarray((latest @ self.table.normalised).todense(), dtype=np.float32)
+        return row_sums(self.table.normalised, [p[-self.recent:] for p in profiles])
 
 
 @dataclass
@@ -70,8 +68,7 @@ class EaseSource:
         return cls(_sparsify(_ease_weights(x, l2), EASE_KEEP), l2)
 
     def scores(self, profiles, times):
-        latest = items_matrix([np.unique(p[-PROFILE_LENGTH:]) for p in profiles], self.weights.shape[0])
-        return np.asarray((latest @ self.weights).todense(), dtype=np.float32)
+        return row_sums(self.weights, [np.unique(p[-PROFILE_LENGTH:]) for p in profiles])
 
     def save(self, folder: Path) -> None:
         w = self.weights
