@@ -40,3 +40,22 @@ def test_recent_items_are_strictly_before_the_request():
     events = log([(1, 10, 5.0, 1), (1, 11, 6.0, 1), (1, 12, 7.0, 1), (1, 13, 7.0, 0), (2, 20, 1.0, 1)])
     got = recent_items(events, np.array([1, 1, 1, 2, 3]), np.array([7.0, 7.5, 5.0, 9.0, 9.0]), length=2)
     assert [g.tolist() for g in got] == [[10, 11], [11, 12], [], [20], []]
+
+
+def test_gathered_rows_sum_as_the_sparse_product_does():
+    """pair_sums and row_sums (a request's rows gathered in numpy) equal `items_matrix(lists) @ table`, with a
+    repeated item, an empty list and a code past the table (an item added later: no row) among the lists."""
+    import scipy.sparse as sp
+
+    from twotower.rank.covisit import items_matrix, pair_sums, row_sums
+
+    rng = np.random.default_rng(0)
+    table = sp.random(30, 30, density=0.2, format="csr", random_state=1, dtype=np.float64)
+    lists = [np.array([3, 7, 3]), np.array([], np.int64), np.array([29, 1]), np.array([12, 45])]
+    inside = [x[x < 30] for x in lists]
+    dense = (items_matrix(inside, 30) @ table).toarray()
+    np.testing.assert_allclose(row_sums(table, lists, np.float64), dense)
+    owner, column = rng.integers(0, len(lists), 200), rng.integers(0, 30, 200)
+    got = pair_sums(table, lists, owner, column)
+    np.testing.assert_allclose(got, dense[owner, column])
+    assert got.dtype == table.dtype and (got == 0).any() and (got > 0).any()

@@ -201,38 +201,6 @@ def with_new_users(data: Dataset, events: pd.DataFrame) -> Dataset:
     return replace(data, users=data.users.extended(new_users))
 
 
-def with_events(data: Dataset, events: pd.DataFrame) -> Dataset:
-    """`data` with more positive events (user_id, item_id, timestamp, weight; weight-0 ones are left out, as
-    a saved history keeps none): users not seen before get new codes (no features), and events on items the
-    model does not know are left out, since its towers cannot read them. Events stay sorted by (user, time,
-    arrival)."""
-    weight = np.asarray(events["weight"], dtype=np.float64)
-    positive = weight > 0
-    user_ids = np.asarray(events["user_id"]).astype(str).astype(object)[positive]
-    item_ids = np.asarray(events["item_id"]).astype(str).astype(object)[positive]
-    new_users = pd.unique(np.array([u for u in user_ids if u not in data.users], dtype=object))
-    users = data.users.extended(new_users) if len(new_users) else data.users
-    items = data.items.encode(item_ids)
-    known = items > 0
-    first = int(data.events["order"].to_numpy().max()) + 1 if len(data.events) else 0
-    added = {"user": users.encode(user_ids)[known], "item": items[known],
-             "timestamp": np.asarray(events["timestamp"], dtype=np.float64)[positive][known],
-             "weight": weight[positive][known].astype(np.float32),
-             "order": first + np.arange(int(known.sum()), dtype=np.int64)}
-    by_user_time = np.lexsort((added["order"], added["timestamp"], added["user"]))
-    added = {c: v[by_user_time] for c, v in added.items()}
-    # insert the few new rows into the sorted log (their arrival is after every stored row): no full sort
-    old_users, old_times = data.events["user"].to_numpy(), data.events["timestamp"].to_numpy(np.float64)
-    lo = np.searchsorted(old_users, added["user"], "left")
-    hi = np.searchsorted(old_users, added["user"], "right")
-    at = np.array([a + np.searchsorted(old_times[a:b], t, "right")
-                   for a, b, t in zip(lo, hi, added["timestamp"])], dtype=np.int64)
-    ev = pd.DataFrame({c: np.insert(data.events[c].to_numpy(), at, added[c].astype(data.events[c].dtype))
-                       for c in data.events.columns if c in added})
-    return Dataset(ev, users, data.items, data.item_specs, data.item_features,
-                   data.user_specs, data.user_features, data.context_specs, {}, data.item_texts, data.item_labels)
-
-
 def seen_matrix(data: Dataset) -> sp.csr_matrix:
     """[n_users + 1, n_items + 1] 1 where the user has a positive event with the item."""
     ev = data.events[data.events["weight"] > 0]

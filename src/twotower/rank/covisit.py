@@ -99,7 +99,8 @@ def row_entries(table: sp.csr_matrix, lists: list[np.ndarray]) -> tuple[np.ndarr
 
 
 def pair_sums(table: sp.csr_matrix, lists: list[np.ndarray], owner: np.ndarray, column: np.ndarray) -> np.ndarray:
-    """[r] `(items_matrix(lists) @ table)[owner, column]` (float32): each pair's sum over its list's rows."""
+    """[r] `(items_matrix(lists) @ table)[owner, column]` (in the table's precision): each pair's sum over its
+    list's rows."""
     at, col, value = row_entries(table, lists)
     width = table.shape[1]
     keys, where = np.unique(at * width + col, return_inverse=True)
@@ -107,7 +108,7 @@ def pair_sums(table: sp.csr_matrix, lists: list[np.ndarray], owner: np.ndarray, 
     asked = np.asarray(owner, np.int64) * width + np.asarray(column, np.int64)
     hit = np.minimum(np.searchsorted(keys, asked), max(len(keys) - 1, 0))
     found = keys[hit] == asked if len(keys) else np.zeros(len(asked), bool)
-    return np.where(found, sums[hit] if len(keys) else 0.0, 0.0).astype(np.float32)
+    return np.where(found, sums[hit] if len(keys) else 0.0, 0.0).astype(table.dtype)
 
 
 def row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float32) -> np.ndarray:
