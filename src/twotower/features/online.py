@@ -184,9 +184,12 @@ class SQLiteOnlineStore:
                     events = events[events["seq"].to_numpy() > done]
                 self._db.execute("INSERT INTO applied_log VALUES (?, ?) ON CONFLICT (log) DO UPDATE SET seq = "
                                  "max(seq, excluded.seq)", (log, position))
-            ev = events[events["weight"].astype(float) > 0]
-            rows = list(zip(ev["user_id"].astype(str), ev["item_id"].astype(str), ev["timestamp"].astype(float),
-                            ev["weight"].astype(float)))
+            weights = events["weight"].to_numpy(np.float64)
+            positive = weights > 0                   # whole columns, then plain values: no per-column frames
+            rows = list(zip(map(str, events["user_id"].to_numpy(object)[positive]),
+                            map(str, events["item_id"].to_numpy(object)[positive]),
+                            events["timestamp"].to_numpy(np.float64)[positive].tolist(),
+                            weights[positive].tolist()))
             if not rows:
                 return 0
             horizon = max(r[2] for r in rows) - max(self.definitions.windows_days) * DAY
