@@ -112,13 +112,30 @@ def test_the_updated_state_reads_as_a_full_rebuild():
 
 
 def test_enough_live_events_merge_into_a_new_base(monkeypatch):
+    """A batch past the threshold merges with the live layer into a new base at once, reading as a rebuild."""
     from twotower import user_state
 
-    monkeypatch.setattr(user_state, "COMPACT_MIN_EVENTS", 10)
     data, rng = _history(), np.random.default_rng(2)
     state = UserState.of(data, length=4)
-    events = _new_events(data, rng)                               # 14 events: past the threshold
+    events = _new_events(data, rng)
+    data = with_events(data, events)
+    state = state.with_events(*_positive_codes(data, events))                # live
+    assert state.live
+    monkeypatch.setattr(user_state, "COMPACT_MIN_EVENTS", 10)
+    events = _new_events(data, rng)                                           # 14 events: past the threshold
     data = with_events(data, events)
     state = state.with_events(*_positive_codes(data, events))
     assert not state.live and len(state.ev_users) == len(data.events)
-    _assert_same_reads(state, UserState.of(data, length=4), data.n_users)
+    rebuilt = UserState.of(data, length=4)
+    _assert_same_reads(state, rebuilt, data.n_users)
+    np.testing.assert_array_equal(state.event_counts(), np.bincount(data.events["user"], minlength=data.n_users + 1))
+
+
+def test_event_counts_include_the_live_layer():
+    data, rng = _history(), np.random.default_rng(3)
+    state = UserState.of(data, length=4)
+    events = _new_events(data, rng)
+    data = with_events(data, events)
+    state = state.with_events(*_positive_codes(data, events))
+    assert state.live
+    np.testing.assert_array_equal(state.event_counts(), np.bincount(data.events["user"], minlength=data.n_users + 1))

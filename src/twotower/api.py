@@ -152,7 +152,7 @@ class Model:
     def active_users(self, n: int = 20) -> list[str]:
         """The `n` users with the most positive events (ties: the first known first): good users to look at."""
         hist = self._server.saved.history
-        counts = np.bincount(hist.events["user"].to_numpy(), minlength=hist.n_users + 1)[1:]
+        counts = self._server.users.event_counts()[1:]              # ingested events included
         best = np.argsort(-counts, kind="stable")[:_positive(n, "n")]
         return [str(u) for u in hist.users.decode(best[counts[best] > 0] + 1)]
 

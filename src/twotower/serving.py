@@ -171,8 +171,12 @@ class Server:
         reranker = self.reranker
         if reranker is not None:
             reranker = reranker.with_events(times, items[known])
-        return replace(self, saved=replace(self.saved, history=history), reranker=reranker,
-                       users=self.users.with_events(users, times, items[known], weights), catalog=self.catalog)
+        state = self.users.with_events(users, times, items[known], weights)
+        server = replace(self, saved=replace(self.saved, history=history), reranker=reranker, users=state,
+                         catalog=self.catalog)
+        if state.seen is self.users.seen and "popular" in self.__dict__:
+            server.__dict__["popular"] = self.popular          # the base's, unchanged until the next merge
+        return server
 
     def with_index(self, index: VectorIndex) -> "Server":
         """This server searching another index of the same model (a changed catalog)."""
@@ -190,7 +194,8 @@ class Server:
 
     @cached_property
     def popular(self) -> pd.Series:
-        """Indexed items by how many users had them, most popular first: what unknown users get."""
+        """Indexed items by how many users of the state's base had them, most popular first: what unknown
+        users get (ingested events count from the next merge of the live layer)."""
         return self.users.popular(self.saved.history.items.ids, self.catalog.indexed)
 
 
@@ -223,8 +228,8 @@ class ServingCatalog:
 
 @dataclass
 class Beside:
-    """What the ranker needs beside the towers' hits: the items each request may get ([m, items + 1] bool:
-    not seen, in the index) for its other candidate sources, the towers' score of any (request row, item
+    """What the ranker needs beside the towers' hits: the items each request may get ([m, width] bool over the
+    item codes the ranker's sources score: not seen, in the index) for its other candidate sources, the towers' score of any (request row, item
     code) pair, the temperature that puts index scores on the towers' scale, and each request's latest items
     (read from the server's ordered events, not sorted again per call)."""
 

@@ -3,9 +3,10 @@ event's time, their last items (the towers' input), and their positive events in
 profiles).
 
 Built once from a history (the base). Events that arrive later go to a live layer holding, for each user they
-touch, that user's whole positive sequence: an event costs what its user's history costs, not what the log
-costs. When the live layer has taken more than `COMPACT_SHARE` of the base's events it is merged into a new
-base, one rebuild per that many events."""
+touch, that user's whole positive sequence: the users' part of applying an event costs what its user's
+history costs, not what the log costs. When the live layer holds more than `COMPACT_SHARE` of the base's
+events it is merged into a new base, one rebuild per that many events (a batch that large is merged at
+once: replaying a log at open)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import scipy.sparse as sp
 from .data.dataset import Dataset
 from .rank.covisit import recent_sorted
 
-COMPACT_SHARE = 0.05          # live events, as a share of the base's, that make a new base
+COMPACT_SHARE = 0.05          # events the live layer holds, as a share of the base's, that make a new base
 COMPACT_MIN_EVENTS = 20_000   # ... but never fewer than this
 
 
@@ -47,7 +48,7 @@ class UserState:
     ev_items: np.ndarray         # item codes
     ev_weights: np.ndarray       # and weights
     live: dict = field(default_factory=dict)     # user code -> LiveUser, for users with events since the base
-    live_events: int = 0                         # events the live layer has taken since the base was built
+    live_events: int = 0                         # events the live layer holds (its users' whole sequences)
     latest: float = -np.inf                      # the latest of those events' times
 
     @classmethod
@@ -56,11 +57,9 @@ class UserState:
         keep = ev["weight"].to_numpy() > 0
         users, times = ev["user"].to_numpy()[keep], ev["timestamp"].to_numpy(np.float64)[keep]
         items, weights = ev["item"].to_numpy()[keep], ev["weight"].to_numpy(np.float32)[keep]
-        seen = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)),
-                             shape=(history.n_users + 1, history.n_items + 1))
-        seen.data[:] = 1.0                        # a pair seen twice is still 1
         n = history.n_users + 1
-        state = cls(seen, np.full(n, np.nan), np.zeros((n, length), np.int64), users, times, items, weights)
+        state = cls(_seen(users, items, (n, history.n_items + 1)), np.full(n, np.nan),
+                    np.zeros((n, length), np.int64), users, times, items, weights)
         state._refresh(np.unique(users))
         return state
 
@@ -84,11 +83,8 @@ class UserState:
     def histories_of(self, users: np.ndarray) -> np.ndarray:
         """[n, length] each user's last `length` positive item codes, right-aligned (0: padding)."""
         out = self._base_rows(self.histories, users, 0)
-        length = out.shape[1]
         for i, live in self._live_rows(users):
-            seq = live.items[-length:]
-            out[i] = 0
-            out[i, length - len(seq):] = seq
+            _right_aligned(out[i], live.items)
         return out
 
     def has_history_of(self, users: np.ndarray) -> np.ndarray:
@@ -112,6 +108,14 @@ class UserState:
         """[base users + 1] True for a user with a positive event in the base."""
         return np.diff(self.seen.indptr) > 0
 
+    def event_counts(self) -> np.ndarray:
+        """[users + 1] each user's positive events, the live layer's included."""
+        n = max(len(self.last_seen), max(self.live, default=0) + 1)
+        counts = np.bincount(self.ev_users, minlength=n)
+        for user, live in self.live.items():
+            counts[user] = len(live.times)
+        return counts
+
     def popular(self, item_ids: np.ndarray, indexed: np.ndarray) -> pd.Series:
         """Indexed items by how many users of the base had them: {item id: count}, most popular first."""
         counts = np.asarray(self.seen.sum(0)).ravel()
@@ -128,9 +132,12 @@ class UserState:
                                         np.asarray(items, np.int64), np.asarray(weights, np.float32))
         if not len(users):
             return self
+        latest = max(self.latest, float(times.max()))
+        if self.live_events + len(users) > self._merge_at:
+            return replace(self, latest=latest)._merged(users, times, items, weights)
         order = np.lexsort((np.arange(len(users)), times, users))          # by user, then time, then arrival
         users, times, items, weights = users[order], times[order], items[order], weights[order]
-        live = dict(self.live)                   # a new layer: requests in flight keep reading the old one
+        live, held = dict(self.live), self.live_events   # a new layer: requests in flight keep the old one
         starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
         for lo, hi in zip(starts, np.r_[starts[1:], len(users)]):
             user = int(users[lo])
@@ -139,35 +146,42 @@ class UserState:
             t, it, w = (np.r_[a, b[lo:hi]] for a, b in zip(old, (times, items, weights)))
             by_time = np.argsort(t, kind="stable")
             live[user] = LiveUser(t[by_time], it[by_time], w[by_time])
-        state = replace(self, live=live, live_events=self.live_events + len(users),
-                        latest=max(self.latest, float(times.max())))
-        if state.live_events > max(COMPACT_MIN_EVENTS, COMPACT_SHARE * len(self.ev_users)):
-            return state.compacted()
+            held += len(t) - (len(old[0]) if user in self.live else 0)
+        state = replace(self, live=live, live_events=held, latest=latest)
+        if held > self._merge_at:
+            return state._merged()
+        state.__dict__["has_history"] = self.has_history      # the base's, unchanged
         return state
 
     def compacted(self) -> "UserState":
         """The live layer merged into a new base (no live users left); what requests read is unchanged."""
-        if not self.live:
-            return self
+        return self._merged() if self.live else self
+
+    @property
+    def _merge_at(self) -> float:
+        return max(COMPACT_MIN_EVENTS, COMPACT_SHARE * len(self.ev_users))
+
+    def _merged(self, users=(), times=(), items=(), weights=()) -> "UserState":
+        """A new base of this one's events, the live layer's and these new ones (arrival order)."""
         length = self.histories.shape[1]
         moved = np.fromiter(self.live, np.int64, len(self.live))
+        touched = np.unique(np.r_[moved, np.asarray(users, np.int64)])       # the rows to recompute
         keep = ~np.isin(self.ev_users, moved)
         lives = list(self.live.values())
-        users = np.r_[self.ev_users[keep], np.repeat(moved, [len(v.times) for v in lives])]
-        times = np.concatenate([self.ev_times[keep], *(v.times for v in lives)])
-        items = np.concatenate([self.ev_items[keep], *(v.items for v in lives)])
-        weights = np.concatenate([self.ev_weights[keep], *(v.weights for v in lives)])
-        order = np.argsort(users, kind="stable")           # each user's events stay in (time, arrival) order
+        users = np.r_[self.ev_users[keep], np.repeat(moved, [len(v.times) for v in lives]), users].astype(np.int64)
+        times = np.concatenate([self.ev_times[keep], *(v.times for v in lives), times]).astype(np.float64)
+        items = np.concatenate([self.ev_items[keep], *(v.items for v in lives), items]).astype(np.int64)
+        weights = np.concatenate([self.ev_weights[keep], *(v.weights for v in lives), weights]).astype(np.float32)
+        # stored events come first and are in (time, arrival) order per user: ties keep their place
+        order = np.lexsort((np.arange(len(users)), times, users))
         users, times, items, weights = users[order], times[order], items[order], weights[order]
-        n_users = max(self.seen.shape[0], int(moved.max()) + 1)
+        n_users = max(self.seen.shape[0], int(users.max(initial=0)) + 1)
         n_items = max(self.seen.shape[1], int(items.max(initial=0)) + 1)
-        seen = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
-        seen.data[:] = 1.0
         grow = n_users - len(self.last_seen)
-        state = UserState(seen, np.r_[self.last_seen, np.full(grow, np.nan)],
+        state = UserState(_seen(users, items, (n_users, n_items)), np.r_[self.last_seen, np.full(grow, np.nan)],
                           np.vstack([self.histories, np.zeros((grow, length), np.int64)]), users, times, items,
                           weights, latest=self.latest)
-        state._refresh(moved)
+        state._refresh(touched)
         return state
 
     def events_of(self, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -201,10 +215,21 @@ class UserState:
         while the state is being built)."""
         lo = np.searchsorted(self.ev_users, users, "left")
         hi = np.searchsorted(self.ev_users, users, "right")
-        length = self.histories.shape[1]
         for u, a, b in zip(users, lo, hi):
             if b > a:
                 self.last_seen[u] = self.ev_times[b - 1]
-                seq = self.ev_items[max(a, b - length):b]
-                self.histories[u] = 0
-                self.histories[u, length - len(seq):] = seq
+                _right_aligned(self.histories[u], self.ev_items[a:b])
+
+
+def _seen(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """[users, items] 1 where the user had the item (a pair seen twice is still 1)."""
+    seen = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
+    seen.data[:] = 1.0
+    return seen
+
+
+def _right_aligned(row: np.ndarray, items: np.ndarray) -> None:
+    """Write the last len(row) of `items` into `row`, right-aligned, 0 before them."""
+    seq = items[len(items) - min(len(items), len(row)):]
+    row[:] = 0
+    row[len(row) - len(seq):] = seq

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from twotower.rank.covisit import CoVisitation, recent_items
 
@@ -42,12 +43,16 @@ def test_recent_items_are_strictly_before_the_request():
     assert [g.tolist() for g in got] == [[10, 11], [11, 12], [], [20], []]
 
 
-def test_gathered_rows_sum_as_the_sparse_product_does():
+@pytest.mark.parametrize("gather_max", [1_000_000, 0])          # gathered term by term, or the sparse product
+def test_gathered_rows_sum_as_the_sparse_product_does(gather_max, monkeypatch):
     """pair_sums and row_sums (a request's rows gathered in numpy) equal `items_matrix(lists) @ table`, with a
     repeated item, an empty list and a code past the table (an item added later: no row) among the lists."""
     import scipy.sparse as sp
 
+    from twotower.rank import covisit
     from twotower.rank.covisit import items_matrix, pair_sums, row_sums
+
+    monkeypatch.setattr(covisit, "GATHER_MAX_TERMS", gather_max)
 
     rng = np.random.default_rng(0)
     table = sp.random(30, 30, density=0.2, format="csr", random_state=1, dtype=np.float64)
@@ -59,3 +64,4 @@ def test_gathered_rows_sum_as_the_sparse_product_does():
     got = pair_sums(table, lists, owner, column)
     np.testing.assert_allclose(got, dense[owner, column])
     assert got.dtype == table.dtype and (got == 0).any() and (got > 0).any()
+    assert pair_sums(table, lists, np.array([0, 2]), np.array([30, 31])).tolist() == [0.0, 0.0]  # past the table

@@ -71,7 +71,7 @@ def _request_columns(requests: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np
 
 def _distinct_ids(column) -> tuple[np.ndarray, list[str]]:
     """([n] each value's place among the distinct values, the distinct values as text)."""
-    at, distinct = pd.factorize(np.asarray(column, dtype=object))
+    at, distinct = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=False)   # a missing id: its own
     return at, [str(v) for v in distinct]
 
 
@@ -172,7 +172,8 @@ class SQLiteOnlineStore:
 
     def ingest(self, events: pd.DataFrame, position: int | None = None, log: str = "") -> int:
         """Add events (user_id, item_id, timestamp, weight); weight-0 events change nothing. One transaction:
-        when this returns the batch is durable, and a failure leaves the store as it was. `position` is the
+        a failure leaves the store as it was (not synced per commit: after an outage the event log, which is,
+        gives back what the store lost, from the position recorded with it). `position` is the
         batch's last position in the event log `log`, recorded in the same transaction; rows of that log
         already applied (their `seq` at or below the recorded position) are skipped. Returns events used."""
         _require(events, EVENT_COLUMNS, "events")

@@ -186,8 +186,8 @@ class FaissIndex:
             if progress is not None:
                 progress(min(chunk, len(ids) - lo))
         self._label_of.update(zip(ids, labels.tolist()))
-        id_of = np.full(self._next_label, None, dtype=object)   # a new array: searches hold the old one
-        id_of[:len(self._id_of)] = self._id_of
+        id_of = np.full(self._next_label, None, dtype=object)   # a new array (as in `delete`): a search holds
+        id_of[:len(self._id_of)] = self._id_of                 # the one it started with
         id_of[labels] = np.asarray(ids, dtype=object)
         self._id_of = id_of
 
@@ -200,7 +200,9 @@ class FaissIndex:
 
     def delete(self, ids: Sequence[str]) -> int:
         labels = [self._label_of.pop(str(i)) for i in ids if str(i) in self._label_of]
-        self._id_of[labels] = None
+        id_of = self._id_of.copy()
+        id_of[labels] = None
+        self._id_of = id_of
         if not labels:
             return 0
         if self.layout.kind == "hnsw":
@@ -286,9 +288,9 @@ class FaissIndex:
             found, score = found[keep], scores[row][keep]
             ids = id_of[found]
             keep = pd.notna(ids)                          # a label whose item was deleted holds None
-            if exclude is not None and exclude[row]:
-                skip = np.fromiter((self._label_of.get(i, -1) for i in exclude[row]), np.int64)
-                keep &= ~np.isin(found, skip)
+            if exclude is not None and len(exclude[row]):
+                skip = exclude[row]
+                keep &= np.fromiter((i not in skip for i in ids), bool, len(ids))
             ids, score = ids[keep][:k], score[keep][:k]
             out_ids[row, :len(ids)], out_scores[row, :len(ids)] = ids, score
         return SearchResult(out_ids, out_scores)
@@ -398,7 +400,8 @@ class FaissIndex:
             index._exact_store = faiss.downcast_index(index._exact.index)
         labels = pd.read_parquet(Path(folder) / "labels.parquet")
         index._dead, index._next_label, index.recall = set(meta["dead"]), meta["next_label"], meta.get("recall", {})
-        index._label_of, index._id_of = {}, np.full(index._next_label, None, dtype=object)
+        size = max(index._next_label, int(labels["label"].max()) + 1 if len(labels) else 0)
+        index._label_of, index._id_of = {}, np.full(size, None, dtype=object)
         for lo in range(0, len(labels), LOAD_CHUNK):
             # a chunk at a time, letting other threads run between: a version loading beside a serving one
             # must not hold the interpreter lock for the whole catalog at once

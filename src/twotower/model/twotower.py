@@ -65,7 +65,8 @@ class TwoTowerModel(nn.Module):
                      item_vectors: torch.Tensor | None = None) -> torch.Tensor:
         """[B, d] each user's query for the next step; context {name: [B, ...]} describes the request and is
         applied at the last history position. Only that position is computed, over the history without the
-        padding every row has on its left (positions count from the right end: nothing else changes)."""
+        padding every row has on its left (positions count from the right end: the same query, though the
+        batch's longest history sets the products' shapes, so its last float bits may differ by batch)."""
         real = (history > 0).any(0)
         first = int(real.to(torch.int8).argmax()) if bool(real.any()) else history.shape[1] - 1
         if context:

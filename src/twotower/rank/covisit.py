@@ -83,6 +83,21 @@ def items_matrix(lists: list[np.ndarray], size: int) -> sp.csr_matrix:
                          shape=(len(lists), size))
 
 
+GATHER_MAX_TERMS = 1_000_000     # above this many terms a batch (training rows) takes the sparse product instead
+
+
+def _gathers(table: sp.csr_matrix, lists: list[np.ndarray]) -> bool:
+    """Whether gathering the lists' rows term by term is the cheaper way: a served request's few rows, not a
+    training chunk's thousands (whose terms would all be held at once)."""
+    rows = np.concatenate(lists).astype(np.int64) if len(lists) else np.zeros(0, np.int64)
+    rows = rows[rows < table.shape[0]]
+    return int((table.indptr[rows + 1] - table.indptr[rows]).sum()) <= GATHER_MAX_TERMS
+
+
+def _product(table: sp.csr_matrix, lists: list[np.ndarray]) -> sp.csr_matrix:
+    return items_matrix([x[x < table.shape[0]] for x in lists], table.shape[0]) @ table
+
+
 def row_entries(table: sp.csr_matrix, lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(list index, column, value) of every stored entry in the rows each list names: the terms of
     `items_matrix(lists) @ table` before they are summed, gathered without building sparse matrices (whose
@@ -100,19 +115,30 @@ def row_entries(table: sp.csr_matrix, lists: list[np.ndarray]) -> tuple[np.ndarr
 
 def pair_sums(table: sp.csr_matrix, lists: list[np.ndarray], owner: np.ndarray, column: np.ndarray) -> np.ndarray:
     """[r] `(items_matrix(lists) @ table)[owner, column]` (in the table's precision): each pair's sum over its
-    list's rows."""
-    at, col, value = row_entries(table, lists)
+    list's rows; 0 for a column past the table."""
     width = table.shape[1]
+    column = np.asarray(column, np.int64)
+    out = np.zeros(len(column), table.dtype)
+    if not _gathers(table, lists):
+        inside = column < width
+        out[inside] = np.asarray(_product(table, lists)[np.asarray(owner)[inside], column[inside]]).ravel()
+        return out
+    at, col, value = row_entries(table, lists)
     keys, where = np.unique(at * width + col, return_inverse=True)
+    if not len(keys):
+        return out
     sums = np.bincount(where, weights=value, minlength=len(keys))
-    asked = np.asarray(owner, np.int64) * width + np.asarray(column, np.int64)
-    hit = np.minimum(np.searchsorted(keys, asked), max(len(keys) - 1, 0))
-    found = keys[hit] == asked if len(keys) else np.zeros(len(asked), bool)
-    return np.where(found, sums[hit] if len(keys) else 0.0, 0.0).astype(table.dtype)
+    asked = np.asarray(owner, np.int64) * width + column
+    hit = np.minimum(np.searchsorted(keys, asked), len(keys) - 1)
+    found = (keys[hit] == asked) & (column < width)
+    out[found] = sums[hit[found]]
+    return out
 
 
 def row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float32) -> np.ndarray:
     """[len(lists), columns] `items_matrix(lists) @ table` as a dense matrix."""
+    if not _gathers(table, lists):
+        return np.asarray(_product(table, lists).todense(), dtype=dtype)
     at, col, value = row_entries(table, lists)
     width = table.shape[1]
     return np.bincount(at * width + col, weights=value, minlength=len(lists) * width) \

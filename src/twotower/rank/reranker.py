@@ -182,7 +182,7 @@ def ranking_rows(rows: Table, source: FeatureSource, reranker: Reranker, history
     out["retrieval_gap"] = score - best[position]
     ranked = reranker.definitions.window_counts + IN_LIST
     if ranked:                                   # every column in one pass: (column, request) is the group
-        groups = np.arange(len(ranked))[:, None] * (len(firsts) + 1) + position[None, :]
+        groups = np.arange(len(ranked))[:, None] * len(firsts) + position[None, :]
         within = percentile_within(groups.ravel(), np.concatenate([np.asarray(out[c], dtype=np.float64)
                                                                    for c in ranked])).reshape(len(ranked), -1)
         out.update({f"{c}_in_list": within[j] for j, c in enumerate(ranked)})

@@ -232,8 +232,8 @@ def choose_ease_l2(history: Dataset, profiles: list[np.ndarray], targets: np.nda
 
 def source_scores(sources: list[ItemSource], profiles: list[np.ndarray], times: np.ndarray,
                   allowed: np.ndarray) -> dict[str, np.ndarray]:
-    """{source name: [m, n_items + 1] scores} for a batch of requests; items a request may not get (`allowed`
-    False: seen, padding, not indexed) score -inf."""
+    """{source name: [m, width] scores} for a batch of requests, over the item codes `allowed` [m, width]
+    covers; items a request may not get (`allowed` False: seen, padding, not indexed) score -inf."""
     out = {}
     for source in sources:
         s = source.scores(profiles, times)
