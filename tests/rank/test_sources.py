@@ -82,3 +82,37 @@ def test_sparse_ease_keeps_each_items_strongest_links():
     for row, full in zip(kept, b):
         assert set(np.flatnonzero(row)) == set(np.argsort(-full)[:5])
         np.testing.assert_array_equal(row[row != 0], full[row != 0])
+
+
+def test_trending_takes_new_events_as_a_merge_into_the_stored_ones_would():
+    """Later events append in place, an earlier one is merged, and a source made before (or beside) a later
+    one keeps reading exactly its own events."""
+    rng = np.random.default_rng(0)
+    times = np.sort(rng.uniform(0, 100, 50))
+    base = TrendingSource(times, rng.integers(1, 9, 50), size=10, window=20)
+
+    def merged(source, t, i):                       # the reference: insert after stored events of equal time
+        order = np.argsort(t, kind="stable")
+        at = np.searchsorted(source.times, t[order], side="right")
+        return np.insert(source.times, at, t[order]), np.insert(source.items, at, i[order])
+
+    batches = [(np.array([100.0, 130.0, 101.0]), np.array([1, 2, 3])),     # later: appended
+               (np.array([130.0]), np.array([4])),                           # a tie with the newest stored
+               (np.array([50.0, 140.0]), np.array([5, 6])),                  # one earlier: merged into a copy
+               (np.array([150.0] * 3000), np.full(3000, 7))]                 # past the room: a larger one
+    source, kept = base, []
+    for t, i in batches:
+        want = merged(source, t, i)
+        kept.append((source, source.times.copy(), source.items.copy()))
+        source = source.with_events(t, i)
+        np.testing.assert_array_equal(source.times, want[0])
+        np.testing.assert_array_equal(source.items, want[1])
+    assert np.shares_memory(kept[2][0].times, kept[1][0].times)            # the tie was appended in place
+    sibling = kept[1][0].with_events(np.array([200.0]), np.array([8]))      # beside a later source
+    assert sibling.times[-1] == 200.0 and len(sibling.times) == len(kept[1][1]) + 1
+    for old, t, i in kept:                            # every earlier source still reads its own events
+        np.testing.assert_array_equal(old.times, t)
+        np.testing.assert_array_equal(old.items, i)
+    np.testing.assert_array_equal(source.scores([np.zeros(0, np.int64)], np.array([1e9])),
+                                  TrendingSource(source.times.copy(), source.items.copy(), 10, 20)
+                                  .scores([np.zeros(0, np.int64)], np.array([1e9])))

@@ -12,7 +12,7 @@ The ranker merges each source's top N with the towers' and reads every source's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -117,6 +117,15 @@ class ALSSource:
 
 
 @dataclass
+class _Room:
+    """Arrays with spare room after the events a trending source reads: the newest source appends there."""
+
+    times: np.ndarray
+    items: np.ndarray
+    used: int
+
+
+@dataclass
 class TrendingSource:
     """Counts of each item among the latest `window` positive events before the request's time."""
 
@@ -125,6 +134,7 @@ class TrendingSource:
     size: int                         # n_items + 1
     window: int
     name: str = "trending"
+    room: _Room | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def fit(cls, history: Dataset, share: float = 0.02, window: int | None = None) -> "TrendingSource":
@@ -144,12 +154,27 @@ class TrendingSource:
         return out
 
     def with_events(self, times: np.ndarray, items: np.ndarray) -> "TrendingSource":
-        """The same window over the stored events and these new positive ones (item codes)."""
+        """The same window over the stored events and these new positive ones (item codes). Events no older
+        than the stored ones (the live case) are appended in the spare room after them, so a batch costs its
+        own size; older ones are merged into a new copy. Sources made before keep reading their own length."""
         times, items = np.asarray(times, dtype=np.float64), np.asarray(items, np.int64)
-        order = np.argsort(times, kind="stable")                 # the few new ones, then merged in place
-        at = np.searchsorted(self.times, times[order], side="right")
-        return replace(self, times=np.insert(self.times, at, times[order]),
-                       items=np.insert(self.items, at, items[order]))
+        order = np.argsort(times, kind="stable")
+        times, items = times[order], items[order]
+        n = len(self.times)
+        if not len(times):
+            return self
+        if n and times[0] < self.times[-1]:
+            at = np.searchsorted(self.times, times, side="right")     # after stored events of the same time
+            return replace(self, times=np.insert(self.times, at, times), items=np.insert(self.items, at, items),
+                           room=None)
+        room = self.room
+        if room is None or room.used != n or n + len(times) > len(room.times):   # none, or taken by another
+            capacity = max(1024, 2 * (n + len(times)))
+            room = _Room(np.empty(capacity, np.float64), np.empty(capacity, np.int64), n)
+            room.times[:n], room.items[:n] = self.times, self.items
+        room.times[n:n + len(times)], room.items[n:n + len(times)] = times, items
+        room.used = n + len(times)
+        return replace(self, times=room.times[:room.used], items=room.items[:room.used], room=room)
 
     def save(self, folder: Path) -> None:
         np.savez_compressed(folder / "trending.npz", times=self.times, items=self.items,
