@@ -194,7 +194,6 @@ class UserState:
         return self.ev_times[lo:hi], self.ev_items[lo:hi], self.ev_weights[lo:hi]
 
     # --- internals ------------------------------------------------------------------------------------------
-
     def _base_rows(self, table: np.ndarray, users: np.ndarray, missing) -> np.ndarray:
         """The base's rows of these users (a copy), `missing` for users past the base."""
         users = np.asarray(users, np.int64)
