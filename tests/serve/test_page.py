@@ -1,10 +1,12 @@
 """The web page and the routes it reads: the explained list is the served list, its reasons add up to the
 ranker's own score, items and the model view answer; and the page itself in headless Chromium (Debian's
 `chromium` and `chromium-driver`): a user's history, recommendations with reasons, an event that changes
-the list, a search, an item, the model's plots. The screenshot lands in benchmarks/results/."""
+the list, a search, an item, the model's plots. The screenshots land in $TWOTOWER_SCREENSHOTS when it is set
+(benchmarks/results/ to refresh the committed ones), else in the test's temporary folder."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -21,7 +23,6 @@ from twotower.explain import TOWERS
 from twotower.serve import create_app
 from twotower.serve.versions import ServedModels
 
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
@@ -163,8 +164,9 @@ def test_the_page_shows_history_reasons_reacts_to_an_event_searches_and_opens_an
         top = explained["items"][0]
         assert first.get_attribute("data-item") == top["item_id"]
         assert reasons[0].text.startswith(top["reasons"][0]["text"])    # the page names the ranker's top reason
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(RESULTS / "page-user.png"))
+        shots = Path(os.environ.get("TWOTOWER_SCREENSHOTS") or tmp_path)    # a test run leaves the checkout alone
+        shots.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(shots / "page-user.png"))
 
         before = [e.get_attribute("data-item") for e in browser.find_elements(By.CSS_SELECTOR, "#recs li.rec")]
         first.find_element(By.CSS_SELECTOR, "button.send-purchase").click()
@@ -187,6 +189,6 @@ def test_the_page_shows_history_reasons_reacts_to_an_event_searches_and_opens_an
         images = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#model-plots img"))
         wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
                                  for i in images))
-        browser.save_screenshot(str(RESULTS / "page-model.png"))
+        browser.save_screenshot(str(shots / "page-model.png"))
     finally:
         service.stop()
