@@ -200,11 +200,11 @@ class FaissIndex:
 
     def delete(self, ids: Sequence[str]) -> int:
         labels = [self._label_of.pop(str(i)) for i in ids if str(i) in self._label_of]
-        id_of = self._id_of.copy()
-        id_of[labels] = None
-        self._id_of = id_of
         if not labels:
             return 0
+        id_of = self._id_of.copy()                 # a new array (as in `_add`): a search holds its own
+        id_of[labels] = None
+        self._id_of = id_of
         if self.layout.kind == "hnsw":
             self._dead.update(labels)
             if len(self._dead) > COMPACT_DEAD_FRACTION * self._index.ntotal:
