@@ -193,7 +193,7 @@ def validate_event_rows(rows: list[dict], config: DataConfig) -> pd.DataFrame | 
     if not all(0 <= w <= MAX_WEIGHT for w in weights):
         return None
     columns = list(dict.fromkeys(key for row in rows for key in row))       # each row's keys, first seen first
-    frame = {c: [row.get(c) for row in rows] for c in columns}                # typed as pandas types rows
+    frame = {c: [row.get(c) for row in rows] for c in columns}    # pandas types each column as it would the rows
     frame["timestamp"] = np.array(frame["timestamp"], dtype=np.float64)
     # one frame from whole columns: a service's batch is often one row, where pandas' per-column work dominates
     return pd.DataFrame({**frame, "weight": np.array(weights, dtype=np.float32),
