@@ -117,3 +117,20 @@ def test_train_and_recommend_keep_every_id_exactly(tmp_path, fmt):
         expected = users if users_spec == "all" else [u for u in users if "\n" not in u]
         assert set(recs["user_id"]) == set(expected)
         assert set(recs["item_id"]) <= set(items)
+
+
+def test_a_grown_vocabulary_adds_codes_and_the_one_it_grew_from_keeps_its_own():
+    """`extended` (a service's new users) shares the table and adds after it, past its spare room too; the
+    older vocabulary still answers for its own codes only, and a second vocabulary grown beside it copies."""
+    from twotower.data.dataset import IdVocab
+
+    base = IdVocab(["u1", "u2"])
+    grown = base.extended(["u3"])
+    more = grown.extended([f"n{i}" for i in range(3000)])           # past the first room: it doubles
+    assert grown.encode(["u3", "u1", "n7"]).tolist() == [3, 1, 0] and len(grown) == 3
+    assert more.encode(["n7", "u3"]).tolist() == [11, 3] and more.decode([3, 3003]).tolist() == ["u3", "n2999"]
+    assert base.encode(["u3"]).tolist() == [0] and "u3" not in base and base.ids.tolist() == ["u1", "u2"]
+    beside = base.extended(["other"])                                 # beside `grown`: a copy of its own
+    assert beside.encode(["other", "u3"]).tolist() == [3, 0] and grown.encode(["other"]).tolist() == [0]
+    with pytest.raises(ValueError):
+        more.extended(["u1"])

@@ -21,37 +21,64 @@ from .time_features import has_clock, previous_positive_times, time_columns
 log = logging.getLogger(__name__)
 
 
+class _Grown:
+    """The ids of a vocabulary and of those grown from it, with spare room after them: `used` says how many
+    the newest holds (a vocabulary grown from an older one copies instead of sharing)."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids, self.used = ids, len(ids)
+
+
 class IdVocab:
-    """The user's ids <-> internal codes 1..n (0 = padding / unknown). Codes never leave the system."""
+    """The user's ids <-> internal codes 1..n (0 = padding / unknown). Codes never leave the system. A
+    vocabulary `extended` from this one shares its table and array and adds after them (growing costs the new
+    ids, not the vocabulary: a service's new user), while this one keeps answering for its own n codes."""
 
     def __init__(self, ids):
-        self.ids = np.asarray(list(ids), dtype=object)
-        self._index = {v: i + 1 for i, v in enumerate(self.ids)}
-        if len(self._index) != len(self.ids):
+        ids = np.asarray(list(ids), dtype=object)
+        self._index = {v: i + 1 for i, v in enumerate(ids)}
+        if len(self._index) != len(ids):
             raise ValueError("ids must be unique")
+        self._grown, self._n = _Grown(ids), len(ids)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._grown.ids[:self._n]
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self._n
 
     def encode(self, values) -> np.ndarray:
         """[n] ids -> [n] codes; unknown ids -> 0."""
-        return np.fromiter((self._index.get(str(v), 0) for v in values), dtype=np.int64, count=len(values))
+        codes = np.fromiter((self._index.get(str(v), 0) for v in values), dtype=np.int64, count=len(values))
+        if self._grown.used > self._n:
+            codes[codes > self._n] = 0             # ids a vocabulary grown from this one added
+        return codes
 
     def decode(self, codes) -> np.ndarray:
         """[n] codes (>= 1) -> [n] ids."""
         return self.ids[np.asarray(codes) - 1]
 
     def __contains__(self, value) -> bool:
-        return str(value) in self._index
+        return 0 < self._index.get(str(value), 0) <= self._n
 
     def extended(self, new_ids) -> "IdVocab":
         """This vocabulary with `new_ids` (not in it yet) taking the next codes; existing codes unchanged."""
-        out = IdVocab.__new__(IdVocab)
-        out.ids = np.concatenate([self.ids, np.asarray(list(new_ids), dtype=object)])
-        out._index = dict(self._index)
-        out._index.update((v, len(self.ids) + i + 1) for i, v in enumerate(new_ids))
-        if len(out._index) != len(out.ids):
+        new_ids = np.asarray(list(new_ids), dtype=object)
+        if len(set(new_ids.tolist())) != len(new_ids) or any(v in self for v in new_ids.tolist()):
             raise ValueError("ids must be unique")
+        if self._grown.used != self._n:             # another vocabulary grew from this one already
+            return IdVocab([*self.ids.tolist(), *new_ids.tolist()])
+        grown, n = self._grown, self._n + len(new_ids)
+        if n > len(grown.ids):                      # room doubles: the same object, so `used` stays shared
+            room = np.empty(max(2 * n, 1024), dtype=object)
+            room[:self._n] = grown.ids[:self._n]
+            grown.ids = room
+        grown.ids[self._n:n] = new_ids
+        self._index.update((v, self._n + i + 1) for i, v in enumerate(new_ids.tolist()))
+        grown.used = n
+        out = IdVocab.__new__(IdVocab)
+        out._index, out._grown, out._n = self._index, grown, n
         return out
 
 
