@@ -229,9 +229,9 @@ class ServingCatalog:
 @dataclass
 class Beside:
     """What the ranker needs beside the towers' hits: the items each request may get ([m, width] bool over the
-    item codes the ranker's sources score: not seen, in the index) for its other candidate sources, the towers' score of any (request row, item
-    code) pair, the temperature that puts index scores on the towers' scale, and each request's latest items
-    (read from the server's ordered events, not sorted again per call)."""
+    item codes the ranker's sources score: not seen, in the index) for its other candidate sources, the
+    towers' score of any (request row, item code) pair, the temperature that puts index scores on the towers'
+    scale, and each request's latest items (read from the server's ordered events, not sorted again per call)."""
 
     allowed: np.ndarray
     tower_score: Callable[[np.ndarray, np.ndarray], np.ndarray]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .data.dataset import Dataset
+from .data.dataset import Dataset, pairs_matrix
 from .rank.covisit import recent_sorted
 
 COMPACT_SHARE = 0.05          # events the live layer holds, as a share of the base's, that make a new base
@@ -58,7 +58,7 @@ class UserState:
         users, times = ev["user"].to_numpy()[keep], ev["timestamp"].to_numpy(np.float64)[keep]
         items, weights = ev["item"].to_numpy()[keep], ev["weight"].to_numpy(np.float32)[keep]
         n = history.n_users + 1
-        state = cls(_seen(users, items, (n, history.n_items + 1)), np.full(n, np.nan),
+        state = cls(pairs_matrix(users, items, (n, history.n_items + 1)), np.full(n, np.nan),
                     np.zeros((n, length), np.int64), users, times, items, weights)
         state._refresh(np.unique(users))
         return state
@@ -178,7 +178,7 @@ class UserState:
         n_users = max(self.seen.shape[0], int(users.max(initial=0)) + 1)
         n_items = max(self.seen.shape[1], int(items.max(initial=0)) + 1)
         grow = n_users - len(self.last_seen)
-        state = UserState(_seen(users, items, (n_users, n_items)), np.r_[self.last_seen, np.full(grow, np.nan)],
+        state = UserState(pairs_matrix(users, items, (n_users, n_items)), np.r_[self.last_seen, np.full(grow, np.nan)],
                           np.vstack([self.histories, np.zeros((grow, length), np.int64)]), users, times, items,
                           weights, latest=self.latest)
         state._refresh(touched)
@@ -218,13 +218,6 @@ class UserState:
             if b > a:
                 self.last_seen[u] = self.ev_times[b - 1]
                 _right_aligned(self.histories[u], self.ev_items[a:b])
-
-
-def _seen(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """[users, items] 1 where the user had the item (a pair seen twice is still 1)."""
-    seen = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
-    seen.data[:] = 1.0
-    return seen
 
 
 def _right_aligned(row: np.ndarray, items: np.ndarray) -> None:

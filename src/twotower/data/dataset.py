@@ -231,8 +231,12 @@ def with_new_users(data: Dataset, events: pd.DataFrame) -> Dataset:
 def seen_matrix(data: Dataset) -> sp.csr_matrix:
     """[n_users + 1, n_items + 1] 1 where the user has a positive event with the item."""
     ev = data.events[data.events["weight"] > 0]
-    m = sp.csr_matrix((np.ones(len(ev), np.float32), (ev["user"].to_numpy(), ev["item"].to_numpy())),
-                      shape=(data.n_users + 1, data.n_items + 1))
+    return pairs_matrix(ev["user"].to_numpy(), ev["item"].to_numpy(), (data.n_users + 1, data.n_items + 1))
+
+
+def pairs_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """[users, items] 1 where a (user, item) pair occurs (a pair seen twice is still 1)."""
+    m = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
     m.data[:] = 1.0
     return m
 

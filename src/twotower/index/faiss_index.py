@@ -186,9 +186,13 @@ class FaissIndex:
             if progress is not None:
                 progress(min(chunk, len(ids) - lo))
         self._label_of.update(zip(ids, labels.tolist()))
-        id_of = np.full(self._next_label, None, dtype=object)   # a new array (as in `delete`): a search holds
-        id_of[:len(self._id_of)] = self._id_of                 # the one it started with
-        id_of[labels] = np.asarray(ids, dtype=object)
+        self._relabel(labels, np.asarray(ids, dtype=object))
+
+    def _relabel(self, labels, ids) -> None:
+        """Give these labels these ids (None: free) in a new array: a search keeps the one it started with."""
+        id_of = np.full(max(self._next_label, len(self._id_of)), None, dtype=object)
+        id_of[:len(self._id_of)] = self._id_of
+        id_of[labels] = ids
         self._id_of = id_of
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -202,9 +206,7 @@ class FaissIndex:
         labels = [self._label_of.pop(str(i)) for i in ids if str(i) in self._label_of]
         if not labels:
             return 0
-        id_of = self._id_of.copy()                 # a new array (as in `_add`): a search holds its own
-        id_of[labels] = None
-        self._id_of = id_of
+        self._relabel(labels, None)
         if self.layout.kind == "hnsw":
             self._dead.update(labels)
             if len(self._dead) > COMPACT_DEAD_FRACTION * self._index.ntotal:

@@ -138,8 +138,6 @@ class HistoryEncoder(nn.Module):
         for i, block in enumerate(self.blocks):
             last = last_only and i == len(self.blocks) - 1      # only the last block narrows to one position
             h = block(h, allowed, last) * (m[:, -1:] if last else m)
-        if last_only and h.shape[1] > 1:                       # no blocks
-            h = h[:, -1:]
         return self.norm(h) * (m[:, -1:] if last_only else m)
 
 

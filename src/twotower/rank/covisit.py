@@ -86,22 +86,17 @@ def items_matrix(lists: list[np.ndarray], size: int) -> sp.csr_matrix:
 GATHER_MAX_TERMS = 1_000_000     # above this many terms a batch (training rows) takes the sparse product instead
 
 
-def _gathers(table: sp.csr_matrix, lists: list[np.ndarray]) -> bool:
-    """Whether gathering the lists' rows term by term is the cheaper way: a served request's few rows, not a
-    training chunk's thousands (whose terms would all be held at once)."""
-    rows = np.concatenate(lists).astype(np.int64) if len(lists) else np.zeros(0, np.int64)
-    rows = rows[rows < table.shape[0]]
-    return int((table.indptr[rows + 1] - table.indptr[rows]).sum()) <= GATHER_MAX_TERMS
-
-
 def _product(table: sp.csr_matrix, lists: list[np.ndarray]) -> sp.csr_matrix:
     return items_matrix([x[x < table.shape[0]] for x in lists], table.shape[0]) @ table
 
 
-def row_entries(table: sp.csr_matrix, lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def row_entries(table: sp.csr_matrix, lists: list[np.ndarray],
+                max_terms: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(list index, column, value) of every stored entry in the rows each list names: the terms of
     `items_matrix(lists) @ table` before they are summed, gathered without building sparse matrices (whose
-    set-up costs more than a served request's few rows)."""
+    set-up costs more than a served request's few rows). None when there are more than `max_terms`: a
+    training chunk's thousands of rows, whose terms would all be held at once (the sparse product is then
+    the cheaper way)."""
     lengths = np.fromiter((len(x) for x in lists), np.int64, len(lists))
     rows = np.concatenate(lists).astype(np.int64) if len(lists) else np.zeros(0, np.int64)
     owner = np.repeat(np.arange(len(lists)), lengths)
@@ -109,6 +104,8 @@ def row_entries(table: sp.csr_matrix, lists: list[np.ndarray]) -> tuple[np.ndarr
     rows, owner = rows[known], owner[known]
     starts, ends = table.indptr[rows], table.indptr[rows + 1]
     sizes = (ends - starts).astype(np.int64)
+    if max_terms is not None and sizes.sum() > max_terms:
+        return None
     at = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
     return np.repeat(owner, sizes), table.indices[at], table.data[at]
 
@@ -119,11 +116,12 @@ def pair_sums(table: sp.csr_matrix, lists: list[np.ndarray], owner: np.ndarray, 
     width = table.shape[1]
     column = np.asarray(column, np.int64)
     out = np.zeros(len(column), table.dtype)
-    if not _gathers(table, lists):
+    entries = row_entries(table, lists, GATHER_MAX_TERMS)
+    if entries is None:
         inside = column < width
         out[inside] = np.asarray(_product(table, lists)[np.asarray(owner)[inside], column[inside]]).ravel()
         return out
-    at, col, value = row_entries(table, lists)
+    at, col, value = entries
     keys, where = np.unique(at * width + col, return_inverse=True)
     if not len(keys):
         return out
@@ -137,9 +135,10 @@ def pair_sums(table: sp.csr_matrix, lists: list[np.ndarray], owner: np.ndarray, 
 
 def row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float32) -> np.ndarray:
     """[len(lists), columns] `items_matrix(lists) @ table` as a dense matrix."""
-    if not _gathers(table, lists):
+    entries = row_entries(table, lists, GATHER_MAX_TERMS)
+    if entries is None:
         return np.asarray(_product(table, lists).todense(), dtype=dtype)
-    at, col, value = row_entries(table, lists)
+    at, col, value = entries
     width = table.shape[1]
     return np.bincount(at * width + col, weights=value, minlength=len(lists) * width) \
         .reshape(len(lists), width).astype(dtype, copy=False)
