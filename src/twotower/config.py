@@ -243,13 +243,14 @@ class SearchConfig(_Section):
                                 "led to a positive event on it")
     candidates: int = Field(100, ge=1, le=10_000, description="each list's length (BM25, text vectors) "
                             "before they are fused")
-    fusion: Literal["convex", "rrf"] = Field("convex", description="how the lists merge: convex = the weighted "
-                                             "mean of each list's scores normalised to [0, 1]; rrf = reciprocal "
-                                             "rank fusion (ranks only)")
+    fusion: Literal["learned", "convex", "rrf"] = Field(
+        "learned", description="how the lists merge: learned = a logistic model of each list's ranks and "
+        "scores, fitted at training on the log's latest searches (convex where the log had too few); convex = "
+        "the weighted mean of each list's scores normalised to [0, 1]; rrf = reciprocal rank fusion (ranks only)")
     rrf_k: float = Field(60.0, gt=0, description="reciprocal rank fusion: an item scores the sum over lists "
                          "of weight / (rrf_k + its rank)")
-    personal_weight: float = Field(1.0, ge=0, description="multiplies the towers' list's weight in the fusion "
-                                   "(learned on a query log, else 1); 0 leaves the towers out")
+    personal_weight: float = Field(1.0, ge=0, description="multiplies the towers' list's weight in a convex or "
+                                   "rank fusion (a learned fusion keeps its own balance); 0 leaves the towers out")
 
 
 class Config(_Section):

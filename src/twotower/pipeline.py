@@ -147,10 +147,11 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
                 searchable = build_search_index(build, data.items.ids, texts[1:], cfg.search, show_progress,
                                                 learn_from=(data.item_texts, data.events),
                                                 towers_before=fusion_towers(data, cfg, show_progress))
-            held_out = searchable.fusion.get("held_out")
+            fusions = [" + ".join(f.lists) for f in searchable.fusions]
             log(f"search index: {searchable.items:,} items with text, encoded at "
-                f"{searchable.texts_per_second:,.0f} texts/s; fusion weights {searchable.weights}"
-                + (f" (chosen on {held_out} later searches)" if held_out else ""))
+                f"{searchable.texts_per_second:,.0f} texts/s; "
+                + (f"fusion of {' and of '.join(fusions)} learned on the log's latest "
+                   f"{searchable.fusion['held_out']} searches" if fusions else "lists fused by fixed weights"))
         built = save_ranker(build, learned, cfg, show_progress, watch)
         update_meta(build, stages_s={k: round(v, 1) for k, v in watch.seconds.items()},
                     tuning=asdict(tuning) if tuning else None,
@@ -164,8 +165,9 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
 
 def fusion_towers(data: Dataset, cfg: Config, show_progress: bool) -> TowersBefore | None:
     """For a model whose query tower reads search text, what `learn_fusion` needs to weigh the towers' list:
-    towers trained on the events before a cut (its held-out searches), each search answered from the history
-    before the cut. None for other models (their towers only reorder the text matches), and under torchrun,
+    towers trained on the events before a cut (its held-out searches) as the model's are (towers stopped
+    early by a short patience rank far worse, and would teach the fusion to distrust them), each search
+    answered from the history before the cut. None for other models (their towers only reorder the text matches), and under torchrun,
     where tower training is collective and the other ranks have left."""
     if QUERY_TEXT not in data.context_features:
         return None
@@ -176,7 +178,7 @@ def fusion_towers(data: Dataset, cfg: Config, show_progress: bool) -> TowersBefo
 
     def before(cut: float):
         earlier = data.subset(data.events["timestamp"].to_numpy(np.float64) < cut)
-        towers = TowerRecommender(short_patience(cfg), name="search fusion's towers", show_progress=show_progress)
+        towers = TowerRecommender(cfg, name="search fusion's towers", show_progress=show_progress)
         try:
             towers.fit(*early_stopping_split(earlier, cfg))
         except InputError as exc:

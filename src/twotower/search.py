@@ -3,8 +3,9 @@ pretrained encoder (`text_encoder`) finds items whose text means what the query 
 (`index.lexical`) finds items that share its words (brands, model numbers, titles). A model trained on a
 log with queries reads the query in its query tower and gives its own top N (for anyone; in a user's
 order for a user with history); other models give the towers' scores of the text matches for a user with
-history. A convex combination of the lists' normalised scores (or reciprocal rank fusion) merges them, so
-two users asking the same thing see their own order.
+history. A logistic model fitted on the log's latest searches (`rank.fusion`) merges them, or, without
+enough searches to learn from, a convex combination of the lists' normalised scores (or reciprocal rank
+fusion), so two users asking the same thing see their own order.
 
 Saved in the model folder (`search/`): the item ids, their text, their text vectors and the BM25 index."""
 
@@ -25,6 +26,7 @@ from .config import SearchConfig
 from .errors import InputError, read_stored
 from .index.lexical import LexicalIndex
 from .model.text_encoder import TextEncoder, text_encoder, text_key
+from .rank.fusion import Hits, LearnedFusion, union_of
 
 SEARCH_DIR = "search"
 LISTS = ("text", "bm25", "personal")
@@ -32,9 +34,9 @@ LISTS = ("text", "bm25", "personal")
 
 EQUAL = {"text": 1.0, "bm25": 1.0}
 EXACT_TEXT_ITEMS = 50_000                  # text vectors searched exactly up to this many items, HNSW above
-FUSION_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)   # BM25's weight against the text encoder's 1
-MIN_HELD_OUT = 30                          # held-out searches needed to choose a weight
-MAX_HELD_OUT = 2_000                       # ... and the most that are scored
+MIN_HELD_OUT = 30                          # held-out searches needed to learn the fusion
+ENOUGH_HELD_OUT = 200                      # ... held out even past a tenth of the log, up to a quarter of it
+MAX_HELD_OUT = 2_000                       # ... and the most it is fitted on
 
 
 @dataclass
@@ -43,8 +45,8 @@ class SearchBuild:
     encoder: str
     seconds: float
     texts_per_second: float
-    weights: dict = field(default_factory=lambda: dict(EQUAL))
-    fusion: dict = field(default_factory=dict)     # what choosing the weights measured
+    fusions: tuple = ()
+    fusion: dict = field(default_factory=dict)     # what learning the fusion saw
 
 
 @dataclass
@@ -56,8 +58,9 @@ class SearchIndex:
     vectors: np.ndarray           # [n, dim] unit text vectors
     lexical: LexicalIndex
     encoder: TextEncoder
-    weights: dict = field(default_factory=lambda: dict(EQUAL))   # each list's weight in the fusion
+    weights: dict = field(default_factory=lambda: dict(EQUAL))   # each list's weight in a convex fusion
     nearest: object = None        # FAISS over `vectors`: exact up to EXACT_TEXT_ITEMS, HNSW above
+    fusions: tuple[LearnedFusion, ...] = ()                      # learned on the log's searches, if it had them
 
     def __post_init__(self):
         if self.nearest is None:
@@ -87,6 +90,23 @@ class SearchIndex:
         found = rows[0] >= 0
         return self.ids[rows[0][found]], scores[0][found].astype(np.float64)
 
+    def fuse(self, lists: dict[str, Hits], cfg: SearchConfig) -> pd.DataFrame:
+        """The lists merged, best first: `item_id, score` and each list's rank. With `fusion = "learned"`, by
+        the learned fusion of the most lists it covers (a list it did not learn with, such as a user's towers'
+        scores where the log had no queries, joins its order by a convex fusion); else, or with nothing
+        learned, by `fuse` with the index's weights."""
+        lists = finite(lists)
+        weights = {**self.weights, "personal": self.weights.get("personal", 1.0) * cfg.personal_weight}
+        learned = max((f for f in self.fusions if set(f.lists) <= set(lists)), key=lambda f: len(f.lists),
+                      default=None) if cfg.fusion == "learned" else None
+        if learned is None:
+            return fuse(lists, weights, cfg)
+        rest = {name: hits for name, hits in lists.items() if name not in learned.lists}
+        order = learned.rank(lists)
+        if rest:
+            order = fused_order({"learned": order} | rest, weights | {"learned": 1.0}, cfg)
+        return ranked_table(*order, lists)
+
     def save(self, model_dir: Path) -> Path:
         folder = Path(model_dir) / SEARCH_DIR
         with atomic_path(folder) as tmp:
@@ -96,7 +116,8 @@ class SearchIndex:
             faiss.write_index(self.nearest, str(tmp / "text_vectors.faiss"))
             self.lexical.save(tmp / "lexical")
             (tmp / "search.json").write_text(json.dumps({"encoder": self.encoder.name, "dim": int(self.vectors.shape[1]),
-                                                         "items": len(self.ids), "weights": self.weights}))
+                                                         "items": len(self.ids), "weights": self.weights,
+                                                         "fusions": [f.to_dict() for f in self.fusions]}))
         return folder
 
     @classmethod
@@ -117,7 +138,8 @@ class SearchIndex:
         encoder = text_encoder(meta["encoder"])
         encoder.cache.update(zip((text_key(t) for t in texts), vectors))     # texts already encoded stay so
         return cls(ids, texts, vectors, LexicalIndex.load(folder / "lexical"), encoder,
-                   meta.get("weights", dict(EQUAL)), faiss.read_index(str(folder / "text_vectors.faiss")))
+                   meta.get("weights", dict(EQUAL)), faiss.read_index(str(folder / "text_vectors.faiss")),
+                   tuple(LearnedFusion.from_dict(f) for f in meta.get("fusions", [])))
 
 
 def _nearest_index(vectors: np.ndarray):
@@ -151,7 +173,7 @@ def refresh_search_index(model_dir: Path, items: pd.DataFrame, show_progress: bo
     merged = dict(zip(current.ids, current.texts))
     merged.update(zip(ids, texts))
     index = SearchIndex.build(list(merged), list(merged.values()), current.encoder, show_progress)
-    index.weights = current.weights
+    index.weights, index.fusions = current.weights, current.fusions
     index.save(model_dir)
     return index
 
@@ -165,98 +187,109 @@ def build_search_index(model_dir: Path, ids, texts, cfg: SearchConfig, show_prog
                        learn_from: tuple[np.ndarray, pd.DataFrame] | None = None,
                        towers_before: TowersBefore | None = None) -> SearchBuild:
     """Encode and index the items' texts into `model_dir/search`. `learn_from` (the items' column texts by
-    code, and the log's events with item codes) lets the fusion weights be chosen on the log's latest
-    searches (`learn_fusion`), the towers' list among them with `towers_before`."""
+    code, and the log's events with item codes) lets the fusion be learned on the log's latest searches
+    (`learn_fusion`), the towers' list among them with `towers_before`."""
     t0 = time.perf_counter()
     encoder = text_encoder(cfg.encoder)
     index = SearchIndex.build(ids, texts, encoder, show_progress)
     rate = getattr(encoder, "last_rate", 0.0)
     report = {}
     if learn_from is not None:
-        index.weights, report = learn_fusion(np.asarray(ids, dtype=object), *learn_from, cfg, encoder, towers_before)
+        index.fusions, report = learn_fusion(np.asarray(ids, dtype=object), *learn_from, cfg, encoder, towers_before)
     index.save(model_dir)
-    return SearchBuild(len(index.ids), cfg.encoder, time.perf_counter() - t0, rate, index.weights, report)
+    return SearchBuild(len(index.ids), cfg.encoder, time.perf_counter() - t0, rate, index.fusions, report)
 
 
 def learn_fusion(ids: np.ndarray, column_texts: np.ndarray, events: pd.DataFrame, cfg: SearchConfig,
-                 encoder: TextEncoder, towers_before: TowersBefore | None = None) -> tuple[dict, dict]:
-    """The lists' weights against the text encoder's, chosen on the log's latest searches: the latest tenth of
-    the positive events with a query (at least `MIN_HELD_OUT`, else equal weights; at most `MAX_HELD_OUT`) are
-    held out, the items' texts are built from the earlier ones (and with `towers_before`, towers are trained
-    on the events before the first of them), and each pair of BM25's and the towers' weights from
-    `FUSION_GRID` (the towers' also 0) is scored by the held-out searches' MRR@10 (ties keep equal weights).
-    Returns (weights, what was measured)."""
+                 encoder: TextEncoder, towers_before: TowersBefore | None = None) -> tuple[tuple, dict]:
+    """Fusions learned on the log's latest searches: the latest tenth of the positive events with a query (at
+    least `MIN_HELD_OUT`, else nothing is learned; up to `ENOUGH_HELD_OUT` of a small log's latest quarter, as a
+    fit on fewer follows their noise; at most `MAX_HELD_OUT`) are held out, the items' texts are
+    built from the earlier ones (and with `towers_before`, towers are trained on the events before the first
+    of them), and each held-out search's lists (BM25, text vectors, the towers') with the item it led to fit a
+    `LearnedFusion` of BM25 and text, and one with the towers' list too. Returns (fusions, what was seen:
+    each list's and each fusion's recall@10 on the searches it was fitted on)."""
     from .data.item_text import with_click_queries
 
     if "query" not in events.columns:
-        return dict(EQUAL), {}
+        return (), {}
     searched = events[(events["weight"] > 0) & events["query"].notna() & (events["item"] > 0)]
     searched = searched[searched["query"].astype(str).str.strip() != ""].sort_values("timestamp", kind="stable")
-    n = min(max(MIN_HELD_OUT, len(searched) // 10), MAX_HELD_OUT)
+    n = min(max(MIN_HELD_OUT, len(searched) // 10, min(ENOUGH_HELD_OUT, len(searched) // 4)), MAX_HELD_OUT)
     if len(searched) < 2 * n:
-        return dict(EQUAL), {"held_out": 0, "searches": int(len(searched))}
+        return (), {"held_out": 0, "searches": int(len(searched))}
     held = searched.iloc[-n:]
     texts = with_click_queries(column_texts, events.drop(index=held.index), cfg)[1:]
     index = SearchIndex.build(ids, texts, encoder)
     queries = held["query"].astype(str).tolist()
     targets = ids[held["item"].to_numpy(np.int64) - 1]
-    lists = [{"text": index.text_hits(v, cfg.candidates), "bm25": index.lexical.search(q, cfg.candidates)}
+    found = [{"text": index.text_hits(v, cfg.candidates), "bm25": index.lexical.search(q, cfg.candidates)}
              for q, v in zip(queries, encoder.encode(queries))]
     towers = towers_before(float(held["timestamp"].min())) if towers_before is not None else None
     if towers is not None:
-        for found, hits in zip(lists, towers(queries, held["user"].to_numpy(np.int64),
+        for lists, hits in zip(found, towers(queries, held["user"].to_numpy(np.int64),
                                              held["timestamp"].to_numpy(np.float64), cfg.candidates)):
-            found["personal"] = hits
-    grid = [(b, t) for b in FUSION_GRID for t in ((0.0,) + FUSION_GRID if towers is not None else (0.0,))]
-    mrr = {}
-    for b, t in grid:
-        rr = []
-        for found, target in zip(lists, targets):
-            top = fuse(found, {"text": 1.0, "bm25": b, "personal": t}, cfg)["item_id"].head(10).tolist()
-            rr.append(1.0 / (top.index(target) + 1) if target in top else 0.0)
-        mrr[(b, t)] = float(np.mean(rr))
-    best = max(grid, key=lambda w: (mrr[w], w[0] == 1.0, w[1] == 1.0))
-    weights = {"text": 1.0, "bm25": best[0]} | ({"personal": best[1]} if towers is not None else {})
-    return weights, {"held_out": n, "mrr@10": {f"bm25 {b}, towers {t}": v for (b, t), v in mrr.items()}}
+            lists["personal"] = hits
+    found = [finite(lists) for lists in found]
+    fusions = tuple(f for names in (("text", "bm25"), ("text", "bm25", "personal")) if names[-1] in found[0]
+                    for f in [LearnedFusion.fit(found, list(targets), names)] if f is not None)
+
+    def recall(rank) -> float:
+        return round(float(np.mean([t in rank(lists)[0][:10] for lists, t in zip(found, targets)])), 4)
+
+    seen = {name: recall(lambda lists, name=name: lists[name]) for name in found[0]}
+    seen |= {"learned " + " + ".join(f.lists): recall(f.rank) for f in fusions}
+    return fusions, {"held_out": n, "recall@10 on the held-out searches (fitted on them)": seen}
 
 
-Hits = tuple[np.ndarray, np.ndarray]       # (item ids, their scores), best first
+def finite(lists: dict[str, Hits]) -> dict[str, Hits]:
+    """Each list without its entries that have no finite score (an item the towers cannot score)."""
+    return {name: (np.asarray(ids, dtype=object)[ok], np.asarray(values, np.float64)[ok])
+            for name, (ids, values) in lists.items() for ok in [np.isfinite(np.asarray(values, np.float64))]}
+
+
 LOWEST = {"text": -1.0, "bm25": 0.0}       # each list's lowest possible score (cosine, BM25); else the list's
 
 
-def fuse(lists: dict[str, Hits], weights: dict[str, float], cfg: SearchConfig) -> pd.DataFrame:
-    """Merge ranked lists into one, best first: `item_id, score` and each list's rank (NaN where it does not
-    hold the item). `convex` fusion (the default) scores an item by the weighted mean of its normalised
-    scores, each list's score divided into [0, 1] between its lowest possible score and its best (0 where
-    the list does not hold it), so a list's confident lead counts; `rrf` by sum(weight / (rrf_k + rank)),
-    which sees ranks only. (Bruch et al., "An analysis of fusion functions for hybrid retrieval", 2023.)
-    An entry without a finite score (an item the towers cannot score) is left out of its list."""
-    lists = {name: (np.asarray(ids, dtype=object)[ok], np.asarray(values, np.float64)[ok])
-             for name, (ids, values) in lists.items() for ok in [np.isfinite(np.asarray(values, np.float64))]}
-    position: dict = {}
-    for ids, _ in lists.values():
-        for item in ids:
-            position.setdefault(item, len(position))
-    every = np.array(list(position), dtype=object)
-    ranks = {name: np.full(len(position), np.nan) for name in lists}
-    score = np.zeros(len(position))
-    total = sum(weights.get(name, 1.0) for name in lists) or 1.0
+def fused_order(lists: dict[str, Hits], weights: dict[str, float], cfg: SearchConfig) -> Hits:
+    """(items, scores) of the lists merged by fixed weights, best first: `rrf` scores an item by
+    sum(weight / (rrf_k + rank)), which sees ranks only; otherwise (`convex`) by the weighted mean of its
+    normalised scores, each list's score divided into [0, 1] between its lowest possible score and its best
+    (0 where the list does not hold it), so a list's confident lead counts. (Bruch et al., "An analysis of
+    fusion functions for hybrid retrieval", 2023.)"""
+    every = union_of(lists, tuple(lists))
+    position = {item: i for i, item in enumerate(every)}
+    score = np.zeros(len(every))
     for name, (ids, values) in lists.items():
         at = np.fromiter((position[i] for i in ids), np.int64, len(ids))
-        ranks[name][at] = np.arange(1, len(ids) + 1)
         w = weights.get(name, 1.0)
         if cfg.fusion == "rrf":
-            score[at] += w / (cfg.rrf_k + ranks[name][at])
+            score[at] += w / (cfg.rrf_k + np.arange(1, len(ids) + 1))
         elif len(ids):
             low = LOWEST.get(name, float(values.min()))
             span = float(values.max()) - low          # 0: every entry ties for the list's best
             score[at] += w * (np.clip((values - low) / span, 0.0, 1.0) if span > 0 else 1.0)
     if cfg.fusion != "rrf":
-        score = score / total
+        score = score / (sum(weights.get(name, 1.0) for name in lists) or 1.0)
     order = np.argsort(-score, kind="stable")
-    table = {"item_id": every[order], "score": score[order]}
-    table.update({f"{name}_rank": r[order] for name, r in ranks.items()})
+    return every[order], score[order]
+
+
+def ranked_table(items: np.ndarray, scores: np.ndarray, lists: dict[str, Hits]) -> pd.DataFrame:
+    """`item_id, score` and each list's rank of each item (NaN where the list does not hold it)."""
+    table = {"item_id": items, "score": scores}
+    for name, (ids, _) in lists.items():
+        rank = dict(zip(ids, range(1, len(ids) + 1)))
+        table[f"{name}_rank"] = np.array([rank.get(i, np.nan) for i in items], dtype=np.float64)
     return pd.DataFrame(table)
+
+
+def fuse(lists: dict[str, Hits], weights: dict[str, float], cfg: SearchConfig) -> pd.DataFrame:
+    """Ranked lists merged by fixed weights (`fused_order`) into one table, best first: `item_id, score` and
+    each list's rank. An entry without a finite score (an item the towers cannot score) is left out of its
+    list."""
+    lists = finite(lists)
+    return ranked_table(*fused_order(lists, weights, cfg), lists)
 
 
 def search(index: SearchIndex, query: str, k: int, cfg: SearchConfig,
@@ -276,13 +309,12 @@ def search(index: SearchIndex, query: str, k: int, cfg: SearchConfig,
     if allowed is not None:
         lists = {name: (ids[keep], values[keep]) for name, (ids, values) in lists.items()
                  for keep in [allowed(ids)]}
-    weights = {**index.weights, "personal": index.weights.get("personal", 1.0) * cfg.personal_weight}
     if personal is not None and towers is None and cfg.personal_weight > 0:
         union = pd.unique(np.concatenate([ids for ids, _ in lists.values()]))
         scores = np.asarray(personal(union), np.float64)
         order = np.argsort(-scores, kind="stable")
         lists["personal"] = (union[order], scores[order])
-    table = fuse(lists, weights, cfg).head(k)
+    table = index.fuse(lists, cfg).head(k)
     for name in LISTS:
         if f"{name}_rank" not in table.columns:
             table[f"{name}_rank"] = np.nan
