@@ -26,11 +26,13 @@ from twotower.pipeline import dataset_from_frames, evaluate_cold  # noqa: E402
 from twotower.report import frame_table, print_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SETTINGS = {                                   # name -> [model] settings over the defaults
+SETTINGS = {                                   # name -> config sections over the defaults
     "default": {},
-    "dropout": {"item_id_dropout": 0.3},
-    "text": {"text_vectors": True},
-    "dropout+text": {"item_id_dropout": 0.3, "text_vectors": True},
+    "dropout": {"model": {"item_id_dropout": 0.3}},
+    "text": {"model": {"text_vectors": True}},
+    "dropout+text": {"model": {"item_id_dropout": 0.3, "text_vectors": True}},
+    "matched": {"index": {"new_items": "matched"}},
+    "dropout+matched": {"model": {"item_id_dropout": 0.3}, "index": {"new_items": "matched"}},
 }
 console = Console()
 
@@ -44,7 +46,7 @@ def main() -> None:
     events, items, users = (load_ml100k if args.data == "ml-100k" else load_ml1m)(locate(args.data))
     tables = []
     for name in args.settings.split(","):
-        cfg = config_from_dict({"model": SETTINGS[name], "search": {"encoder": "none"}})
+        cfg = config_from_dict({**SETTINGS[name], "search": {"encoder": "none"}})
         data = dataset_from_frames(events, items, users, cfg)
         t0 = time.perf_counter()
         table = evaluate_cold(data, cfg, args.fraction, log=console.print, show_progress=False)
@@ -55,6 +57,9 @@ def main() -> None:
     out = pd.concat(tables, ignore_index=True)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"cold-{args.data}-{args.fraction:g}.csv"
+    if path.is_file():                         # other settings' rows from earlier runs stay
+        earlier = pd.read_csv(path)
+        out = pd.concat([earlier[~earlier["setting"].isin(out["setting"])], out], ignore_index=True)
     out.to_csv(path, index=False, float_format="%.5f")
     console.print(f"wrote {path}")
 

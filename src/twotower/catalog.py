@@ -108,9 +108,55 @@ def sample_queries(saved: SavedModel, n: int, seed: int = 0) -> np.ndarray:
     return tower_queries(saved.model, hist)(users, ctx)
 
 
+def without_history(saved: SavedModel, ids: np.ndarray) -> np.ndarray:
+    """[n] whether each item lives by its content alone: unknown to the model, or with fewer positive events
+    than earn an id embedding (all False for a model with no id embeddings or no item features)."""
+    model = saved.config.model
+    if not (model.item_id and model.item_features and saved.history.item_specs):
+        return np.zeros(len(ids), bool)
+    events = saved.history.events
+    counts = np.bincount(events.loc[events["weight"] > 0, "item"].to_numpy(np.int64),
+                         minlength=saved.history.n_items + 1)
+    return counts[saved.history.items.encode(np.asarray(ids, dtype=object))] < max(1, model.item_id_min_events)
+
+
+def new_item_scale(saved: SavedModel) -> float:
+    """Mean over sampled users of their best score among items with history, over the same among the trained
+    items' content-only vectors: the factor that lets a new item's content compete (1.0 where it cannot be
+    measured)."""
+    import torch
+
+    ids, vectors = saved.item_vectors()
+    with_id = ~without_history(saved, ids)
+    queries = sample_queries(saved, NEW_ITEM_QUERIES)
+    if not with_id.any() or not len(queries):
+        return 1.0
+    with torch.no_grad():
+        tower = saved.model.item_tower
+        content = tower.features(torch.arange(1, len(ids) + 1)).numpy()
+    best_known, best_content = (queries @ vectors[with_id].T).max(1).mean(), (queries @ content.T).max(1).mean()
+    return float(best_known / best_content) if best_content > 0 and best_known > 0 else 1.0
+
+
+NEW_ITEM_QUERIES = 256
+
+
+def matched_new_items(saved: SavedModel, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """The vectors, with those of items without history scaled (`index.new_items = "matched"`)."""
+    if saved.config.index.new_items != "matched" or saved.config.model.similarity != "dot":
+        return vectors
+    new = without_history(saved, ids)
+    if not new.any():
+        return vectors
+    vectors = vectors.copy()
+    vectors[new] *= new_item_scale(saved)
+    return vectors
+
+
 def catalog(saved: SavedModel) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids, vectors, how many are new) of the catalog as it stands: the trained items, then the recorded
-    additions (re-embedded with these weights) replacing or extending them, less the recorded removals."""
+    additions (re-embedded with these weights) replacing or extending them, less the recorded removals; items
+    without history scaled as `index.new_items` says."""
     ids, vectors = saved.item_vectors()
     n_new = 0
     added = saved.folder / ADDED_ITEMS
@@ -123,7 +169,7 @@ def catalog(saved: SavedModel) -> tuple[np.ndarray, np.ndarray, int]:
     if removed.is_file():
         keep = ~pd.Index(ids).isin(pd.read_parquet(removed)["item_id"].astype(str))
         ids, vectors = ids[keep], vectors[keep]
-    return ids, vectors, n_new
+    return ids, matched_new_items(saved, ids, vectors), n_new
 
 
 def record_changes(model_dir: Path, added: pd.DataFrame | None = None, removed: list[str] = ()) -> None:
@@ -171,7 +217,7 @@ def update_model_index(model_dir: str | Path, items_file: Path | None = None, re
     if embedded is not None:
         ids, vectors = embedded
         n_new = sum(i not in known for i in ids)
-        index.upsert(ids, vectors)
+        index.upsert(ids, matched_new_items(saved, ids, vectors))
     n_removed = index.delete(removed) if removed else 0
     ids, vectors, _ = catalog(saved)
     cfg = saved.config.index

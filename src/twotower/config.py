@@ -146,6 +146,12 @@ class IndexConfig(_Section):
     recall_queries: int = Field(1000, ge=10, description="real user queries sampled to measure recall")
     dsn: str | None = Field(None, description="postgresql://... with pgvector; none = an embedded server")
     table: str = "twotower_items"
+    new_items: Literal["as_scored", "matched"] = Field(
+        "as_scored", description="items without an id embedding (no events, or fewer than "
+        "model.item_id_min_events: new items) live by their content, which scores below items with history, so "
+        "they rarely reach a top k; matched scales their vectors so that a typical user's best new item scores "
+        "as their best item with history, and new items compete on their content's merit (dot similarity; "
+        "costs some accuracy on items with history)")
 
 
 class RankConfig(_Section):
