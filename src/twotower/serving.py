@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .catalog import open_model_index
+from .catalog import open_model_index, without_history
 from .data.query_text import QUERY_TEXT
 from .data.dataset import Dataset, check_context, request_context, with_new_users
 from .errors import InputError
@@ -121,9 +121,23 @@ class Server:
                         allowed[row, had[had < width]] = False
                 beside = Beside(allowed, lambda local, item: cat.tower_score(queries[local], item),
                                 cat.temperature, state.recent)
-                found = rank_candidates(reranker, self.features, hist, u, found, k, as_of, beside, ctx, watch, keep)
+                retrieved, new_items = found, self.new_items
+                found = rank_candidates(reranker, self.features, hist, u, found, k if new_items is None else 2 * k,
+                                        as_of, beside, ctx, watch, keep)
+                if new_items is not None:
+                    found = keep_new_in_place(found, retrieved, lambda ids: new_items[hist.items.encode(ids)], k)
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
+
+    @cached_property
+    def new_items(self) -> np.ndarray | None:
+        """[n_items + 1] whether each item code lives by its content alone (code 0: an item added after
+        training) where new items keep the towers' place in ranked lists (`index.new_items = "matched"`);
+        else None."""
+        if self.saved.config.index.new_items != "matched":
+            return None
+        hist = self.saved.history
+        return np.concatenate([[True], without_history(self.saved, hist.items.ids)])
 
     def query_vectors(self, users: np.ndarray, at: np.ndarray, context: dict | None,
                       query: str | None = None) -> tuple[np.ndarray, dict]:
@@ -176,6 +190,8 @@ class Server:
                          catalog=self.catalog)
         if state.seen is self.users.seen and "popular" in self.__dict__:
             server.__dict__["popular"] = self.popular          # the base's, unchanged until the next merge
+        if "new_items" in self.__dict__:
+            server.__dict__["new_items"] = self.new_items      # the model's, which events do not change
         return server
 
     def with_index(self, index: VectorIndex) -> "Server":
@@ -306,6 +322,31 @@ def rank_candidates(reranker: Reranker, features: FeatureSource, hist: Dataset, 
     scores = np.full((m, k), -np.inf)
     ids[request[top], place[top]] = rows["item_id"][order][top]
     scores[request[top], place[top]] = score[order][top]
+    return SearchResult(ids, scores)
+
+
+def keep_new_in_place(ranked: SearchResult, retrieved: SearchResult, is_new: Callable[[np.ndarray], np.ndarray],
+                      k: int) -> SearchResult:
+    """The ranked top k with each new item of the retrieved top k (`is_new(ids)`) at its retrieved place: the
+    ranker has never seen an item without history chosen, so it does not judge one; the other places take the
+    ranker's order. A kept item takes the score of the place above it (the first place: the ranker's best),
+    so scores never rise down a list."""
+    ids, scores = ranked.ids[:, :k].copy(), ranked.scores[:, :k].copy()
+    top = retrieved.ids[:, :k]
+    new = np.zeros(top.shape, bool)
+    listed = pd.notna(top)
+    new[listed] = is_new(top[listed])
+    for row in np.flatnonzero(new.any(axis=1)):
+        places = np.flatnonzero(new[row])
+        kept = set(top[row, places])
+        rest = [(i, s) for i, s in zip(ranked.ids[row], ranked.scores[row]) if pd.notna(i) and i not in kept]
+        free = np.setdiff1d(np.arange(k), places)[:len(rest)]
+        ids[row], scores[row] = None, -np.inf
+        ids[row, places] = top[row, places]
+        ids[row, free] = [i for i, _ in rest[:len(free)]]
+        scores[row, free] = [s for _, s in rest[:len(free)]]
+        for p in places:
+            scores[row, p] = scores[row, p - 1] if p > 0 else (rest[0][1] if rest else 0.0)
     return SearchResult(ids, scores)
 
 
