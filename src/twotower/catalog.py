@@ -120,36 +120,28 @@ def without_history(saved: SavedModel, ids: np.ndarray) -> np.ndarray:
     return counts[saved.history.items.encode(np.asarray(ids, dtype=object))] < max(1, model.item_id_min_events)
 
 
-def new_item_scale(saved: SavedModel) -> float:
-    """Mean over sampled users of their best score among items with history, over the same among the trained
-    items' content-only vectors: the factor that lets a new item's content compete (1.0 where it cannot be
-    measured)."""
-    import torch
-
-    ids, vectors = saved.item_vectors()
-    with_id = ~without_history(saved, ids)
+def new_item_scale(saved: SavedModel, vectors: np.ndarray, new: np.ndarray) -> float:
+    """Mean over sampled users of their best score among the catalog's items with history, over the same among
+    its `new` items: the factor that lets a new item's content compete (1.0 where it cannot be measured)."""
     queries = sample_queries(saved, NEW_ITEM_QUERIES)
-    if not with_id.any() or not len(queries):
+    if not len(queries) or new.all() or not new.any():
         return 1.0
-    with torch.no_grad():
-        tower = saved.model.item_tower
-        content = tower.features(torch.arange(1, len(ids) + 1)).numpy()
-    best_known, best_content = (queries @ vectors[with_id].T).max(1).mean(), (queries @ content.T).max(1).mean()
-    return float(best_known / best_content) if best_content > 0 and best_known > 0 else 1.0
+    best_known, best_new = (queries @ vectors[~new].T).max(1).mean(), (queries @ vectors[new].T).max(1).mean()
+    return float(best_known / best_new) if best_new > 0 and best_known > 0 else 1.0
 
 
 NEW_ITEM_QUERIES = 256
 
 
 def matched_new_items(saved: SavedModel, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """The vectors, with those of items without history scaled (`index.new_items = "matched"`)."""
+    """The catalog's vectors, with those of items without history scaled (`index.new_items = "matched"`)."""
     if saved.config.index.new_items != "matched" or saved.config.model.similarity != "dot":
         return vectors
     new = without_history(saved, ids)
     if not new.any():
         return vectors
     vectors = vectors.copy()
-    vectors[new] *= new_item_scale(saved)
+    vectors[new] *= new_item_scale(saved, vectors, new)
     return vectors
 
 
@@ -214,12 +206,15 @@ def update_model_index(model_dir: str | Path, items_file: Path | None = None, re
         log.warning("%d id(s) to remove are not in the catalog, e.g. %r: nothing to remove for them",
                     len(strangers), strangers[0])
     n_new = 0
+    ids, vectors, _ = catalog(saved)           # with the changes just recorded
     if embedded is not None:
-        ids, vectors = embedded
-        n_new = sum(i not in known for i in ids)
-        index.upsert(ids, matched_new_items(saved, ids, vectors))
+        added = embedded[0]
+        n_new = sum(i not in known for i in added)
+        if saved.config.index.new_items == "matched":      # as scaled in the whole catalog
+            at = pd.Index(ids).get_indexer(added)
+            embedded = (added, np.where((at >= 0)[:, None], vectors[at], embedded[1]))
+        index.upsert(*embedded)
     n_removed = index.delete(removed) if removed else 0
-    ids, vectors, _ = catalog(saved)
     cfg = saved.config.index
     report = _measure_and_save(index, model_dir, ids, vectors, sample_queries(saved, cfg.recall_queries), cfg,
                                tune_effort=False)
