@@ -31,8 +31,9 @@ SETTINGS = {                                   # name -> config sections over th
     "dropout": {"model": {"item_id_dropout": 0.3}},
     "text": {"model": {"text_vectors": True}},
     "dropout+text": {"model": {"item_id_dropout": 0.3, "text_vectors": True}},
-    "matched": {"index": {"new_items": "matched"}},
-    "dropout+matched": {"model": {"item_id_dropout": 0.3}, "index": {"new_items": "matched"}},
+    "new items at place 1": {"index": {"new_item_place": 1}},
+    "new items at place 5": {"index": {"new_item_place": 5}},
+    "new items at place 10": {"index": {"new_item_place": 10}},
 }
 console = Console()
 

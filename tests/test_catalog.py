@@ -157,27 +157,57 @@ def test_a_known_item_embedded_again_from_its_row_reads_its_text_as_training_did
 
 
 def test_matched_new_items_compete_on_their_content_and_the_others_are_untouched(models):
-    """index.new_items = "matched": the vectors of items without history (fewer than item_id_min_events
-    events) are scaled so that a typical user's best score among them equals their best among the others; they
-    then reach users' top 20 far more often, and the other vectors stay as trained."""
+    """index.new_item_place = P: the vectors of items without history (fewer than item_id_min_events events)
+    are scaled so that a typical user's best score among them equals their P-th best among the others; they
+    then reach users' top 20 far more often (the more, the lower P), and the other vectors stay as trained."""
     from twotower.catalog import matched_new_items, new_item_scale, without_history
 
     saved = load_model(models["dot"])
     ids, vectors = saved.item_vectors()
     new = without_history(saved, ids)
     assert 0 < new.sum() < len(ids)
-    assert (matched_new_items(saved, ids, vectors) == vectors).all(), "as_scored (the default) changes nothing"
-    saved.config = saved.config.model_copy(update={"index": saved.config.index.model_copy(
-        update={"new_items": "matched"})})
-    scale = new_item_scale(saved, vectors, new)
-    matched = matched_new_items(saved, ids, vectors)
-    assert np.array_equal(matched[~new], vectors[~new])
-    assert np.allclose(matched[new], vectors[new] * scale) and scale > 1
+    assert (matched_new_items(saved, ids, vectors) == vectors).all(), "unset (the default) changes nothing"
     queries = sample_queries(saved, 256)
-    assert (queries @ matched[new].T).max(1).mean() == pytest.approx((queries @ vectors[~new].T).max(1).mean(),
-                                                                     rel=1e-4)
 
     def new_in_top20(v):
         top = np.argsort(-(queries @ v.T), axis=1)[:, :20]
         return new[top].sum(1).mean()
-    assert new_in_top20(matched) > 2 * new_in_top20(vectors) + 0.5
+    shown = {}
+    for place in (1, 10):
+        saved.config = saved.config.model_copy(update={"index": saved.config.index.model_copy(
+            update={"new_item_place": place})})
+        scale = new_item_scale(saved, vectors, new, place)
+        matched = matched_new_items(saved, ids, vectors)
+        assert np.array_equal(matched[~new], vectors[~new])
+        assert np.allclose(matched[new], vectors[new] * scale) and scale > 1
+        known = -np.sort(-(queries @ vectors[~new].T), axis=1)
+        assert (queries @ matched[new].T).max(1).mean() == pytest.approx(known[:, place - 1].mean(), rel=1e-4)
+        shown[place] = new_in_top20(matched)
+    assert shown[1] > shown[10] > new_in_top20(vectors), shown
+    assert shown[1] > 2 * new_in_top20(vectors) + 0.5
+
+
+def test_served_new_items_keep_their_retrieved_place_in_ranked_lists(models, tmp_path):
+    """With index.new_item_place set (in the model's config, the index rebuilt), every new item in a user's
+    retrieved top 10 is at the same place in the ranked top 10, and the ranked lists hold new items."""
+    from twotower.catalog import without_history
+    from twotower.serving import Server
+
+    folder = shutil.copytree(models["dot"], tmp_path / "model")
+    meta = json.loads((folder / "model.json").read_text())
+    meta["config"]["index"]["new_item_place"] = 1
+    (folder / "model.json").write_text(json.dumps(meta))
+    build_model_index(folder, show_progress=False)
+    server = Server.open(folder)
+    try:
+        assert server.reranker is not None
+        users = np.arange(1, 101)
+        retrieved, ranked = server.top_k(users, 10, rank=False), server.top_k(users, 10)
+        known = np.asarray(server.saved.history.items.ids)
+        new_ids = set(known[without_history(server.saved, known)])
+    finally:
+        server.close()
+    is_new = np.vectorize(lambda i: i in new_ids)(retrieved.ids)
+    assert is_new.sum() >= 20, "new items reach the retrieved lists"
+    assert (ranked.ids[is_new] == retrieved.ids[is_new]).all()
+    assert all(np.all(np.diff(row[np.isfinite(row)]) <= 0) for row in ranked.scores)

@@ -120,28 +120,33 @@ def without_history(saved: SavedModel, ids: np.ndarray) -> np.ndarray:
     return counts[saved.history.items.encode(np.asarray(ids, dtype=object))] < max(1, model.item_id_min_events)
 
 
-def new_item_scale(saved: SavedModel, vectors: np.ndarray, new: np.ndarray) -> float:
-    """Mean over sampled users of their best score among the catalog's items with history, over the same among
-    its `new` items: the factor that lets a new item's content compete (1.0 where it cannot be measured)."""
+def new_item_scale(saved: SavedModel, vectors: np.ndarray, new: np.ndarray, place: int) -> float:
+    """Mean over sampled users of their `place`-th best score among the catalog's items with history, over the
+    mean of their best among its `new` items: the factor that lifts a typical user's best new item to that
+    place (1.0 where it cannot be measured)."""
     queries = sample_queries(saved, NEW_ITEM_QUERIES)
     if not len(queries) or new.all() or not new.any():
         return 1.0
-    best_known, best_new = (queries @ vectors[~new].T).max(1).mean(), (queries @ vectors[new].T).max(1).mean()
-    return float(best_known / best_new) if best_new > 0 and best_known > 0 else 1.0
+    known = queries @ vectors[~new].T
+    place = min(place, known.shape[1])
+    at_place = -np.partition(-known, place - 1, axis=1)[:, place - 1].mean()
+    best_new = (queries @ vectors[new].T).max(1).mean()
+    return float(at_place / best_new) if best_new > 0 and at_place > 0 else 1.0
 
 
 NEW_ITEM_QUERIES = 256
 
 
 def matched_new_items(saved: SavedModel, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """The catalog's vectors, with those of items without history scaled (`index.new_items = "matched"`)."""
-    if saved.config.index.new_items != "matched" or saved.config.model.similarity != "dot":
+    """The catalog's vectors, with those of items without history scaled (`index.new_item_place`)."""
+    place = saved.config.index.new_item_place
+    if place is None or saved.config.model.similarity != "dot":
         return vectors
     new = without_history(saved, ids)
     if not new.any():
         return vectors
     vectors = vectors.copy()
-    vectors[new] *= new_item_scale(saved, vectors, new)
+    vectors[new] *= new_item_scale(saved, vectors, new, place)
     return vectors
 
 
@@ -210,7 +215,7 @@ def update_model_index(model_dir: str | Path, items_file: Path | None = None, re
     if embedded is not None:
         added = embedded[0]
         n_new = sum(i not in known for i in added)
-        if saved.config.index.new_items == "matched":      # as scaled in the whole catalog
+        if saved.config.index.new_item_place is not None:      # as scaled in the whole catalog
             at = pd.Index(ids).get_indexer(added)
             embedded = (added, np.where((at >= 0)[:, None], vectors[at], embedded[1]))
         index.upsert(*embedded)

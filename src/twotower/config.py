@@ -146,12 +146,13 @@ class IndexConfig(_Section):
     recall_queries: int = Field(1000, ge=10, description="real user queries sampled to measure recall")
     dsn: str | None = Field(None, description="postgresql://... with pgvector; none = an embedded server")
     table: str = "twotower_items"
-    new_items: Literal["as_scored", "matched"] = Field(
-        "as_scored", description="items without an id embedding (no events, or fewer than "
+    new_item_place: int | None = Field(
+        None, ge=1, le=1000, description="items without an id embedding (no events, or fewer than "
         "model.item_id_min_events: new items) live by their content, which scores below items with history, so "
-        "they rarely reach a top k; matched scales their vectors so that a typical user's best new item scores "
-        "as their best item with history, and new items compete on their content's merit (dot similarity; "
-        "costs some accuracy on items with history)")
+        "unset they rarely reach a top k; a place P scales their vectors so that a typical user's best new item "
+        "scores as their P-th best item with history (1: their best), and in ranked lists a new item keeps its "
+        "retrieved place: new items compete on their content (dot similarity; the lower P, the more places they "
+        "take from items with history)")
 
 
 class RankConfig(_Section):

@@ -132,9 +132,9 @@ class Server:
     @cached_property
     def new_items(self) -> np.ndarray | None:
         """[n_items + 1] whether each item code lives by its content alone (code 0: an item added after
-        training) where new items keep the towers' place in ranked lists (`index.new_items = "matched"`);
-        else None."""
-        if self.saved.config.index.new_items != "matched":
+        training) where new items keep the towers' place in ranked lists (`index.new_item_place` set); else
+        None."""
+        if self.saved.config.index.new_item_place is None:
             return None
         hist = self.saved.history
         return np.concatenate([[True], without_history(self.saved, hist.items.ids)])
