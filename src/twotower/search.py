@@ -29,6 +29,7 @@ from .model.text_encoder import TextEncoder, text_encoder, text_key
 from .rank.fusion import Hits, LearnedFusion, union_of
 
 SEARCH_DIR = "search"
+LEXICAL = "lexical"                        # search.encoder: BM25 (and the towers' list) without text vectors
 LISTS = ("text", "bm25", "personal")
 
 
@@ -57,18 +58,19 @@ class SearchIndex:
     texts: np.ndarray             # [n] their search text
     vectors: np.ndarray           # [n, dim] unit text vectors
     lexical: LexicalIndex
-    encoder: TextEncoder
+    encoder: TextEncoder | None   # None (search.encoder = "lexical"): no text vectors, no text list
     weights: dict = field(default_factory=lambda: dict(EQUAL))   # each list's weight in a convex fusion
     nearest: object = None        # FAISS over `vectors`: exact up to EXACT_TEXT_ITEMS, HNSW above
     fusions: tuple[LearnedFusion, ...] = ()                      # learned on the log's searches, if it had them
 
     def __post_init__(self):
-        if self.nearest is None:
+        if self.nearest is None and self.encoder is not None:
             self.nearest = _nearest_index(self.vectors)
 
     @classmethod
-    def build(cls, ids, texts, encoder: TextEncoder, show_progress: bool = False) -> "SearchIndex":
-        """Index the items that have text (the others cannot be found by search)."""
+    def build(cls, ids, texts, encoder: TextEncoder | None, show_progress: bool = False) -> "SearchIndex":
+        """Index the items that have text (the others cannot be found by search): by words, and with an
+        encoder by meaning."""
         ids, texts = np.asarray(ids, dtype=object), np.asarray(texts, dtype=object)
         keep = np.array([isinstance(t, str) and bool(t.strip()) for t in texts], dtype=bool)
         ids, texts = ids[keep], texts[keep]
@@ -76,8 +78,18 @@ class SearchIndex:
             raise InputError("items", "no item has any text to search",
                              "give the items table a text column (title, description, brand, ...) or a log with "
                              "a query column, or set search.encoder = \"none\"")
-        vectors = encoder.encode(list(texts), show_progress=show_progress)
+        vectors = encoder.encode(list(texts), show_progress=show_progress) if encoder is not None \
+            else np.zeros((len(ids), 0), np.float32)
         return cls(ids, texts, vectors, LexicalIndex.build(list(ids), list(texts)), encoder)
+
+    def lists(self, query: str, n: int, query_vector: np.ndarray | None = None) -> dict[str, Hits]:
+        """The query's top n by words (`bm25`) and, with an encoder, by meaning (`text`; `query_vector` when
+        the caller encoded it already)."""
+        found = {"bm25": self.lexical.search(query, n)}
+        if self.encoder is not None:
+            vector = self.encoder.encode([query])[0] if query_vector is None else query_vector
+            found = {"text": self.text_hits(vector, n)} | found
+        return found
 
     def text_of(self, ids) -> list[str]:
         """The search text of each item id ('' for one without)."""
@@ -112,10 +124,12 @@ class SearchIndex:
         with atomic_path(folder) as tmp:
             tmp.mkdir()
             pd.DataFrame({"item_id": self.ids.astype(str), "text": self.texts.astype(str)}).to_parquet(tmp / "items.parquet")
-            np.save(tmp / "text_vectors.npy", self.vectors)
-            faiss.write_index(self.nearest, str(tmp / "text_vectors.faiss"))
+            if self.encoder is not None:
+                np.save(tmp / "text_vectors.npy", self.vectors)
+                faiss.write_index(self.nearest, str(tmp / "text_vectors.faiss"))
             self.lexical.save(tmp / "lexical")
-            (tmp / "search.json").write_text(json.dumps({"encoder": self.encoder.name, "dim": int(self.vectors.shape[1]),
+            (tmp / "search.json").write_text(json.dumps({"encoder": self.encoder.name if self.encoder else LEXICAL,
+                                                         "dim": int(self.vectors.shape[1]),
                                                          "items": len(self.ids), "weights": self.weights,
                                                          "fusions": [f.to_dict() for f in self.fusions]}))
         return folder
@@ -134,12 +148,16 @@ class SearchIndex:
         table = pd.read_parquet(folder / "items.parquet")
         ids = table["item_id"].astype(str).to_numpy(dtype=object)
         texts = table["text"].astype(str).to_numpy(dtype=object)
+        fusions = tuple(LearnedFusion.from_dict(f) for f in meta.get("fusions", []))
+        weights = meta.get("weights", dict(EQUAL))
+        if meta["encoder"] == LEXICAL:
+            return cls(ids, texts, np.zeros((len(ids), 0), np.float32), LexicalIndex.load(folder / "lexical"), None,
+                       weights, None, fusions)
         vectors = np.load(folder / "text_vectors.npy")
         encoder = text_encoder(meta["encoder"])
         encoder.cache.update(zip((text_key(t) for t in texts), vectors))     # texts already encoded stay so
-        return cls(ids, texts, vectors, LexicalIndex.load(folder / "lexical"), encoder,
-                   meta.get("weights", dict(EQUAL)), faiss.read_index(str(folder / "text_vectors.faiss")),
-                   tuple(LearnedFusion.from_dict(f) for f in meta.get("fusions", [])))
+        return cls(ids, texts, vectors, LexicalIndex.load(folder / "lexical"), encoder, weights,
+                   faiss.read_index(str(folder / "text_vectors.faiss")), fusions)
 
 
 def _nearest_index(vectors: np.ndarray):
@@ -190,7 +208,7 @@ def build_search_index(model_dir: Path, ids, texts, cfg: SearchConfig, show_prog
     code, and the log's events with item codes) lets the fusion be learned on the log's latest searches
     (`learn_fusion`), the towers' list among them with `towers_before`."""
     t0 = time.perf_counter()
-    encoder = text_encoder(cfg.encoder)
+    encoder = text_encoder(cfg.encoder) if cfg.encoder != LEXICAL else None
     index = SearchIndex.build(ids, texts, encoder, show_progress)
     rate = getattr(encoder, "last_rate", 0.0)
     report = {}
@@ -201,7 +219,7 @@ def build_search_index(model_dir: Path, ids, texts, cfg: SearchConfig, show_prog
 
 
 def learn_fusion(ids: np.ndarray, column_texts: np.ndarray, events: pd.DataFrame, cfg: SearchConfig,
-                 encoder: TextEncoder, towers_before: TowersBefore | None = None) -> tuple[tuple, dict]:
+                 encoder: TextEncoder | None, towers_before: TowersBefore | None = None) -> tuple[tuple, dict]:
     """Fusions learned on the log's latest searches: the latest tenth of the positive events with a query (at
     least `MIN_HELD_OUT`, else nothing is learned; up to `ENOUGH_HELD_OUT` of a small log's latest quarter, as a
     fit on fewer follows their noise; at most `MAX_HELD_OUT`) are held out, the items' texts are
@@ -223,15 +241,16 @@ def learn_fusion(ids: np.ndarray, column_texts: np.ndarray, events: pd.DataFrame
     index = SearchIndex.build(ids, texts, encoder)
     queries = held["query"].astype(str).tolist()
     targets = ids[held["item"].to_numpy(np.int64) - 1]
-    found = [{"text": index.text_hits(v, cfg.candidates), "bm25": index.lexical.search(q, cfg.candidates)}
-             for q, v in zip(queries, encoder.encode(queries))]
+    vectors = encoder.encode(queries) if encoder is not None else [None] * len(queries)
+    found = [index.lists(q, cfg.candidates, v) for q, v in zip(queries, vectors)]
     towers = towers_before(float(held["timestamp"].min())) if towers_before is not None else None
     if towers is not None:
         for lists, hits in zip(found, towers(queries, held["user"].to_numpy(np.int64),
                                              held["timestamp"].to_numpy(np.float64), cfg.candidates)):
             lists["personal"] = hits
     found = [finite(lists) for lists in found]
-    fusions = tuple(f for names in (("text", "bm25"), ("text", "bm25", "personal")) if names[-1] in found[0]
+    text = tuple(name for name in ("text", "bm25") if name in found[0])
+    fusions = tuple(f for names in (text, text + ("personal",)) if names[-1] in found[0]
                     for f in [LearnedFusion.fit(found, list(targets), names)] if f is not None)
 
     def recall(rank) -> float:
@@ -303,7 +322,7 @@ def search(index: SearchIndex, query: str, k: int, cfg: SearchConfig,
     if not isinstance(query, str) or not query.strip():
         raise InputError("query", "is empty", "give the words to search for")
     n = max(k, cfg.candidates)
-    lists = {"text": index.text_hits(index.encoder.encode([query])[0], n), "bm25": index.lexical.search(query, n)}
+    lists = index.lists(query, n)
     if towers is not None and cfg.personal_weight > 0:
         lists["personal"] = towers(n)
     if allowed is not None:

@@ -216,7 +216,9 @@ class ServedModels:
             raise ReloadError(f"{ref}: failed its checks ({exc})") from exc
         if (folder / SEARCH_DIR).is_dir():           # load the text encoder now, not on the first /search
             try:
-                model.search_index().encoder.encode(["warm up"])
+                encoder = model.search_index().encoder
+                if encoder is not None:
+                    encoder.encode(["warm up"])
             except InputError as exc:
                 log.warning("%s: search is off (%s)", ref, exc)
         registered = ref.startswith("models:")                   # served from ROOT/serving/NAME/VERSION
