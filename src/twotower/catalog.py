@@ -153,7 +153,7 @@ def matched_new_items(saved: SavedModel, ids: np.ndarray, vectors: np.ndarray) -
 def catalog(saved: SavedModel) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids, vectors, how many are new) of the catalog as it stands: the trained items, then the recorded
     additions (re-embedded with these weights) replacing or extending them, less the recorded removals; items
-    without history scaled as `index.new_items` says."""
+    without history scaled as `index.new_item_place` says."""
     ids, vectors = saved.item_vectors()
     n_new = 0
     added = saved.folder / ADDED_ITEMS

@@ -7,7 +7,8 @@ history. A logistic model fitted on the log's latest searches (`rank.fusion`) me
 enough searches to learn from, a convex combination of the lists' normalised scores (or reciprocal rank
 fusion), so two users asking the same thing see their own order.
 
-Saved in the model folder (`search/`): the item ids, their text, their text vectors and the BM25 index."""
+Saved in the model folder (`search/`): the item ids, their text, their text vectors, the BM25 index and the
+learned fusions."""
 
 from __future__ import annotations
 
