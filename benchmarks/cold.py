@@ -38,6 +38,15 @@ SETTINGS = {                                   # name -> config sections over th
 console = Console()
 
 
+def commit() -> str:
+    """The checkout's commit, so rows kept from earlier runs say which code made them."""
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent)
+    return done.stdout.strip() or "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="ml-100k", choices=["ml-100k", "ml-1m"])
@@ -52,13 +61,13 @@ def main() -> None:
         t0 = time.perf_counter()
         table = evaluate_cold(data, cfg, args.fraction, log=console.print, show_progress=False)
         console.print(f"{name}: {time.perf_counter() - t0:.0f}s")
-        tables.append(table.assign(setting=name))
+        tables.append(table.assign(setting=name, commit=commit()))
         print_table(frame_table(table, f"{args.data}, {args.fraction:.0%} of the items cold, setting {name!r}",
                                 {"Recall@10": ".4f", "Recall@20": ".4f", "NDCG@10": ".4f", "seconds": ".0f"}))
     out = pd.concat(tables, ignore_index=True)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"cold-{args.data}-{args.fraction:g}.csv"
-    if path.is_file():                         # other settings' rows from earlier runs stay
+    if path.is_file():                         # other settings' rows from earlier runs stay (with their commit)
         earlier = pd.read_csv(path)
         out = pd.concat([earlier[~earlier["setting"].isin(out["setting"])], out], ignore_index=True)
     out.to_csv(path, index=False, float_format="%.5f")

@@ -156,17 +156,17 @@ def test_a_known_item_embedded_again_from_its_row_reads_its_text_as_training_did
     assert np.allclose(vectors, held, atol=1e-5)
 
 
-def test_matched_new_items_compete_on_their_content_and_the_others_are_untouched(models):
-    """index.new_item_place = P: the vectors of items without history (fewer than item_id_min_events events)
-    are scaled so that a typical user's best score among them equals their P-th best among the others; they
-    then reach users' top 20 far more often (the more, the lower P), and the other vectors stay as trained."""
-    from twotower.catalog import matched_new_items, new_item_scale, without_history
+def test_new_items_scaled_to_a_place_compete_on_their_content_and_the_others_are_untouched(models):
+    """index.new_item_place = P: the vectors of items without history (no id embedding) are scaled so that a
+    typical user's best score among them equals their P-th best among the others; they then reach users' top 20
+    far more often (the more, the lower P), and the other vectors stay as trained."""
+    from twotower.catalog import measure_new_item_scale, without_history
 
     saved = load_model(models["dot"])
     ids, vectors = saved.item_vectors()
     new = without_history(saved, ids)
     assert 0 < new.sum() < len(ids)
-    assert (matched_new_items(saved, ids, vectors) == vectors).all(), "unset (the default) changes nothing"
+    assert measure_new_item_scale(saved, ids, vectors, None) is None, "unset (the default): nothing scaled"
     queries = sample_queries(saved, 256)
 
     def new_in_top20(v):
@@ -174,40 +174,49 @@ def test_matched_new_items_compete_on_their_content_and_the_others_are_untouched
         return new[top].sum(1).mean()
     shown = {}
     for place in (1, 10):
-        saved.config = saved.config.model_copy(update={"index": saved.config.index.model_copy(
-            update={"new_item_place": place})})
-        scale = new_item_scale(saved, vectors, new, place)
-        matched = matched_new_items(saved, ids, vectors)
-        assert np.array_equal(matched[~new], vectors[~new])
-        assert np.allclose(matched[new], vectors[new] * scale) and scale > 1
+        scale = measure_new_item_scale(saved, ids, vectors, place)
+        scaled = scale.apply(saved, ids, vectors)
+        assert np.array_equal(scaled[~new], vectors[~new])
+        assert np.allclose(scaled[new], vectors[new] * scale.factor) and scale.factor > 1
         known = -np.sort(-(queries @ vectors[~new].T), axis=1)
-        assert (queries @ matched[new].T).max(1).mean() == pytest.approx(known[:, place - 1].mean(), rel=1e-4)
-        shown[place] = new_in_top20(matched)
+        assert (queries @ scaled[new].T).max(1).mean() == pytest.approx(known[:, place - 1].mean(), rel=1e-4)
+        shown[place] = new_in_top20(scaled)
     assert shown[1] > shown[10] > new_in_top20(vectors), shown
     assert shown[1] > 2 * new_in_top20(vectors) + 0.5
 
 
-def test_served_new_items_keep_their_retrieved_place_in_ranked_lists(models, tmp_path):
-    """With index.new_item_place set (in the model's config, the index rebuilt), every new item in a user's
-    retrieved top 10 is at the same place in the ranked top 10, and the ranked lists hold new items."""
-    from twotower.catalog import without_history
+def test_served_new_items_keep_their_retrieved_place_and_the_index_keeps_its_scale(models, tmp_path):
+    """An index built with new_item_place saves its scale; served ranked lists hold every new item of the
+    retrieved top 10 at its place while the ranker reorders the others; items added later are scaled by the
+    same factor, and a rebuild without the setting forgets it."""
+    from twotower.catalog import NEW_ITEMS_FILE, NewItemScale, new_item_vectors
     from twotower.serving import Server
 
     folder = shutil.copytree(models["dot"], tmp_path / "model")
-    meta = json.loads((folder / "model.json").read_text())
-    meta["config"]["index"]["new_item_place"] = 1
-    (folder / "model.json").write_text(json.dumps(meta))
-    build_model_index(folder, show_progress=False)
+    build_model_index(folder, show_progress=False, overrides={"new_item_place": 1, "faiss_kind": "flat"})
+    scale = NewItemScale.load(folder)
+    assert scale is not None and scale.place == 1 and scale.factor > 1
     server = Server.open(folder)
     try:
         assert server.reranker is not None
-        users = np.arange(1, 101)
-        retrieved, ranked = server.top_k(users, 10, rank=False), server.top_k(users, 10)
-        known = np.asarray(server.saved.history.items.ids)
-        new_ids = set(known[without_history(server.saved, known)])
+        users, n = np.arange(1, 101), server.saved.config.rank.candidates
+        retrieved = server.index.search(server.query_vectors(users, np.full(100, np.nan), None)[0], n,
+                                        exclude=[set(server.saved.history.items.decode(server.users.seen_items(u)))
+                                                 for u in users])
+        ranked = server.top_k(users, 10)
+        is_new = server.is_new(retrieved.ids[:, :10].ravel()).reshape(100, 10)
     finally:
         server.close()
-    is_new = np.vectorize(lambda i: i in new_ids)(retrieved.ids)
     assert is_new.sum() >= 20, "new items reach the retrieved lists"
-    assert (ranked.ids[is_new] == retrieved.ids[is_new]).all()
+    assert (ranked.ids[is_new] == retrieved.ids[:, :10][is_new]).all()
+    assert (ranked.ids[~is_new] != retrieved.ids[:, :10][~is_new]).any(), "the ranker orders the other places"
     assert all(np.all(np.diff(row[np.isfinite(row)]) <= 0) for row in ranked.scores)
+
+    new_rows = read_new_items(load_model(folder), models["new_items"]).assign(item_id=lambda t: "added-" + t["item_id"])
+    new_rows.to_csv(tmp_path / "added.csv", index=False)
+    update_model_index(folder, items_file=tmp_path / "added.csv", show_progress=False)
+    ids, raw = new_item_vectors(load_model(folder), new_rows)
+    held = open_model_index(load_model(folder)).vectors(list(ids))
+    assert np.allclose(held, raw * scale.factor, rtol=1e-3, atol=1e-4), "an added item is scaled as at build"
+    build_model_index(folder, show_progress=False)
+    assert not (folder / NEW_ITEMS_FILE).exists()

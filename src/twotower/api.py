@@ -19,6 +19,7 @@ from .errors import InputError
 from .features.event_log import LOG_FILE, EventLog, follows
 from .features.materialize import FEATURES_DIR, catch_up
 from .explain import Explainer, Explanation
+from .index.base import SearchResult
 from .search import SearchIndex, search
 from .serving import Server, context_rows
 
@@ -202,7 +203,12 @@ class Model:
             vectors = server.index.vectors(ids)
         except KeyError as exc:
             raise InputError("item_ids", exc.args[0], "ask for items the model's index holds") from exc
-        found = server.index.search(vectors, k, exclude=[{i} for i in ids])
+        if server.new_items is None:
+            found = server.index.search(vectors, k, exclude=[{i} for i in ids])
+        else:             # new items are held scaled: twice as many, in the towers' own order
+            found = server.unscaled(server.index.search(vectors, 2 * k, exclude=[{i} for i in ids]),
+                                    server.is_new(ids))
+            found = SearchResult(found.ids[:, :k], found.scores[:, :k])
         keep = pd.notna(found.ids) & np.isfinite(found.scores)
         return [(row_ids[row_keep], row_scores[row_keep].astype(np.float64))
                 for row_ids, row_scores, row_keep in zip(found.ids, found.scores, keep)]
@@ -210,8 +216,8 @@ class Model:
     def search(self, query: str, user_id: str | None = None, k: int = 10, context: dict | None = None,
                at=None) -> pd.DataFrame:
         """`item_id, rank, score, text_rank, bm25_rank, personal_rank`: the `k` items whose text best matches
-        `query`, by meaning (the pretrained text encoder) and by its words (BM25), fused with the towers'
-        list (`personal_rank`). A model trained on a log with queries reads the query in its query tower, so
+        `query`, by meaning (the pretrained text encoder, unless search.encoder is lexical) and by its words
+        (BM25), fused with the towers' list (`personal_rank`). A model trained on a log with queries reads the query in its query tower, so
         its list is learned from the log's searches, and for a user with history it is that user's; other
         models score the text matches for a user with history. A user without history, or none, gets
         everyone's order. Only items the catalog serves now are returned. `at` and `context` are the

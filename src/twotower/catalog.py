@@ -109,15 +109,14 @@ def sample_queries(saved: SavedModel, n: int, seed: int = 0) -> np.ndarray:
 
 
 def without_history(saved: SavedModel, ids: np.ndarray) -> np.ndarray:
-    """[n] whether each item lives by its content alone: unknown to the model, or with fewer positive events
-    than earn an id embedding (all False for a model with no id embeddings or no item features)."""
-    model = saved.config.model
-    if not (model.item_id and model.item_features and saved.history.item_specs):
+    """[n] whether each item lives by its content alone: unknown to the model, or without an id embedding
+    (too few events when the towers trained: its row is zero). All False for a model with no id embeddings
+    or no item features, where every item lives by the same inputs."""
+    tower = saved.model.item_tower
+    if tower.id_embedding is None or tower.features is None:
         return np.zeros(len(ids), bool)
-    events = saved.history.events
-    counts = np.bincount(events.loc[events["weight"] > 0, "item"].to_numpy(np.int64),
-                         minlength=saved.history.n_items + 1)
-    return counts[saved.history.items.encode(np.asarray(ids, dtype=object))] < max(1, model.item_id_min_events)
+    has_id = tower.id_embedding.weight.detach().abs().sum(dim=1).numpy() > 0
+    return ~has_id[saved.history.items.encode(np.asarray(ids, dtype=object))]
 
 
 def new_item_scale(saved: SavedModel, vectors: np.ndarray, new: np.ndarray, place: int) -> float:
@@ -127,33 +126,70 @@ def new_item_scale(saved: SavedModel, vectors: np.ndarray, new: np.ndarray, plac
     queries = sample_queries(saved, NEW_ITEM_QUERIES)
     if not len(queries) or new.all() or not new.any():
         return 1.0
-    known = queries @ vectors[~new].T
-    place = min(place, known.shape[1])
-    at_place = -np.partition(-known, place - 1, axis=1)[:, place - 1].mean()
-    best_new = (queries @ vectors[new].T).max(1).mean()
+    at_place = _best_scores(queries, vectors[~new], place)[:, -1].mean()
+    best_new = _best_scores(queries, vectors[new], 1)[:, 0].mean()
     return float(at_place / best_new) if best_new > 0 and at_place > 0 else 1.0
 
 
+def _best_scores(queries: np.ndarray, vectors: np.ndarray, n: int, chunk: int = 50_000) -> np.ndarray:
+    """[queries, n] each query's n best inner products over `vectors`, best first, a chunk of items at a time."""
+    n = min(n, len(vectors))
+    best = np.full((len(queries), 0), -np.inf, np.float32)
+    for lo in range(0, len(vectors), chunk):
+        scores = np.concatenate([best, queries @ vectors[lo:lo + chunk].T], axis=1)
+        best = -np.partition(-scores, n - 1, axis=1)[:, :n] if scores.shape[1] > n else scores
+    return -np.sort(-best, axis=1)
+
+
 NEW_ITEM_QUERIES = 256
+NEW_ITEMS_FILE = "new_items.json"          # in the model folder: the place and factor the index was built with
 
 
-def matched_new_items(saved: SavedModel, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """The catalog's vectors, with those of items without history scaled (`index.new_item_place`)."""
-    place = saved.config.index.new_item_place
-    if place is None or saved.config.model.similarity != "dot":
+@dataclass
+class NewItemScale:
+    """How the index holds items without history: scaled by `factor` so that a typical user's best one scores
+    as their `place`-th best item with history."""
+
+    place: int
+    factor: float
+
+    def apply(self, saved: SavedModel, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        new = without_history(saved, ids)
+        if not new.any():
+            return vectors
+        vectors = vectors.copy()
+        vectors[new] *= self.factor
         return vectors
-    new = without_history(saved, ids)
-    if not new.any():
-        return vectors
-    vectors = vectors.copy()
-    vectors[new] *= new_item_scale(saved, vectors, new, place)
-    return vectors
+
+    def save(self, model_dir: Path) -> None:
+        with atomic_path(Path(model_dir) / NEW_ITEMS_FILE) as tmp:
+            tmp.write_text(json.dumps({"place": self.place, "factor": self.factor}))
+
+    @classmethod
+    def load(cls, model_dir: Path) -> "NewItemScale | None":
+        """The scale the model's index was built with; None: new items as the towers score them."""
+        path = Path(model_dir) / NEW_ITEMS_FILE
+        return cls(**json.loads(path.read_text())) if path.is_file() else None
 
 
-def catalog(saved: SavedModel) -> tuple[np.ndarray, np.ndarray, int]:
+def measure_new_item_scale(saved: SavedModel, ids: np.ndarray, vectors: np.ndarray,
+                           place: int | None) -> NewItemScale | None:
+    """The scale for `index.new_item_place` over this catalog; None when unset, or where it cannot apply (a
+    model without id embeddings or item features; a similarity other than dot, which scaling cannot move)."""
+    if place is None:
+        return None
+    tower = saved.model.item_tower
+    if saved.config.model.similarity != "dot" or tower.id_embedding is None or tower.features is None:
+        log.warning("index.new_item_place applies to dot similarity with id embeddings and item features: "
+                    "new items stay as the towers score them")
+        return None
+    return NewItemScale(place, new_item_scale(saved, vectors, without_history(saved, ids), place))
+
+
+def catalog(saved: SavedModel, as_indexed: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids, vectors, how many are new) of the catalog as it stands: the trained items, then the recorded
-    additions (re-embedded with these weights) replacing or extending them, less the recorded removals; items
-    without history scaled as `index.new_item_place` says."""
+    additions (re-embedded with these weights) replacing or extending them, less the recorded removals; with
+    `as_indexed`, items without history scaled as the index holds them (`NewItemScale`)."""
     ids, vectors = saved.item_vectors()
     n_new = 0
     added = saved.folder / ADDED_ITEMS
@@ -166,7 +202,8 @@ def catalog(saved: SavedModel) -> tuple[np.ndarray, np.ndarray, int]:
     if removed.is_file():
         keep = ~pd.Index(ids).isin(pd.read_parquet(removed)["item_id"].astype(str))
         ids, vectors = ids[keep], vectors[keep]
-    return ids, matched_new_items(saved, ids, vectors), n_new
+    scale = NewItemScale.load(saved.folder) if as_indexed else None
+    return ids, scale.apply(saved, ids, vectors) if scale else vectors, n_new
 
 
 def record_changes(model_dir: Path, added: pd.DataFrame | None = None, removed: list[str] = ()) -> None:
@@ -211,15 +248,13 @@ def update_model_index(model_dir: str | Path, items_file: Path | None = None, re
         log.warning("%d id(s) to remove are not in the catalog, e.g. %r: nothing to remove for them",
                     len(strangers), strangers[0])
     n_new = 0
-    ids, vectors, _ = catalog(saved)           # with the changes just recorded
     if embedded is not None:
-        added = embedded[0]
-        n_new = sum(i not in known for i in added)
-        if saved.config.index.new_item_place is not None:      # as scaled in the whole catalog
-            at = pd.Index(ids).get_indexer(added)
-            embedded = (added, np.where((at >= 0)[:, None], vectors[at], embedded[1]))
-        index.upsert(*embedded)
+        ids, vectors = embedded
+        n_new = sum(i not in known for i in ids)
+        scale = NewItemScale.load(model_dir)          # new items scaled as the index was built
+        index.upsert(ids, scale.apply(saved, ids, vectors) if scale else vectors)
     n_removed = index.delete(removed) if removed else 0
+    ids, vectors, _ = catalog(saved)
     cfg = saved.config.index
     report = _measure_and_save(index, model_dir, ids, vectors, sample_queries(saved, cfg.recall_queries), cfg,
                                tune_effort=False)
@@ -237,7 +272,10 @@ def build_model_index(model_dir: str | Path, cfg: IndexConfig | None = None, sho
     model_dir = Path(model_dir)
     saved = load_model(model_dir)
     cfg = (cfg or saved.config.index).model_copy(update=overrides or {})
-    ids, vectors, n_new = catalog(saved)
+    ids, vectors, n_new = catalog(saved, as_indexed=False)
+    scale = measure_new_item_scale(saved, ids, vectors, cfg.new_item_place)
+    if scale is not None:
+        vectors = scale.apply(saved, ids, vectors)
     index = make_index(model_spec(saved), cfg, len(ids), model_dir)
     queries = sample_queries(saved, cfg.recall_queries)
     with progress_bar(show_progress) as bar:
@@ -245,6 +283,10 @@ def build_model_index(model_dir: str | Path, cfg: IndexConfig | None = None, sho
         extra = {"sample_queries": queries} if index.backend == "faiss" else {}
         index.build(ids, vectors, progress=lambda n: bar.update(task, advance=n), **extra)
     report = _measure_and_save(index, model_dir, ids, vectors, queries, cfg, tune_effort=not cfg.search_effort)
+    if scale is not None:
+        scale.save(model_dir)
+    else:
+        (model_dir / NEW_ITEMS_FILE).unlink(missing_ok=True)
     stats = index.stats()
     return IndexBuild(stats.backend, stats.kind, len(ids), n_new, stats.params, 0, report,
                       time.perf_counter() - start, model_dir / INDEX_DIR)

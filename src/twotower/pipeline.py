@@ -144,9 +144,12 @@ def train_and_save(data: Dataset, cfg: Config, out: str | Path, data_fingerprint
             if cfg.search.encoder != "none" and data.item_texts is not None else None
         if texts is not None and any(t for t in texts[1:]):
             with watch.stage("search index"):
-                searchable = build_search_index(build, data.items.ids, texts[1:], cfg.search, show_progress,
-                                                learn_from=(data.item_texts, data.events),
-                                                towers_before=fusion_towers(data, cfg, show_progress))
+                learn = cfg.search.fusion == "learned"           # fixed weights learn nothing
+                searchable = build_search_index(
+                    build, data.items.ids, texts[1:], cfg.search, show_progress,
+                    learn_from=(data.item_texts, data.events) if learn else None,
+                    towers_before=fusion_towers(data, cfg, show_progress) if learn and cfg.search.personal_weight > 0
+                    else None)
             fusions = [" + ".join(f.lists) for f in searchable.fusions]
             log(f"search index: {searchable.items:,} items with text, encoded at "
                 f"{searchable.texts_per_second:,.0f} texts/s; "
@@ -172,8 +175,8 @@ def fusion_towers(data: Dataset, cfg: Config, show_progress: bool) -> TowersBefo
     if QUERY_TEXT not in data.context_features:
         return None
     if distributed.current().world > 1:
-        logger.warning("search fusion: under torchrun the towers' list keeps weight 1 (its weight is learned "
-                       "in one process)")
+        logger.warning("search fusion: under torchrun the towers' list joins the text lists' learned fusion by "
+                       "a convex fusion (a fusion with it is learned in one process)")
         return None
 
     def before(cut: float):
@@ -182,7 +185,7 @@ def fusion_towers(data: Dataset, cfg: Config, show_progress: bool) -> TowersBefo
         try:
             towers.fit(*early_stopping_split(earlier, cfg))
         except InputError as exc:
-            logger.warning("search fusion: the towers' list gets no weight of its own: %s", exc.problem)
+            logger.warning("search fusion: the towers' list is not learned with the text lists: %s", exc.problem)
             return None
         score, last = tower_scorer(towers.model, earlier), last_positive_times(earlier)
 

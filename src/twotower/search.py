@@ -1,5 +1,6 @@
 """Search: a query's text against each item's text, two ways, and the towers' own answer, fused. The
-pretrained encoder (`text_encoder`) finds items whose text means what the query means; BM25
+pretrained encoder (`text_encoder`; none with search.encoder = "lexical") finds items whose text means what
+the query means; BM25
 (`index.lexical`) finds items that share its words (brands, model numbers, titles). A model trained on a
 log with queries reads the query in its query tower and gives its own top N (for anyone; in a user's
 order for a user with history); other models give the towers' scores of the text matches for a user with
@@ -7,8 +8,8 @@ history. A logistic model fitted on the log's latest searches (`rank.fusion`) me
 enough searches to learn from, a convex combination of the lists' normalised scores (or reciprocal rank
 fusion), so two users asking the same thing see their own order.
 
-Saved in the model folder (`search/`): the item ids, their text, their text vectors, the BM25 index and the
-learned fusions."""
+Saved in the model folder (`search/`): the item ids, their text, their text vectors (unless lexical), the BM25
+index and the learned fusions."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ class SearchIndex:
         learned = max((f for f in self.fusions if set(f.lists) <= set(lists)), key=lambda f: len(f.lists),
                       default=None) if cfg.fusion == "learned" else None
         if learned is None:
-            return fuse(lists, weights, cfg)
+            return ranked_table(*fused_order(lists, weights, cfg), lists)
         rest = {name: hits for name, hits in lists.items() if name not in learned.lists}
         order = learned.rank(lists)
         if rest:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .catalog import open_model_index, without_history
+from .catalog import NewItemScale, open_model_index, without_history
 from .data.query_text import QUERY_TEXT
 from .data.dataset import Dataset, check_context, request_context, with_new_users
 from .errors import InputError
@@ -122,22 +122,46 @@ class Server:
                 beside = Beside(allowed, lambda local, item: cat.tower_score(queries[local], item),
                                 cat.temperature, state.recent)
                 retrieved, new_items = found, self.new_items
-                found = rank_candidates(reranker, self.features, hist, u, found, k if new_items is None else 2 * k,
-                                        as_of, beside, ctx, watch, keep)
+                found = rank_candidates(reranker, self.features, hist, u, self.unscaled(found),
+                                        k if new_items is None else 2 * k, as_of, beside, ctx, watch, keep)
                 if new_items is not None:
-                    found = keep_new_in_place(found, retrieved, lambda ids: new_items[hist.items.encode(ids)], k)
+                    found = keep_new_in_place(found, retrieved, lambda ids: new_items[0][hist.items.encode(ids)], k)
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
 
     @cached_property
-    def new_items(self) -> np.ndarray | None:
-        """[n_items + 1] whether each item code lives by its content alone (code 0: an item added after
-        training) where new items keep the towers' place in ranked lists (`index.new_item_place` set); else
-        None."""
-        if self.saved.config.index.new_item_place is None:
+    def new_items(self) -> tuple[np.ndarray, float] | None:
+        """Where the index holds new items scaled (`index.new_item_place`): ([n_items + 1] whether each item
+        code lives by its content alone, code 0 being an item added after training; the factor); else None.
+        New items then keep their retrieved place in ranked lists."""
+        scale = NewItemScale.load(self.saved.folder)
+        if scale is None:
             return None
-        hist = self.saved.history
-        return np.concatenate([[True], without_history(self.saved, hist.items.ids)])
+        ids = self.saved.history.items.ids
+        return np.concatenate([[True], without_history(self.saved, ids)]), scale.factor
+
+    def unscaled(self, found: SearchResult, queries_new: np.ndarray | None = None) -> SearchResult:
+        """`found` with every score as the towers give it, best first: the index holds new items' vectors
+        scaled (`new_items`), so their scores are divided back (all of a row's, where `queries_new` says its
+        query is a new item's own vector). What the ranker, a search's fusion and similar items read."""
+        if self.new_items is None:
+            return found
+        mask, factor = self.new_items
+        new = np.zeros(found.ids.shape, bool)
+        listed = pd.notna(found.ids)
+        new[listed] = mask[self.saved.history.items.encode(found.ids[listed])]
+        divide = np.where(new, factor, 1.0)
+        if queries_new is not None:
+            divide = divide * np.where(queries_new, factor, 1.0)[:, None]
+        scores = found.scores / divide
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return SearchResult(np.take_along_axis(found.ids, order, axis=1), np.take_along_axis(scores, order, axis=1))
+
+    def is_new(self, item_ids) -> np.ndarray:
+        """[n] whether each item id is held scaled in the index (all False where none are)."""
+        if self.new_items is None:
+            return np.zeros(len(item_ids), bool)
+        return self.new_items[0][self.saved.history.items.encode(np.asarray(item_ids, dtype=object))]
 
     def query_vectors(self, users: np.ndarray, at: np.ndarray, context: dict | None,
                       query: str | None = None) -> tuple[np.ndarray, dict]:
@@ -158,7 +182,7 @@ class Server:
         """(ids, scores) of the towers' top n items for one search: its text with a known user's history
         (user 0: the text alone), through the index."""
         vector, _ = self.query_vectors(np.array([user]), np.array([at], dtype=np.float64), context, query)
-        found = self.index.search(vector, n)
+        found = self.unscaled(self.index.search(vector, n))
         keep = pd.notna(found.ids[0]) & np.isfinite(found.scores[0])
         return found.ids[0][keep], found.scores[0][keep].astype(np.float64)
 

