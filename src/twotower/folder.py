@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .catalog import ADDED_ITEMS, INDEX_DIR, PGDATA_DIR, REMOVED_ITEMS
+from .catalog import ADDED_ITEMS, INDEX_DIR, NEW_ITEMS_FILE, PGDATA_DIR, REMOVED_ITEMS
 from .errors import InputError
 from .features.materialize import FEATURES_DIR
 from .model.artifact import ARTIFACT_FILES
@@ -23,7 +23,7 @@ from .search import SEARCH_DIR
 
 BUILD_DIR = ".twotower-build"      # the model being trained; kept after a kill so training resumes
 MODEL_NAMES = frozenset(ARTIFACT_FILES + (INDEX_DIR, PGDATA_DIR, ADDED_ITEMS, REMOVED_ITEMS, RANKER_DIR,
-                                          FEATURES_DIR, CHECKPOINT, SEARCH_DIR))
+                                          FEATURES_DIR, CHECKPOINT, SEARCH_DIR, NEW_ITEMS_FILE))
 MANIFEST = "model.json"            # moved out first and in last: a folder without it is no model
 
 
