@@ -220,3 +220,13 @@ def test_served_new_items_keep_their_retrieved_place_and_the_index_keeps_its_sca
     assert np.allclose(held, raw * scale.factor, rtol=1e-3, atol=1e-4), "an added item is scaled as at build"
     build_model_index(folder, show_progress=False)
     assert not (folder / NEW_ITEMS_FILE).exists()
+
+
+def test_a_model_trained_with_new_item_place_keeps_its_scale_in_the_folder(small_ml, tmp_path):
+    from twotower.catalog import NewItemScale
+
+    events, items, users = small_ml
+    cfg = tiny_config(index={"new_item_place": 3}, rank={"enabled": False}, search={"encoder": "none"})
+    train_and_save(dataset_from_frames(events, items, users, cfg), cfg, tmp_path / "model", {}, show_progress=False)
+    scale = NewItemScale.load(tmp_path / "model")
+    assert scale is not None and scale.place == 3 and scale.factor > 0
