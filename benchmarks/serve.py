@@ -144,7 +144,12 @@ def main() -> None:
     if not other.is_dir():
         shutil.copytree(big, other, ignore=shutil.ignore_patterns("ingested.sqlite*"))
     import twotower
+    from twotower.features.materialize import materialize
+    from twotower.model.artifact import load_model
 
+    for folder in (big, other):      # from the stores training left: a run's events would pile up run after run
+        saved = load_model(folder)
+        materialize(folder, saved.config.rank, saved.model_id, show_progress=False)
     with twotower.load(big, rank=False) as m:
         users = m.user_ids()
         item_ids = [*items["item_id"].astype(str)]

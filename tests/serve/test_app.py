@@ -282,3 +282,23 @@ def test_reads_while_the_catalog_changes_never_fail_and_never_return_a_deleted_i
     assert seen and all(items <= valid for _, items in seen)
     late = [(item, items) for started, items in seen for item, at in deleted.items() if started > at and item in items]
     assert not late, late[:3]
+
+
+def test_a_served_version_leaves_the_cyclic_collector(folders):
+    """Opening a version freezes what it holds out of the cyclic garbage collector, so a full collection
+    under load never scans a catalog's id arrays (about 160 ms at a million items)."""
+    import gc
+
+    a, b, state = folders
+    gc.unfreeze()
+    served = ServedModels(str(a), events=state / "events.sqlite")
+    try:
+        ids = served.current.model._server.index._id_of            # FAISS: item ids by label, an object array
+        assert gc.get_freeze_count() > 0
+        assert not any(o is ids for o in gc.get_objects()), "the index's id array is frozen"
+        frozen = gc.get_freeze_count()
+        served.reload(str(b))
+        assert gc.get_freeze_count() > frozen, "a reloaded version is frozen too"
+    finally:
+        served.close()
+        gc.unfreeze()
