@@ -203,11 +203,11 @@ class Model:
             vectors = server.index.vectors(ids)
         except KeyError as exc:
             raise InputError("item_ids", exc.args[0], "ask for items the model's index holds") from exc
+        exclude = [{i} for i in ids]
         if server.new_items is None:
-            found = server.index.search(vectors, k, exclude=[{i} for i in ids])
+            found = server.index.search(vectors, k, exclude=exclude)
         else:             # new items are held scaled: twice as many, in the towers' own order
-            found = server.unscaled(server.index.search(vectors, 2 * k, exclude=[{i} for i in ids]),
-                                    server.is_new(ids))
+            found = server.unscaled(server.index.search(vectors, 2 * k, exclude=exclude), server.is_new(ids))
             found = SearchResult(found.ids[:, :k], found.scores[:, :k])
         keep = pd.notna(found.ids) & np.isfinite(found.scores)
         return [(row_ids[row_keep], row_scores[row_keep].astype(np.float64))

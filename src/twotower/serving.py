@@ -121,11 +121,11 @@ class Server:
                         allowed[row, had[had < width]] = False
                 beside = Beside(allowed, lambda local, item: cat.tower_score(queries[local], item),
                                 cat.temperature, state.recent)
-                retrieved, new_items = found, self.new_items
+                retrieved, scaled = found, self.new_items is not None
                 found = rank_candidates(reranker, self.features, hist, u, self.unscaled(found),
-                                        k if new_items is None else 2 * k, as_of, beside, ctx, watch, keep)
-                if new_items is not None:
-                    found = keep_new_in_place(found, retrieved, lambda ids: new_items[0][hist.items.encode(ids)], k)
+                                        2 * k if scaled else k, as_of, beside, ctx, watch, keep)
+                if scaled:
+                    found = keep_new_in_place(found, retrieved, self.is_new, k)
             items[known], scores[known] = found.ids[:, :k], found.scores[:, :k]
         return SearchResult(items, scores)
 
@@ -146,10 +146,10 @@ class Server:
         query is a new item's own vector). What the ranker, a search's fusion and similar items read."""
         if self.new_items is None:
             return found
-        mask, factor = self.new_items
+        factor = self.new_items[1]
         new = np.zeros(found.ids.shape, bool)
         listed = pd.notna(found.ids)
-        new[listed] = mask[self.saved.history.items.encode(found.ids[listed])]
+        new[listed] = self.is_new(found.ids[listed])
         divide = np.where(new, factor, 1.0)
         if queries_new is not None:
             divide = divide * np.where(queries_new, factor, 1.0)[:, None]
