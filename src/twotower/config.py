@@ -224,8 +224,9 @@ class ServeConfig(_Section):
     max_batch_events: int = Field(10_000, ge=1, description="the most events one POST /events may carry")
     max_batch: int = Field(64, ge=1, le=4096, description="/recommend requests answered by one model call at most "
                            "(requests that arrive while the model is busy are answered together)")
-    batch_workers: int = Field(1, ge=1, le=64, description="threads answering /recommend batches (more overlap "
-                               "only what releases the interpreter lock: index search, trees, SQLite)")
+    batch_workers: int = Field(0, ge=0, le=64, description="threads answering /recommend batches; 0: the event "
+                               "loop itself (no lock hand-offs; more threads overlap only what releases the "
+                               "interpreter lock: index search, trees, SQLite)")
     queue_deadline_s: float = Field(2.0, gt=0, description="a /recommend request that waited longer than this "
                                     "for the model gets 503 (Retry-After) instead of a late answer")
     admin_token: str | None = Field(None, description="bearer token of the admin routes; default "

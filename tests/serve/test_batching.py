@@ -96,3 +96,49 @@ def test_events_from_many_requests_at_once_are_each_stored_once(served):
     with pytest.raises(InputError):
         served.ingest([{"user_id": "u001", "item_id": "i001", "action": "teleport"}])
     assert served.ingest([{"user_id": "u001", "item_id": "i001", "event_id": "after-a-bad-one"}]) == 1
+
+
+def test_the_loop_batcher_answers_requests_that_arrive_together_in_one_call(served):
+    import asyncio
+
+    from twotower.serve.batching import LoopBatcher
+
+    batcher = LoopBatcher(served)
+    calls = []
+    call = batcher._call
+    batcher._call = lambda asks: calls.append(len(asks)) or call(asks)
+    asks = [Ask("u001", 5, 1_700_100_000.0), Ask("u002", 3, 1_700_200_000.0), Ask("stranger", 4, 1_700_300_000.0)]
+
+    async def together():
+        return await asyncio.gather(*(batcher.ask(a) for a in asks))
+
+    answers = asyncio.run(together())
+    assert calls == [3]
+    for ask, answer in zip(asks, answers):
+        alone = call([ask])[0]
+        assert answer.item_ids.tolist() == alone.item_ids.tolist() and len(answer.item_ids) == ask.k
+
+
+def test_a_cancelled_request_does_not_stop_the_batchers(served):
+    import asyncio
+
+    from twotower.serve.batching import LoopBatcher
+
+    async def cancel_one_then_ask(batcher):
+        gone = asyncio.ensure_future(batcher.ask(Ask("u001", 3, 1_700_100_000.0)))
+        await asyncio.sleep(0)                 # queued, not answered yet
+        gone.cancel()
+        kept = await batcher.ask(Ask("u002", 3, 1_700_100_000.0))
+        return gone.cancelled(), kept
+
+    threads = RecommendBatcher(served, workers=1)
+    try:
+        for batcher in (LoopBatcher(served), threads):
+            cancelled, kept = asyncio.run(cancel_one_then_ask(batcher))
+            assert cancelled and len(kept.item_ids) == 3
+        late = Future()
+        late.cancel()                          # a thread's future cancelled before its answer is set
+        threads._answer([(Ask("u001", 3, 1_700_100_000.0), late)])
+        assert threads.submit(Ask("u003", 2, 1_700_100_000.0)).result(timeout=30).item_ids.size == 2
+    finally:
+        threads.close()

@@ -3,13 +3,13 @@ a request's version halfway), events go to the durable log before they are ackno
 request gets a 4xx that says what is wrong.
 
 Concurrency: one process. /recommend awaits the batcher (`batching`: requests that arrive together are
-answered by one model call, past a deadline with 503); the other routes run in FastAPI's thread pool. Reads
+answered by one model call on the event loop, past a deadline with 503); /similar runs on the loop too, the
+other routes in FastAPI's thread pool. Reads
 share the version's index and stores (both safe for concurrent readers); events are written in group commits
 under one lock (`versions`)."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import os
@@ -29,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..config import ServeConfig
 from ..errors import InputError
-from .batching import Ask, Overloaded, RecommendBatcher
+from .batching import Ask, Overloaded, batcher
 from .metrics import ServiceMetrics
 from .page import action_names, add_page
 from .schemas import (CatalogChange, CatalogResponse, Event, EventsResponse, HistoryEvent, HistoryResponse,
@@ -46,7 +46,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
     metrics = ServiceMetrics()
     metrics.version(served.current.version)
     token = cfg.admin_token or os.environ.get("TWOTOWER_ADMIN_TOKEN") or None
-    batcher = RecommendBatcher(served, cfg.max_batch, cfg.batch_workers, cfg.queue_deadline_s)
+    recommender = batcher(served, cfg.max_batch, cfg.batch_workers, cfg.queue_deadline_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -62,7 +62,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
         stop.set()
         for follower in followers:
             follower.join()                       # a reload in progress ends before the versions close
-        batcher.close()
+        recommender.close()
         served.close()
 
     app = FastAPI(title="twotower", version=__version__, lifespan=lifespan,
@@ -88,10 +88,9 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
     async def recommend(req: RecommendRequest) -> RecommendResponse:
         if req.k > cfg.max_k:
             raise HTTPException(422, f"k={req.k} is over the service's limit {cfg.max_k}; ask for fewer items")
-        # awaited, not waited for in a pool thread: every request reaches the batcher (and its deadline) at once
-        answer = await asyncio.wrap_future(batcher.submit(Ask(
+        answer = await recommender.ask(Ask(
             req.user_id, req.k, time.time() if req.at is None else req.at, dict(req.context), frozenset(req.exclude),
-            req.exclude_seen, req.rank)))
+            req.exclude_seen, req.rank))
         return RecommendResponse(user_id=req.user_id, personalized=answer.personalized, model_version=answer.version,
                                  items=_scored(answer.item_ids, answer.scores))
 
