@@ -70,6 +70,10 @@ async def _drive(plan: dict) -> dict:
 
 
 def run(plan: dict) -> dict:
+    import os
+    if os.environ.get("LOAD_UVLOOP"):
+        import uvloop
+        return uvloop.run(_drive(plan))
     return asyncio.run(_drive(plan))
 
 

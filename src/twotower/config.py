@@ -199,6 +199,9 @@ class RecommendConfig(_Section):
 
     exclude_seen: bool = Field(True, description="never recommend an item the user already had; false for "
                                "shops where buying again is the point (repeat targets then count in evaluation)")
+    query_cache: int = Field(100_000, ge=0, description="users whose context-free query state (history encoder "
+                             "and user embeddings) a loaded model keeps between requests, least recently used "
+                             "first out; a new event changes the key, so none is stale (0: compute every time)")
 
 
 class RegistryConfig(_Section):

@@ -23,7 +23,7 @@ from .features.definitions import Columns, FeatureSource
 from .features.materialize import offline_store, open_online_store
 from .index.base import SearchResult, VectorIndex
 from .model.artifact import SavedModel, load_model
-from .model.recommender import query_vectors
+from .model.query_states import QueryStates
 from .rank.reranker import RANKER_DIR, Reranker, context_columns, ranking_rows
 from .rank.sources import PROFILE_LENGTH, add_source_candidates, source_scores
 from .timing import Stopwatch
@@ -242,13 +242,13 @@ class Server:
 @dataclass(frozen=True)
 class ServingCatalog:
     """What requests read about the model's items, unchanged by new events: which item codes the index holds,
-    the item vectors the query tower reads, the towers' score of any (query, item) pair and the temperature."""
+    the query tower (with the users' context-free states it keeps), the towers' score of any (query, item)
+    pair and the temperature."""
 
     indexed: np.ndarray                       # [items + 1] True for item codes in the index
-    item_vectors: torch.Tensor                # the query tower's view of every trained item
+    states: QueryStates                       # the query tower over every trained item's vector
     tower_score: Callable[[np.ndarray, np.ndarray], np.ndarray]   # (queries [r, d], item codes [r]) -> [r]
     temperature: float
-    model: object
 
     @classmethod
     def of(cls, saved: SavedModel, index: VectorIndex) -> "ServingCatalog":
@@ -258,12 +258,12 @@ class ServingCatalog:
         saved.model.eval()
         with torch.no_grad():
             vectors = saved.model.all_item_vectors()
-        return cls(indexed, vectors, tower_pair_scores(saved), float(saved.model.similarity.log_temperature.exp()),
-                   saved.model)
+        return cls(indexed, QueryStates(saved.model, vectors, saved.config.recommend.query_cache),
+                   tower_pair_scores(saved), float(saved.model.similarity.log_temperature.exp()))
 
     def queries(self, histories: np.ndarray, users: np.ndarray, context: dict) -> np.ndarray:
         """[n, d] index-ready query vectors of user codes with these histories and request context."""
-        return query_vectors(self.model, histories, users, context, self.item_vectors)
+        return self.states.queries(histories, users, context)
 
 
 @dataclass

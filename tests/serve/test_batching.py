@@ -142,3 +142,12 @@ def test_a_cancelled_request_does_not_stop_the_batchers(served):
         assert threads.submit(Ask("u003", 2, 1_700_100_000.0)).result(timeout=30).item_ids.size == 2
     finally:
         threads.close()
+
+
+def test_events_on_the_loop_never_wait_for_another_write(served):
+    event = [{"user_id": "u001", "item_id": "i002", "event_id": "loop-1"}]
+    with served._write:                        # a reload's catch-up or a catalog change under way
+        assert served.ingest_now(event) is None
+    assert served.ingest_now(event) == 1 and served.ingest_now(event) == 0          # stored once
+    with pytest.raises(InputError):
+        served.ingest_now([{"user_id": "u001", "item_id": "i001", "action": "teleport"}])

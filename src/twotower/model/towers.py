@@ -159,9 +159,15 @@ class QueryTower(nn.Module):
                 context: dict[str, torch.Tensor] | None = None, last_only: bool = False) -> torch.Tensor:
         """history [B, L, d] item vectors, mask [B, L], users [B], context {feature: [B, L, ...]} -> [B, L, d];
         with `last_only`, context {feature: [B, 1, ...]} -> [B, 1, d], the last position's query."""
+        q = self.state(history, mask, users, last_only)
+        return self.with_context(q, mask[:, -1:] if last_only else mask, context)
+
+    def state(self, history: torch.Tensor, mask: torch.Tensor, users: torch.Tensor,
+              last_only: bool = False) -> torch.Tensor:
+        """The query before the request's context: the causal history state plus the user's id and feature
+        embeddings ([B, L, d], or [B, 1, d] with `last_only`). A function of the user and their history alone,
+        so a server may keep it between requests."""
         q = self.history(history, mask, last_only)
-        if last_only:
-            mask = mask[:, -1:]
         extra = 0
         if self.user_embedding is not None:
             extra = extra + self.user_embedding(users)
@@ -169,6 +175,11 @@ class QueryTower(nn.Module):
             extra = extra + self.user_features(users)
         if not isinstance(extra, int):
             q = q + extra.unsqueeze(1)
-        if self.context is not None and context is not None:
-            q = q + self.context(mask, values=context)
         return q
+
+    def with_context(self, state: torch.Tensor, mask: torch.Tensor,
+                     context: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """`state` [B, L, d] plus the context's embedding at the positions `mask` [B, L] marks real."""
+        if self.context is not None and context is not None:
+            return state + self.context(mask, values=context)
+        return state

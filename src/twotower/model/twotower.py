@@ -67,11 +67,27 @@ class TwoTowerModel(nn.Module):
         applied at the last history position. Only that position is computed, over the history without the
         padding every row has on its left (positions count from the right end: the same query, though the
         batch's longest history sets the products' shapes, so its last float bits may differ by batch)."""
+        return self.next_with_context(self.next_states(history, users, item_vectors), history[:, -1] > 0, context)
+
+    @torch.no_grad()
+    def next_states(self, history: torch.Tensor, users: torch.Tensor,
+                    item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, d] each user's next-step query before the request's context (`QueryTower.state`): what depends
+        on the user and their history alone."""
         real = (history > 0).any(0)
         first = int(real.to(torch.int8).argmax()) if bool(real.any()) else history.shape[1] - 1
+        history = history[:, first:]
+        vecs = item_vectors[history] if item_vectors is not None else self.item_tower(history)
+        return self.query_tower.state(vecs, history > 0, users, last_only=True)[:, -1]
+
+    @torch.no_grad()
+    def next_with_context(self, states: torch.Tensor, last_real: torch.Tensor,
+                          context: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """[B, d] next-step queries from `next_states` and the request's context {name: [B, ...]};
+        `last_real` [B] whether each history's last position holds an item."""
         if context:
             context = {k: v.unsqueeze(1) for k, v in context.items()}
-        return self.queries(history[:, first:], users, context, item_vectors, last_only=True)[:, -1]
+        return self.query_tower.with_context(states.unsqueeze(1), last_real.unsqueeze(1), context)[:, -1]
 
     @torch.no_grad()
     def score(self, history: torch.Tensor, users: torch.Tensor, context: dict[str, torch.Tensor] | None = None,

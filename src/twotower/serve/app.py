@@ -3,8 +3,8 @@ a request's version halfway), events go to the durable log before they are ackno
 request gets a 4xx that says what is wrong.
 
 Concurrency: one process. /recommend awaits the batcher (`batching`: requests that arrive together are
-answered by one model call on the event loop, past a deadline with 503); /similar runs on the loop too, the
-other routes in FastAPI's thread pool. Reads
+answered by one model call on the event loop, past a deadline with 503); /similar and /events run on the loop
+too (events in a thread while another write holds the log), the other routes in FastAPI's thread pool. Reads
 share the version's index and stores (both safe for concurrent readers); events are written in group commits
 under one lock (`versions`)."""
 
@@ -21,6 +21,7 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -118,7 +119,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
 
     @app.post("/events", response_model=EventsResponse,
               summary="Store events durably (acknowledged once on disk) and serve them from the next request")
-    def events(body: Annotated[Event | list[Event], Body()]) -> EventsResponse:
+    async def events(body: Annotated[Event | list[Event], Body()]) -> EventsResponse:
         batch = body if isinstance(body, list) else [body]
         if not batch:
             raise HTTPException(422, "no events: send one event or a non-empty list")
@@ -127,7 +128,10 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
         now = time.time()
         rows = [{**e.model_dump(exclude_none=True), "timestamp": now if e.timestamp is None else e.timestamp}
                 for e in batch]
-        stored = served.ingest(rows)
+        # on the loop, like /recommend: a thread would wait for the interpreter lock at each SQLite call
+        stored = served.ingest_now(rows)
+        if stored is None:                       # another write holds the log: wait for it in a thread
+            stored = await run_in_threadpool(served.ingest, rows)
         metrics.events.inc(stored)
         return EventsResponse(received=len(batch), stored=stored, model_version=served.current.version)
 

@@ -119,6 +119,17 @@ class ServedModels:
             raise ticket.error
         return ticket.stored
 
+    def ingest_now(self, events) -> int | None:
+        """`ingest` on the caller's thread at once, or None without waiting when another write is under way (a
+        reload's catch-up, a catalog change): for the event loop, which must never wait on a lock."""
+        checked = self._current.model.check_events(events)
+        if not self._write.acquire(blocking=False):
+            return None
+        try:
+            return self._current.model.ingest_checked([checked])[0]
+        finally:
+            self._write.release()
+
     def reload(self, ref: str | None = None) -> tuple[Version, Version]:
         """Open `ref` (default: what the current version was asked as, so an alias is looked up again),
         check it and swap it in; returns (old, new). A `ReloadError` leaves the old version serving."""
