@@ -70,11 +70,11 @@ async def _drive(plan: dict) -> dict:
 
 
 def run(plan: dict) -> dict:
-    import os
-    if os.environ.get("LOAD_UVLOOP"):
-        import uvloop
-        return uvloop.run(_drive(plan))
-    return asyncio.run(_drive(plan))
+    """Drive `plan` on uvloop (the service's own loop, installed with uvicorn): less of the generator's own
+    time in each measured latency than asyncio's loop."""
+    import uvloop
+
+    return uvloop.run(_drive(plan))
 
 
 if __name__ == "__main__":
