@@ -20,6 +20,7 @@ from ..atomic import atomic_path
 from ..config import RegistryConfig
 from ..errors import InputError
 from ..search import SEARCH_DIR
+from .yielding import yielding
 
 EVENTS_FILE = "events.sqlite"
 SWAPS_FILE = "serving.json"          # beside the event log: the version the service's processes should serve
@@ -54,8 +55,9 @@ class ServedModels:
     """The version being served. `lease()` for every read, `ingest` for events, `reload` to swap."""
 
     def __init__(self, ref: str, registry: RegistryConfig | None = None, events: str | Path | None = None,
-                 rank: bool = True):
+                 rank: bool = True, reload_share: float = 1.0):
         self.registry = registry
+        self.reload_share = reload_share     # of the interpreter a version loading beside this one takes
         self.events = Path(events) if events is not None else None
         self.rank = rank
         self._lock = threading.Lock()        # guards the lease counts and the swap
@@ -133,7 +135,8 @@ class ServedModels:
     def reload(self, ref: str | None = None) -> tuple[Version, Version]:
         """Open `ref` (default: what the current version was asked as, so an alias is looked up again),
         check it and swap it in; returns (old, new). A `ReloadError` leaves the old version serving."""
-        new = self._open(ref or self._current.ref)
+        with yielding(self.reload_share):          # the version being served keeps up with its requests
+            new = self._open(ref or self._current.ref)
         with self._write:
             try:
                 new.model.catch_up()               # events logged while it was opening

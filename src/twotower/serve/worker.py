@@ -39,7 +39,8 @@ def served(settings: WorkerSettings):
 
     cfg = load_config(settings.config)
     limit_threads(settings.threads)
-    return ServedModels(settings.model, cfg.registry, settings.events, rank=settings.rank), cfg
+    return ServedModels(settings.model, cfg.registry, settings.events, rank=settings.rank,
+                        reload_share=cfg.serve.reload_share), cfg
 
 
 def app():
