@@ -9,7 +9,8 @@ import sys
 import time
 from contextlib import contextmanager
 
-SLICE_S = 0.002          # work between pauses
+SLICE_S = 0.002          # seconds between pauses
+PAUSE_MAX_S = 0.05       # the longest pause: enough for the requests that queued to be answered
 
 
 @contextmanager
@@ -20,16 +21,17 @@ def yielding(share: float = 0.25):
         yield
         return
     rest = (1 - share) / share               # seconds of pause per second of work
-    started = [time.perf_counter()]
+    # a slice ends by the clock (cheap to read at every call); it is paid for by this thread's CPU in it
+    # (dearer to read, once a slice): waiting for a file or for the lock is no work
+    started = [time.perf_counter(), time.thread_time()]
 
     def hook(_frame, event, _arg):
-        if event in ("call", "c_return"):
-            worked = time.perf_counter() - started[0]
-            if worked > SLICE_S:
-                sys.setprofile(None)         # the sleep is no call to count
-                time.sleep(worked * rest)    # a long call in C is paid for after it
-                started[0] = time.perf_counter()
-                sys.setprofile(hook)
+        if event in ("call", "c_return") and time.perf_counter() - started[0] > SLICE_S:
+            sys.setprofile(None)             # the sleep is no call to count
+            # a long call in C is paid for after it, up to a bound: it may have left the lock (reading an index)
+            time.sleep(min((time.thread_time() - started[1]) * rest, PAUSE_MAX_S))
+            started[:] = time.perf_counter(), time.thread_time()
+            sys.setprofile(hook)
 
     previous = sys.getprofile()
     sys.setprofile(hook)
