@@ -14,7 +14,7 @@ PAUSE_MAX_S = 0.05       # the longest pause: enough for the requests that queue
 
 
 @contextmanager
-def yielding(share: float = 0.25):
+def yielding(share: float = 0.2):
     """Run the block at about `share` of the interpreter while it is busy elsewhere; a long call in C (reading
     a file, an index) is not cut, only what follows it waits. The block's own results are unchanged."""
     if not 0 < share < 1:
