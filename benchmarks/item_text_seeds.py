@@ -1,6 +1,7 @@
-"""Does item text in the item tower make warm-item quality worse? The evaluation protocol on MovieLens-100K
-with `model.text_vectors` off and on, over several training seeds (one seed's noise is as large as the
-difference), and the paired difference of the served NDCG@10 with its 95% t-interval.
+"""Item text in the item tower, off and on, over several training seeds: does it make warm quality worse?
+
+The evaluation protocol on MovieLens-100K with `model.text_vectors` off and on for each seed (one seed's noise
+is as large as the difference), and the paired difference of the served NDCG@10 with its 95% t-interval.
 
     .venv/bin/python benchmarks/item_text_seeds.py [--seeds 1 2 3 4 5 6 7 8] [--out benchmarks/results]
 """
