@@ -11,6 +11,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from .recommender import _in_batches
 from .twotower import TwoTowerModel
 
 BATCH = 512             # users whose states one tower call computes
@@ -64,10 +65,8 @@ class QueryStates:
         return states
 
     def _compute(self, histories: np.ndarray, users: np.ndarray) -> np.ndarray:
-        known = np.where(users <= self.model.n_users, users, 0)      # users who arrived after training: no id
-        out = []
-        with torch.inference_mode():
-            for lo in range(0, len(users), BATCH):
-                out.append(self.model.next_states(torch.as_tensor(histories[lo:lo + BATCH]),
-                                                  torch.as_tensor(known[lo:lo + BATCH]), self.item_vectors).numpy())
-        return np.concatenate(out)
+        def states(history, known, _context, items):
+            return self.model.next_states(history, known, items)
+
+        return _in_batches(states, self.model.n_users, histories, users, {}, self.item_vectors, self.model.cfg.dim,
+                           BATCH)
