@@ -8,7 +8,9 @@
 2. Known-item search on MovieLens-100K: a title's first words (2 or 3, year removed) as the query must find
    that title. success@1 and @10 per list.
 3. Latency on one core over a catalog of N synthetic items (titles recombined from MovieLens words): the
-   encoding rate, and p50/p95/p99 of one query through `search` (BM25, text vectors, fusion).
+   encoding rate, and p50/p95/p99 of one query through `search` (BM25, text vectors, fusion); then through
+   the whole model (a MovieLens model trained with queries, its catalog grown to N: the towers' list too),
+   in-process (`Model.search`) and over HTTP (`POST /search` to `twotower serve --threads 1`).
 
     .venv/bin/python benchmarks/search.py [--catalog 100000] [--queries 500]
 """
@@ -20,6 +22,7 @@ import csv
 import io
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -189,6 +192,88 @@ def latency(catalog: int, queries: int, work: Path) -> tuple[pd.DataFrame, float
                           "p99_ms": round(float(np.percentile(took, 99)), 1)}]), rate
 
 
+def query_log(events: pd.DataFrame, items: pd.DataFrame, share: float = 0.3, seed: int = 0) -> pd.DataFrame:
+    """MovieLens events, a share of them given a searcher's query: the first 2 or 3 words of the item's title
+    (MovieLens has no search log; the queries give the model a towers' list and a learned fusion to time)."""
+    rng = np.random.default_rng(seed)
+    titles = items.set_index("item_id")["title"].astype(str).str.replace(r"\(\d{4}\)\s*$", "", regex=True)
+    words = titles.str.split()
+    first = {i: " ".join(w[:int(rng.integers(2, 4))]) for i, w in words.items()}
+    asked = rng.random(len(events)) < share
+    return events.assign(query=np.where(asked, events["item_id"].map(first), None))
+
+
+def grown_search_model(catalog: int, work: Path) -> Path:
+    """A model trained on MovieLens-100K with queries (`query_log`), its catalog grown to `catalog` items by
+    synthetic ones (titles recombined from MovieLens words, other columns drawn from the real items), every
+    one searchable. Kept in `work` between runs: encoding the new titles takes minutes."""
+    import twotower
+    from benchmarks.serve import synthetic_items
+    from twotower.data.movielens import load_ml100k, locate
+
+    out = work / f"search-model-{catalog}"
+    if (out / "grown").is_file():
+        return out
+    events, items, users = load_ml100k(locate("ml-100k"))
+    cfg = {"train": {"epochs": 3, "threads": 1}, "registry": {"track": False}}
+    shutil.rmtree(out, ignore_errors=True)
+    with twotower.train(query_log(events, items), items, users, config=cfg, out=out, ranker=False) as model:
+        words = sorted({w for t in items["title"] for w in re.findall(r"[A-Za-z]{3,}", str(t))})
+        added = synthetic_items(items, max(catalog - len(items), 0))
+        rng = np.random.default_rng(3)
+        added["title"] = [" ".join(rng.choice(words, int(rng.integers(2, 6)))) for _ in range(len(added))]
+        model.update_catalog(added, show_progress=True)
+    (out / "grown").write_text(str(catalog))
+    return out
+
+
+def served_latency(catalog: int, queries: int, work: Path) -> pd.DataFrame:
+    """`Model.search` in-process (torch on one thread) and `POST /search` from a client process against
+    `twotower serve --threads 1`, on the grown model: every list (BM25, text vectors, the towers' list of a
+    model trained with queries) and the learned fusion, half the queries with a known user."""
+    import httpx
+    import torch
+
+    import twotower
+    from benchmarks.lib.service_harness import Service
+
+    folder = grown_search_model(catalog, work)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(4)
+    with twotower.Model(folder) as model:
+        users = model.user_ids()
+        titles = model.search_index().texts
+        asked = [" ".join(str(titles[i]).split()[:int(rng.integers(1, 4))]) for i in rng.integers(0, len(titles),
+                                                                                                   queries)]
+        who = [str(rng.choice(users)) if rng.random() < 0.5 else None for _ in range(queries)]
+        size = len(model.item_ids())
+        for q, u in zip(asked[:20], who[:20]):                       # warm up
+            model.search(q, user_id=u, k=10)
+        took = []
+        for q, u in zip(asked, who):
+            t0 = time.perf_counter()
+            model.search(q, user_id=u, k=10)
+            took.append((time.perf_counter() - t0) * 1000)
+    rows = [("Model.search, in-process", np.array(took))]
+    service = Service(folder, work / "search-service-state").start()
+    try:
+        service.wait_ready()
+        with httpx.Client(base_url=service.base, timeout=10) as client:
+            took, failed = [], 0
+            for n, (q, u) in enumerate(zip(asked[:20] + asked, who[:20] + who)):
+                t0 = time.perf_counter()
+                answer = client.post("/search", json={"query": q, "user_id": u, "k": 10})
+                if n >= 20:
+                    took.append((time.perf_counter() - t0) * 1000)
+                    failed += answer.status_code != 200
+    finally:
+        service.stop()
+    rows.append((f"POST /search, one at a time ({failed} failed)", np.array(took)))
+    return pd.DataFrame([{"path": name, "catalog": f"{size:,}", "queries": len(t),
+                          **{f"p{q}_ms": round(float(np.percentile(t, q)), 1) for q in (50, 95, 99)}}
+                         for name, t in rows])
+
+
 def show(title: str, table: pd.DataFrame) -> None:
     out = Table(title=title)
     for c in table.columns:
@@ -218,8 +303,11 @@ def main() -> None:
         clicks.to_csv(args.out / "search-bestbuy.csv", index=False)
         titles.to_csv(args.out / "search-known-item.csv", index=False)
     speed, rate = latency(args.catalog, args.queries, args.work)
-    show(f"one query on one core (encoding ran at {rate:,.0f} items/s)", speed)
+    show(f"one query on one core, the search index alone (encoding ran at {rate:,.0f} items/s)", speed)
     speed.assign(encoding_items_per_s=round(rate)).to_csv(args.out / "search-latency.csv", index=False)
+    served = served_latency(args.catalog, args.queries, args.work)
+    show("one query on one core, the whole model (towers' list, fusion; half with a user)", served)
+    served.to_csv(args.out / "search-latency-served.csv", index=False)
     console.print(f"tables in {args.out}/search-*.csv")
 
 

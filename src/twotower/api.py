@@ -260,9 +260,9 @@ class Model:
         if vectors.shape[1] != dim:
             raise InputError(str(self.folder), f"holds item vectors of dimension {vectors.shape[1]}, its config "
                              f"says {dim}", "retrain the model")
-        if len(server.index) == 0:
+        item = server.index.first_id()
+        if item is None:
             raise InputError(str(self.folder), "has an empty index", "rebuild it: twotower index")
-        item = str(server.index.ids()[0])
         if server.index.vectors([item]).shape[1] != dim:
             raise InputError(str(self.folder), f"has an index of another dimension than its towers' {dim}",
                              "rebuild it: twotower index")

@@ -96,6 +96,9 @@ class VectorIndex(Protocol):
     def ids(self) -> np.ndarray:
         """Every item id in the index."""
 
+    def first_id(self) -> str | None:
+        """One item id in the index (for a probe), without listing them all; None when it is empty."""
+
     def save(self, folder: Path) -> None:
         """Persist beside the model (a server backend saves where to find its table)."""
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,10 +26,10 @@ import pandas as pd
 from ..atomic import atomic_path
 from ..errors import InputError
 from .base import IndexSpec, IndexStats, SearchResult, check_queries, check_vectors, exact_top_k, recall_at_k
+from .id_map import IdMap
 
 FORMAT = 1
 COMPACT_DEAD_FRACTION = 0.25
-LOAD_CHUNK = 20_000              # labels mapped per step when an index is loaded
 EXACT_ALLOW_MAX = 20_000   # an allow-list this short is searched exactly: graph and list search miss rare items
 
 
@@ -76,8 +75,7 @@ class FaissIndex:
         self.spec, self.layout = spec, layout
         self._index, self._base = self._empty()
         self._exact, self._exact_store = self._empty_exact()
-        self._label_of: dict[str, int] = {}
-        self._id_of = np.full(0, None, dtype=object)      # each label's item id (None: a free label)
+        self._ids = IdMap()                 # item ids <-> labels
         self._dead: set[int] = set()        # HNSW only: labels still in the graph but deleted
         self._next_label = 0
         self.recall: dict = {}
@@ -141,7 +139,7 @@ class FaissIndex:
             self.layout = replace(self.layout, norm_bound=bound)
         self._index, self._base = self._empty(train)
         self._exact, self._exact_store = self._empty_exact()
-        self._label_of, self._id_of, self._dead, self._next_label = {}, np.full(0, None, dtype=object), set(), 0
+        self._ids, self._dead, self._next_label = IdMap(), set(), 0
         self._add(ids, vectors, progress)
 
     def _pick_transform(self, vectors: np.ndarray, queries: np.ndarray | None, sample: int = 50_000,
@@ -173,7 +171,7 @@ class FaissIndex:
     def _add(self, ids: list[str], vectors: np.ndarray, progress=None, chunk: int = 20_000) -> None:
         if self._mips and len(vectors) and (vectors.astype(np.float64) ** 2).sum(1).max() > self.layout.norm_bound:
             # a longer vector than the bound allows: rebuild everything with a new bound
-            keep = list(self._label_of)
+            keep = self._ids.ids()
             self.build(keep + ids, np.concatenate([self.vectors(keep), vectors]) if keep else vectors, progress)
             return
         labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
@@ -185,28 +183,19 @@ class FaissIndex:
                 self._exact.add_with_ids(part, labels[lo:lo + chunk])
             if progress is not None:
                 progress(min(chunk, len(ids) - lo))
-        self._label_of.update(zip(ids, labels.tolist()))
-        self._relabel(labels, np.asarray(ids, dtype=object))
-
-    def _relabel(self, labels, ids) -> None:
-        """Give these labels these ids (None: free) in a new array: a search keeps the one it started with."""
-        id_of = np.full(max(self._next_label, len(self._id_of)), None, dtype=object)
-        id_of[:len(self._id_of)] = self._id_of
-        id_of[labels] = ids
-        self._id_of = id_of
+        self._ids.add(ids, labels)
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> None:
         ids = [str(i) for i in ids]
         vectors = check_vectors(ids, vectors, self.spec.dim, "index upsert")
-        self.delete([i for i in ids if i in self._label_of])
+        self.delete(ids)
         self._add(ids, vectors)
 
     def delete(self, ids: Sequence[str]) -> int:
-        labels = [self._label_of.pop(str(i)) for i in ids if str(i) in self._label_of]
+        labels = self._ids.remove(ids)
         if not labels:
             return 0
-        self._relabel(labels, None)
         if self.layout.kind == "hnsw":
             self._dead.update(labels)
             if len(self._dead) > COMPACT_DEAD_FRACTION * self._index.ntotal:
@@ -220,24 +209,26 @@ class FaissIndex:
 
     def compact(self) -> None:
         """Rebuild without the deleted items (HNSW); ids and vectors are unchanged."""
-        ids = list(self._label_of)
+        ids = self._ids.ids()
         self.build(ids, self.vectors(ids))
 
     # --- reading ------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._label_of)
+        return len(self._ids)
 
     def contains(self, ids: Sequence[str]) -> np.ndarray:
-        return np.fromiter((str(i) in self._label_of for i in ids), bool, len(ids))
+        return self._ids.labels(ids) >= 0
 
     def ids(self) -> np.ndarray:
-        return np.asarray(list(self._label_of), dtype=object)
+        return np.asarray(self._ids.ids(), dtype=object)
+
+    def first_id(self) -> str | None:
+        return self._ids.first()
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
-        missing = [i for i in ids if str(i) not in self._label_of]
-        if missing:
-            raise KeyError(f"item {missing[0]!r} is not in the index")
-        labels = np.fromiter((self._label_of[str(i)] for i in ids), np.int64, len(ids))
+        labels = self._ids.labels(ids)
+        if (labels < 0).any():
+            raise KeyError(f"item {ids[int(np.argmax(labels < 0))]!r} is not in the index")
         return self._reconstruct(labels) if len(ids) else np.zeros((0, self.spec.dim), np.float32)
 
     def _reconstruct(self, labels: np.ndarray) -> np.ndarray:
@@ -263,8 +254,8 @@ class FaissIndex:
         n = len(queries)
         extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
         fetch = max(1, min(k + extra, len(self)))
-        allowed = None if allow is None else \
-            np.asarray([self._label_of[a] for a in allow if a in self._label_of], dtype=np.int64)
+        allowed = None if allow is None else self._ids.labels(list(allow))
+        allowed = None if allowed is None else allowed[allowed >= 0]
         if allowed is not None and (self.layout.kind == "flat" or len(allowed) <= EXACT_ALLOW_MAX):
             scores, labels = self._search_exact(queries, allowed, fetch)
         else:
@@ -283,17 +274,17 @@ class FaissIndex:
                     scores = -scores
         out_ids = np.full((n, k), None, dtype=object)
         out_scores = np.full((n, k), -np.inf, dtype=np.float32)
-        id_of = self._id_of
+        id_of = self._ids.id_array()                      # the one a write meanwhile does not change
         for row in range(n):
             found = labels[row]
             keep = (found >= 0) & (found < len(id_of))
             found, score = found[keep], scores[row][keep]
             ids = id_of[found]
-            keep = pd.notna(ids)                          # a label whose item was deleted holds None
+            keep = ids != ""                              # a label whose item was deleted
             if exclude is not None and len(exclude[row]):
                 skip = exclude[row]
-                keep &= np.fromiter((i not in skip for i in ids), bool, len(ids))
-            ids, score = ids[keep][:k], score[keep][:k]
+                keep &= np.fromiter((i not in skip for i in ids.tolist()), bool, len(ids))
+            ids, score = np.asarray(ids[keep][:k].tolist(), dtype=object), score[keep][:k]
             out_ids[row, :len(ids)], out_scores[row, :len(ids)] = ids, score
         return SearchResult(out_ids, out_scores)
 
@@ -381,8 +372,7 @@ class FaissIndex:
             faiss.write_index(self._index, str(tmp / "faiss.index"))
             if self._exact is not None:
                 faiss.write_index(self._exact, str(tmp / "exact.index"))
-            pd.DataFrame({"item_id": list(self._label_of), "label": list(self._label_of.values())}) \
-                .to_parquet(tmp / "labels.parquet")
+            self._ids.save(tmp)
             meta = {"format": FORMAT, "backend": self.backend, "index": self.describe(), "spec": asdict(self.spec),
                     "layout": asdict(self.layout), "next_label": self._next_label,
                     "dead": sorted(self._dead), "recall": self.recall}
@@ -400,17 +390,11 @@ class FaissIndex:
         if index.layout.refine:
             index._exact = faiss.read_index(str(Path(folder) / "exact.index"))
             index._exact_store = faiss.downcast_index(index._exact.index)
-        labels = pd.read_parquet(Path(folder) / "labels.parquet")
+        if IdMap.saved_in(folder):
+            index._ids = IdMap.load(folder)
+        else:                                            # saved before the id arrays
+            labels = pd.read_parquet(Path(folder) / "labels.parquet")
+            index._ids = IdMap.from_pairs(labels["item_id"].astype(str).tolist(), labels["label"].to_numpy())
         index._dead, index._next_label, index.recall = set(meta["dead"]), meta["next_label"], meta.get("recall", {})
-        size = max(index._next_label, int(labels["label"].max()) + 1 if len(labels) else 0)
-        index._label_of, index._id_of = {}, np.full(size, None, dtype=object)
-        for lo in range(0, len(labels), LOAD_CHUNK):
-            # a chunk at a time, letting other threads run between: a version loading beside a serving one
-            # must not hold the interpreter lock for the whole catalog at once
-            ids = labels["item_id"].iloc[lo:lo + LOAD_CHUNK].astype(str).to_numpy(dtype=object)
-            codes = labels["label"].iloc[lo:lo + LOAD_CHUNK].to_numpy(np.int64)
-            index._label_of.update(zip(ids.tolist(), codes.tolist()))
-            index._id_of[codes] = ids
-            time.sleep(0)
         index.search_effort = index.layout.search_effort
         return index

@@ -147,6 +147,10 @@ class PgVectorIndex:
     def ids(self) -> np.ndarray:
         return np.asarray([r[0] for r in self._conn.execute(f"SELECT item_id FROM {self.table}")], dtype=object)
 
+    def first_id(self) -> str | None:
+        row = self._conn.execute(f"SELECT item_id FROM {self.table} LIMIT 1").fetchone()
+        return row[0] if row else None
+
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         rows = dict(self._conn.execute(f"SELECT item_id, embedding FROM {self.table} WHERE item_id = ANY(%s)",
                                        ([str(i) for i in ids],)).fetchall())

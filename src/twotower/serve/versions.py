@@ -1,7 +1,8 @@
 """The model version a service answers from, and the swap to another: the new version is opened beside the old,
 checked (its files, its dimension, a probe query), brought up to date with the service's event log, then
 swapped in one assignment. A request holds the version it started with to the end (a lease); the old version
-is closed when its last request finishes. A failed load leaves the old version serving."""
+is closed when its last request finishes, in a thread of its own. A failed load leaves the old version
+serving."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ class ServedModels:
         self._swaps = self.events.parent / SWAPS_FILE if self.events is not None else None
         self._swaps_seen = self._swaps_stamp()
         self._following = threading.Lock()
+        self._closing: list[threading.Thread] = []     # retired versions being closed
 
     @property
     def current(self) -> Version:
@@ -94,7 +96,7 @@ class ServedModels:
                 held.in_flight -= 1
                 done = held.retired and held.in_flight == 0
             if done:
-                held.model.close()
+                self._retire(held)
 
     def ingest(self, events) -> int:
         """Append events durably to the log and apply them to the version being served; returns how many were
@@ -135,8 +137,7 @@ class ServedModels:
     def reload(self, ref: str | None = None) -> tuple[Version, Version]:
         """Open `ref` (default: what the current version was asked as, so an alias is looked up again),
         check it and swap it in; returns (old, new). A `ReloadError` leaves the old version serving."""
-        with yielding(self.reload_share):          # the version being served keeps up with its requests
-            new = self._open(ref or self._current.ref)
+        new = self._open_aside(ref or self._current.ref)
         with self._write:
             try:
                 new.model.catch_up()               # events logged while it was opening
@@ -151,7 +152,7 @@ class ServedModels:
                 old.retired = True
                 idle = old.in_flight == 0
         if idle:
-            old.model.close()
+            self._retire(old)
         self._record_swap(new)
         return old, new
 
@@ -217,6 +218,48 @@ class ServedModels:
             idle = self._current.in_flight == 0
         if idle:
             self._current.model.close()
+        self.settle()
+
+    def _aside(self, work, name: str) -> threading.Thread:
+        """Start `work` in a thread that yields to the version being served: it takes at most `reload_share`
+        of the interpreter (`yielding`)."""
+        def run() -> None:
+            with yielding(self.reload_share):
+                work()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def _open_aside(self, ref: str) -> Version:
+        """`_open` in a thread that yields to the version being served."""
+        opened: list = []
+
+        def work() -> None:
+            try:
+                opened.append(self._open(ref))
+            except BaseException as exc:           # raised again in the caller's thread
+                opened.append(exc)
+
+        self._aside(work, "twotower-open-version").join()
+        if isinstance(opened[0], BaseException):
+            raise opened[0]
+        return opened[0]
+
+    def _retire(self, version: Version) -> None:
+        """Close a version no request holds any more, in a thread that yields to the served one: freeing a
+        large catalog (its index, arrays and stores) takes tens of ms, which must not fall on the thread that
+        answers requests (the event loop, where the last request on the old version ends)."""
+        closing = self._aside(version.model.close, "twotower-close-version")
+        with self._lock:
+            self._closing = [t for t in self._closing if t.is_alive()] + [closing]
+
+    def settle(self) -> None:
+        """Wait until the retired versions are closed."""
+        with self._lock:
+            closing = list(self._closing)
+        for thread in closing:
+            thread.join()
 
     def _open(self, ref: str) -> Version:
         try:
