@@ -187,6 +187,26 @@ def test_a_request_in_flight_keeps_its_version_through_a_swap(folders):
         served.close()
 
 
+def test_a_retired_version_is_closed_off_the_thread_whose_request_ended_last(folders, monkeypatch):
+    """Freeing a large catalog takes tens of ms: it must not fall on the thread that answers requests."""
+    import threading
+
+    from twotower.api import Model
+
+    a, b, state = folders
+    closed_on = []
+    close = Model.close
+    monkeypatch.setattr(Model, "close", lambda self: (closed_on.append(threading.current_thread()), close(self)))
+    served = ServedModels(str(a), events=state / "events.sqlite")
+    try:
+        with served.lease():
+            served.reload(str(b))
+        served.settle()
+        assert closed_on and threading.current_thread() not in closed_on
+    finally:
+        served.close()
+
+
 def test_an_old_dated_event_reaches_the_live_version_and_a_future_one_is_refused(folders):
     a, _, state = folders
     with client_for(a, state) as client:
