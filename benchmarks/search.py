@@ -52,7 +52,8 @@ def read_bestbuy(path: Path) -> pd.DataFrame:
 def metrics(ranked: list[list[str]], targets: list[str]) -> dict[str, float]:
     hits = [t in r[:10] for r, t in zip(ranked, targets)]
     rr = [1.0 / (r[:10].index(t) + 1) if t in r[:10] else 0.0 for r, t in zip(ranked, targets)]
-    return {"recall@10": float(np.mean(hits)), "MRR@10": float(np.mean(rr)), "_rr": np.array(rr)}
+    return {"recall@10": float(np.mean(hits)), "MRR@10": float(np.mean(rr)), "_rr": np.array(rr),
+            "_hits": np.array(hits, np.float64)}
 
 
 def interval(values: np.ndarray) -> str:
@@ -104,11 +105,15 @@ def bestbuy(work: Path) -> pd.DataFrame:
         lists[SMALL] = [model.search(q, k=10)["item_id"].tolist() for q in test["query"]]
     targets = test["sku"].tolist()
     seen = set(train["sku"])
-    rows = []
+    rows, scored = [], {}
     for name, ranked in lists.items():
-        m = metrics(ranked, targets)
+        m = scored[name] = metrics(ranked, targets)
         rows.append({"method": name, "recall@10": m["recall@10"], "MRR@10": m["MRR@10"],
                      "MRR@10 95% interval": interval(m["_rr"])})
+    best = scored["hybrid + towers (anonymous)"]["_hits"]
+    for other in ("BM25 alone", "text encoder alone", "towers alone (query text in the query tower)"):
+        console.print(f"hybrid + towers minus {other}: recall@10 {best.mean() - scored[other]['_hits'].mean():+.3f}, "
+                      f"paired 95% interval {interval(best - scored[other]['_hits'])}")
     console.print(f"Best Buy: trained on {len(train)} clicks, tested on {len(test)} later clicks "
                   f"({sum(t in seen for t in targets)} of their SKUs were clicked in training; {known} of the "
                   f"test users have training history); fusion learned at training: {learned}")

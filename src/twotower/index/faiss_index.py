@@ -28,7 +28,7 @@ from ..errors import InputError
 from .base import IndexSpec, IndexStats, SearchResult, check_queries, check_vectors, exact_top_k, recall_at_k
 from .id_map import IdMap
 
-FORMAT = 1
+FORMAT = 2                 # 2: item ids in numpy arrays (`id_map`); 1 (labels.parquet) is still read
 COMPACT_DEAD_FRACTION = 0.25
 EXACT_ALLOW_MAX = 20_000   # an allow-list this short is searched exactly: graph and list search miss rare items
 
@@ -279,13 +279,15 @@ class FaissIndex:
             found = labels[row]
             keep = (found >= 0) & (found < len(id_of))
             found, score = found[keep], scores[row][keep]
-            ids = id_of[found]
-            keep = ids != ""                              # a label whose item was deleted
+            raw = id_of[found]
+            live = raw != b""                             # b'': a label whose item was deleted
+            names, score = IdMap.decode(raw[live]), score[live]
             if exclude is not None and len(exclude[row]):
                 skip = exclude[row]
-                keep &= np.fromiter((i not in skip for i in ids.tolist()), bool, len(ids))
-            ids, score = np.asarray(ids[keep][:k].tolist(), dtype=object), score[keep][:k]
-            out_ids[row, :len(ids)], out_scores[row, :len(ids)] = ids, score
+                keep = np.fromiter((i not in skip for i in names), bool, len(names))
+                names, score = [i for i, kept in zip(names, keep) if kept], score[keep]
+            names, score = names[:k], score[:k]
+            out_ids[row, :len(names)], out_scores[row, :len(names)] = names, score
         return SearchResult(out_ids, out_scores)
 
     def _search_exact(self, queries: np.ndarray, labels: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -380,7 +382,7 @@ class FaissIndex:
 
     @classmethod
     def load(cls, folder: Path, meta: dict) -> "FaissIndex":
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in (1, FORMAT):
             raise InputError(str(folder), f"index format {meta.get('format')} is not {FORMAT}",
                              "rebuild it: `twotower index --model DIR`")
         index = cls(IndexSpec(**meta["spec"]), FaissLayout(**meta["layout"]))
@@ -390,9 +392,9 @@ class FaissIndex:
         if index.layout.refine:
             index._exact = faiss.read_index(str(Path(folder) / "exact.index"))
             index._exact_store = faiss.downcast_index(index._exact.index)
-        if IdMap.saved_in(folder):
+        if meta["format"] == FORMAT:
             index._ids = IdMap.load(folder)
-        else:                                            # saved before the id arrays
+        else:                                            # format 1: saved before the id arrays
             labels = pd.read_parquet(Path(folder) / "labels.parquet")
             index._ids = IdMap.from_pairs(labels["item_id"].astype(str).tolist(), labels["label"].to_numpy())
         index._dead, index._next_label, index.recall = set(meta["dead"]), meta["next_label"], meta.get("recall", {})

@@ -83,14 +83,14 @@ class ServedModels:
         """The current version, kept open until the block ends even if another is swapped in meanwhile. It has
         applied the events other processes of the service logged (read-your-writes across workers); their
         reloads are followed by the app's background thread (`follow_swaps`), not on a request's path."""
-        try:
-            self._current.model.sync()
-        except Exception:                         # the read is still answered, from what this process holds
-            log.exception("could not apply events another worker logged")
         with self._lock:
             held = self._current
             held.in_flight += 1
         try:
+            try:
+                held.model.sync()
+            except Exception:                     # the read is still answered, from what this process holds
+                log.exception("could not apply events another worker logged")
             yield held
         finally:
             with self._lock:
@@ -250,14 +250,22 @@ class ServedModels:
     def _retire(self, version: Version) -> None:
         """Close a version no request holds any more, in a thread that yields to the served one: freeing a
         large catalog (its index, arrays and stores) takes tens of ms, which must not fall on the thread that
-        answers requests (the event loop, where the last request on the old version ends)."""
-        def close() -> None:
+        answers requests (the event loop, where the last request on the old version ends). After `close()`
+        (shutting down) it closes at once, so that nothing is left to a thread the exit would cut short."""
+        if self._closed:
             version.model.close()
+            return
+
+        def close() -> None:
+            try:
+                version.model.close()
+            except Exception:
+                log.exception("could not close the retired version %s", version.version)
             return_freed_memory()
 
-        closing = self._aside(close, "twotower-close-version")
-        with self._lock:
-            self._closing = [t for t in self._closing if t.is_alive()] + [closing]
+        with self._lock:                           # seen by a `settle` from the moment it starts
+            self._closing = [t for t in self._closing if t.is_alive()]
+            self._closing.append(self._aside(close, "twotower-close-version"))
 
     def settle(self) -> None:
         """Wait until the retired versions are closed."""
@@ -296,10 +304,19 @@ def return_freed_memory() -> None:
     """Hand the heap's free pages back to the system (glibc's `malloc_trim`; elsewhere nothing): the allocator
     otherwise kept part of each closed version, and four reloads of a million-item catalog grew the process
     from 1.29 to 1.59 GiB (1.30 with this)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
 
 
 def default_events_path(ref: str, registry: RegistryConfig | None, state: str | None) -> Path | None:
