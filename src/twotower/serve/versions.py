@@ -309,6 +309,7 @@ def return_freed_memory() -> None:
 
 
 def _glibc():
+    """glibc, or None on a system without it (where nothing is handed back)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         return libc if hasattr(libc, "malloc_trim") else None
