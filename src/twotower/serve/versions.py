@@ -6,7 +6,6 @@ serving."""
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import logging
@@ -261,7 +260,6 @@ class ServedModels:
                 version.model.close()
             except Exception:
                 log.exception("could not close the retired version %s", version.version)
-            return_freed_memory()
 
         with self._lock:                           # seen by a `settle` from the moment it starts
             self._closing = [t for t in self._closing if t.is_alive()]
@@ -298,26 +296,6 @@ class ServedModels:
         gc.freeze()
         registered = ref.startswith("models:")                   # served from ROOT/serving/NAME/VERSION
         return Version(model, ref, f"{folder.parent.name}/{folder.name}" if registered else model.model_id)
-
-
-def return_freed_memory() -> None:
-    """Hand the heap's free pages back to the system (glibc's `malloc_trim`; elsewhere nothing): the allocator
-    otherwise kept part of each closed version, and four reloads of a million-item catalog grew the process
-    from 1.29 to 1.59 GiB (1.30 with this)."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _glibc():
-    """glibc, or None on a system without it (where nothing is handed back)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _glibc()
 
 
 def default_events_path(ref: str, registry: RegistryConfig | None, state: str | None) -> Path | None:
