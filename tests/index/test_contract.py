@@ -50,6 +50,7 @@ def test_describe_gives_back_the_spec_string(index, vectors, request):
     assert isinstance(index, VectorIndex)
     assert index.describe() == request.node.callspec.params["index"]
     assert len(index) == 2000 and sorted(index.ids()) == sorted(vectors.ids)
+    assert index.first_id() in set(vectors.ids)
 
 
 def test_search_finds_what_exact_search_finds(index, vectors):
@@ -96,6 +97,7 @@ def test_save_and_load_keep_the_content(index, vectors, tmp_path):
         loaded = PgVectorIndex.load(tmp_path / "ix", {**meta, "dsn": index.dsn})
     try:
         assert len(loaded) == len(index) and loaded.describe() == index.describe()
+        assert sorted(loaded.ids()) == sorted(index.ids()) and loaded.first_id() in set(index.ids())
         assert loaded.search(vectors.queries[:1], 1).hits(0) == ["brand-new"]
     finally:
         if loaded is not index:
