@@ -231,9 +231,8 @@ class ServeConfig(_Section):
                                "loop itself (no lock hand-offs; more threads overlap only what releases the "
                                "interpreter lock: index search, trees, SQLite)")
     reload_share: float = Field(0.2, gt=0, le=1, description="of the interpreter a version loading beside the "
-                                "served one may take (it pauses after each slice of work): at 1 a million-item "
-                                "version loads in ~2 s but requests queue behind it for up to a second; at 0.2 "
-                                "it loads in 5-7 s and requests keep up")
+                                "served one may take (it pauses after each slice of work): a million-item "
+                                "version loads in ~2.6 s at 1 and in 3-5 s at 0.2, where requests keep up")
     queue_deadline_s: float = Field(2.0, gt=0, description="a /recommend request that waited longer than this "
                                     "for the model gets 503 (Retry-After) instead of a late answer")
     admin_token: str | None = Field(None, description="bearer token of the admin routes; default "

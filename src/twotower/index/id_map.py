@@ -48,9 +48,6 @@ class IdMap:
     def __len__(self) -> int:
         return len(self._order) - self._free - len(self._removed) + len(self._added)
 
-    def __contains__(self, item_id: str) -> bool:
-        return self.label(item_id) is not None
-
     def label(self, item_id: str) -> int | None:
         found = int(self.labels([item_id])[0])
         return found if found >= 0 else None

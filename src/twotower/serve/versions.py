@@ -137,7 +137,8 @@ class ServedModels:
     def reload(self, ref: str | None = None) -> tuple[Version, Version]:
         """Open `ref` (default: what the current version was asked as, so an alias is looked up again),
         check it and swap it in; returns (old, new). A `ReloadError` leaves the old version serving."""
-        new = self._open_aside(ref or self._current.ref)
+        with yielding(self.reload_share):          # the version being served keeps up with its requests
+            new = self._open(ref or self._current.ref)
         with self._write:
             try:
                 new.model.catch_up()               # events logged while it was opening
@@ -220,32 +221,6 @@ class ServedModels:
             self._current.model.close()
         self.settle()
 
-    def _aside(self, work, name: str) -> threading.Thread:
-        """Start `work` in a thread that yields to the version being served: it takes at most `reload_share`
-        of the interpreter (`yielding`)."""
-        def run() -> None:
-            with yielding(self.reload_share):
-                work()
-
-        thread = threading.Thread(target=run, name=name, daemon=True)
-        thread.start()
-        return thread
-
-    def _open_aside(self, ref: str) -> Version:
-        """`_open` in a thread that yields to the version being served."""
-        opened: list = []
-
-        def work() -> None:
-            try:
-                opened.append(self._open(ref))
-            except BaseException as exc:           # raised again in the caller's thread
-                opened.append(exc)
-
-        self._aside(work, "twotower-open-version").join()
-        if isinstance(opened[0], BaseException):
-            raise opened[0]
-        return opened[0]
-
     def _retire(self, version: Version) -> None:
         """Close a version no request holds any more, in a thread that yields to the served one: freeing a
         large catalog (its index, arrays and stores) takes tens of ms, which must not fall on the thread that
@@ -256,14 +231,17 @@ class ServedModels:
             return
 
         def close() -> None:
-            try:
-                version.model.close()
-            except Exception:
-                log.exception("could not close the retired version %s", version.version)
+            with yielding(self.reload_share):
+                try:
+                    version.model.close()
+                except Exception:
+                    log.exception("could not close the retired version %s", version.version)
 
+        closing = threading.Thread(target=close, name="twotower-close-version", daemon=True)
         with self._lock:                           # seen by a `settle` from the moment it starts
             self._closing = [t for t in self._closing if t.is_alive()]
-            self._closing.append(self._aside(close, "twotower-close-version"))
+            self._closing.append(closing)
+            closing.start()
 
     def settle(self) -> None:
         """Wait until the retired versions are closed."""
