@@ -254,8 +254,10 @@ class FaissIndex:
         n = len(queries)
         extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
         fetch = max(1, min(k + extra, len(self)))
-        allowed = None if allow is None else self._ids.labels(list(allow))
-        allowed = None if allowed is None else allowed[allowed >= 0]
+        allowed = None
+        if allow is not None:
+            allowed = self._ids.labels(list(allow))
+            allowed = allowed[allowed >= 0]
         if allowed is not None and (self.layout.kind == "flat" or len(allowed) <= EXACT_ALLOW_MAX):
             scores, labels = self._search_exact(queries, allowed, fetch)
         else:
