@@ -58,6 +58,7 @@ def process_group() -> Iterator[Group]:
     dist.init_process_group("gloo", timeout=TIMEOUT)
     try:
         yield current()
+        dist.barrier()      # no rank tears gloo down while another still talks to it (that aborts the process)
     finally:
         dist.destroy_process_group()
 
