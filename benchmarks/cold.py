@@ -18,8 +18,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TWOTOWER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 import pandas as pd  # noqa: E402
-from rich.console import Console  # noqa: E402
 
+from benchmarks.lib.report import console as report_console  # noqa: E402
 from twotower.config import config_from_dict  # noqa: E402
 from twotower.data.movielens import load_ml100k, load_ml1m, locate  # noqa: E402
 from twotower.pipeline import dataset_from_frames, evaluate_cold  # noqa: E402
@@ -35,7 +35,7 @@ SETTINGS = {                                   # name -> config sections over th
     "new items at place 5": {"index": {"new_item_place": 5}},
     "new items at place 10": {"index": {"new_item_place": 10}},
 }
-console = Console()
+console = report_console()
 
 
 def commit() -> str:

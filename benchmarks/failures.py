@@ -22,16 +22,16 @@ os.environ.setdefault("TWOTOWER_DATA", str(Path(__file__).resolve().parents[2] /
 
 import httpx  # noqa: E402
 import pandas as pd  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.lib.report import console as report_console  # noqa: E402
 from benchmarks.lib.request_fuzz import fuzz_service  # noqa: E402
 from benchmarks.lib.service_harness import (Service, catalog_churn, crash_while_ingesting, hot_swap,  # noqa: E402
                                             read_your_writes)
 from benchmarks.serve import base_model  # noqa: E402
 from twotower.data.schema import read_table  # noqa: E402
 
-console = Console()
+console = report_console()
 
 
 def main() -> None:

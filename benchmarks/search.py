@@ -34,11 +34,12 @@ os.environ.setdefault("TWOTOWER_DATA", str(Path(__file__).resolve().parents[2] /
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.lib.report import console as report_console  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-console = Console()
+console = report_console()
 
 
 def read_bestbuy(path: Path) -> pd.DataFrame:

@@ -24,8 +24,8 @@ os.environ.setdefault("TWOTOWER_DATA", str(Path(__file__).resolve().parents[2] /
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
 
+from benchmarks.lib.report import console as report_console  # noqa: E402
 from twotower.config import config_from_dict  # noqa: E402
 from twotower.data.movielens import load_ml100k, locate  # noqa: E402
 from twotower.evaluate.metrics import ndcg_at  # noqa: E402
@@ -37,7 +37,7 @@ from twotower.pipeline import dataset_from_frames  # noqa: E402
 from twotower.report import frame_table, print_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-console = Console()
+console = report_console()
 
 
 def nearest(queries: torch.Tensor, catalog: torch.Tensor, k: int = 10) -> np.ndarray:

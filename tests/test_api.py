@@ -76,6 +76,21 @@ def test_ingest_changes_the_list_and_excludes_the_new_items(model_dir, small_ml)
             "ingested events survive closing the model"
 
 
+def test_ingest_counts_each_new_event_once_alone_and_in_a_group_commit(model_dir):
+    def event(event_id=None, n=0):
+        return {"user_id": "5", "item_id": "50", "action": "click", "timestamp": 1e9 + n,
+                **({"event_id": event_id} if event_id else {})}
+
+    with twotower.load(model_dir) as model:
+        assert model.ingest([event("x1")]) == 1
+        # one request: a stored id, a new id twice, two events without an id
+        assert model.ingest([event("x1"), event("x2", 1), event("x2", 2), event(n=3), event(n=4)]) == 3
+        # a group commit: an id both requests send counts for the first only
+        first, second = (model.check_events(batch) for batch in ([event("x3"), event("x4")], [event("x4"), event()]))
+        assert model.ingest_checked([first, second]) == [2, 1]
+        assert model.ingest_checked([model.check_events([event("x3")])]) == [0]
+
+
 def test_a_user_who_arrives_through_events_gets_personal_items(model_dir):
     with twotower.load(model_dir) as model:
         assert not model.knows(["newcomer"])[0]

@@ -302,8 +302,11 @@ class Model:
         with self._write:
             if self._log is None:
                 self._log = EventLog(self._log_path)
-            stored = self._log.append(pd.concat(batches, ignore_index=True))   # acknowledged from here on
+            together = batches[0] if len(batches) == 1 else pd.concat(batches, ignore_index=True)
+            stored = self._log.append(together)                   # acknowledged from here on
             self._apply_logged(appended=stored)
+        if len(batches) == 1:                   # the events it stored are its own: new ids and the id-less
+            return [len(stored)]
         new_ids, counts = set(stored["event_id"].dropna()), []
         for batch in batches:                   # an event_id stored now counts for the first batch that sent it
             ids = batch["event_id"] if "event_id" in batch.columns else pd.Series(None, index=batch.index)
@@ -345,7 +348,7 @@ class Model:
             catch_up(self._server.features, self._log, after=after, appended=appended)
         new = appended if follows(appended, self._history_seq) else self._log.since(self._history_seq)
         if len(new):
-            applied = new[new["timestamp"] > after]
+            applied = new[new["timestamp"].to_numpy() > after] if after > -np.inf else new
             if len(applied):
                 self._server = self._server.with_events(applied)
             self._history_seq = int(new["seq"].max())

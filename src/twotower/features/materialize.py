@@ -82,7 +82,9 @@ def catch_up(online: OnlineStore, log: EventLog, after: float = -np.inf, appende
     if not len(missing):
         return 0
     position = int(missing["seq"].max())
-    return online.ingest(missing[missing["timestamp"] > after], position=position, log=log.log_id)
+    if after > -np.inf:
+        missing = missing[missing["timestamp"].to_numpy() > after]
+    return online.ingest(missing, position=position, log=log.log_id)
 
 
 def materialize(model_dir: Path, cfg: RankConfig, model_id: str, show_progress: bool = True) -> Materialized:

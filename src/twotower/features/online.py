@@ -181,7 +181,7 @@ class SQLiteOnlineStore:
             if position is not None:
                 row = self._db.execute("SELECT seq FROM applied_log WHERE log = ?", (log,)).fetchone()
                 done = int(row[0]) if row else 0
-                if "seq" in events.columns:
+                if "seq" in events.columns and (events["seq"].to_numpy() <= done).any():
                     events = events[events["seq"].to_numpy() > done]
                 self._db.execute("INSERT INTO applied_log VALUES (?, ?) ON CONFLICT (log) DO UPDATE SET seq = "
                                  "max(seq, excluded.seq)", (log, position))
@@ -355,7 +355,7 @@ class RedisOnlineStore:
             if position is not None:
                 tx.watch(k("applied"))
                 done = int(tx.hget(k("applied"), log) or 0)
-                if "seq" in events.columns:
+                if "seq" in events.columns and (events["seq"].to_numpy() <= done).any():
                     events = events[events["seq"].to_numpy() > done]
                 position = max(position, done)
             ev = events[events["weight"].astype(float) > 0]
