@@ -176,6 +176,19 @@ class Model:
         """Every item the model can recommend now (its index's catalog)."""
         return [str(i) for i in self._server.index.ids()]
 
+    def recent_users(self, n: int = 1000) -> list[str]:
+        """The last `n` distinct users with history this model answered, the latest first: whom to `warm`
+        a version swapped in for."""
+        server = self._server
+        return [str(u) for u in server.saved.history.users.decode(server.recent_users(n))]
+
+    def warm(self, user_ids) -> None:
+        """Prepare the answers to these users' next requests (their kept query states, their online
+        feature values), so that a version swapped in for a service answers them as fast as the one before
+        it; users without history, or unknown, are skipped."""
+        server = self._server
+        server.warm(server.saved.history.users.encode(_id_list(user_ids, "user_ids")))
+
     def knows(self, user_ids) -> np.ndarray:
         """[n] True for users with history (personalised answers); others get the most popular items."""
         server = self._server

@@ -222,6 +222,26 @@ class Server:
         """This server searching another index of the same model (a changed catalog)."""
         return replace(self, index=index, catalog=None)
 
+    def warm(self, users: np.ndarray, batch: int = 16) -> None:
+        """Compute the kept query states of these user codes and read their values from the online store, so
+        that their first requests cost what later ones do (a version swapped in starts with neither). In
+        batches about as long as one request: the towers hold the interpreter lock through each call, and the
+        service's requests wait for it in between."""
+        users = np.asarray(users, np.int64)
+        users = users[self.knows(users)]
+        item = str(self.popular.index[0]) if len(self.popular) else None
+        for lo in range(0, len(users), batch):
+            part = users[lo:lo + batch]
+            self.catalog.states.keep(self.users.histories_of(part), part)
+            if self.features is not None and item is not None:
+                self.features.features({"user_id": self.saved.history.users.decode(part).astype(str),
+                                        "item_id": np.full(len(part), item, dtype=object),
+                                        "timestamp": np.full(len(part), self.now + 1.0)})
+
+    def recent_users(self, n: int) -> np.ndarray:
+        """The codes of the last `n` distinct known users whose requests this server answered, the latest first."""
+        return self.catalog.states.recent_users(n)
+
     def knows(self, users: np.ndarray) -> np.ndarray:
         """[n] True for user codes with a positive event in the model's history (personalised requests)."""
         return self.users.has_history_of(users) & (users > 0)

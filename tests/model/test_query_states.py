@@ -70,3 +70,20 @@ def test_states_are_bounded_and_none_are_kept_at_size_zero(tiny_model):
         states.queries(histories[4:5], users[4:5], {k: v[4:5] for k, v in ctx.items()})
         assert (int(users[0]), histories[0].tobytes()) in states._states            # the least recent left
         assert (int(users[1]), histories[1].tobytes()) not in states._states
+
+
+def test_recent_users_are_the_latest_distinct_askers_first_and_keep_fills_them(tiny_model):
+    with twotower.load(tiny_model[0], rank=False) as m:
+        server = m._server
+        states = server.catalog.states
+        users = np.flatnonzero(server.knows(np.arange(server.saved.history.n_users + 1)))[:4]
+        at = np.full(2, 1_700_100_000.0)
+        server.query_vectors(users[:2], at, None)
+        server.query_vectors(users[2:], at, None)
+        server.query_vectors(users[:1], at[:1], None)           # asked again: the latest
+        assert states.recent_users(3).tolist() == [users[0], users[3], users[2]]
+        fresh = QueryStates(server.saved.model, server.catalog.states.item_vectors, 10)
+        fresh.keep(server.users.histories_of(users), users)
+        assert (len(fresh), fresh.misses) == (4, 4)
+        fresh.keep(server.users.histories_of(users), users)
+        assert fresh.hits == 4 and sorted(fresh.recent_users(10).tolist()) == sorted(users.tolist())

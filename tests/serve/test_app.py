@@ -207,6 +207,27 @@ def test_a_retired_version_is_closed_off_the_thread_whose_request_ended_last(fol
         served.close()
 
 
+@pytest.mark.parametrize("warm_users", [0, 3])
+def test_a_version_swapped_in_is_warmed_for_the_latest_users_only_as_asked(folders, warm_users):
+    """A cold version costs each user's first request the query tower's full work; the swap does it before."""
+    a, b, state = folders
+    served = ServedModels(str(a), events=state / "events.sqlite", warm_users=warm_users)
+    try:
+        users = served.current.model.user_ids()[1:6]        # not the first: the swap's probe request asks for it
+        for user in users:
+            served.current.model.recommend_each([user], k=3)
+        served.reload(str(b))
+        new = served.current.model
+        latest = users[::-1][:3]
+        assert set(new.recent_users(10)) & set(users) == (set(latest[:warm_users]))
+        states = new._server.catalog.states
+        hits, misses = states.hits, states.misses
+        new.recommend_each(latest, k=3)
+        assert (states.hits - hits, states.misses - misses) == (warm_users, 3 - warm_users)
+    finally:
+        served.close()
+
+
 def test_an_old_dated_event_reaches_the_live_version_and_a_future_one_is_refused(folders):
     a, _, state = folders
     with client_for(a, state) as client:

@@ -39,6 +39,20 @@ class QueryStates:
             q = self.model.next_with_context(torch.from_numpy(states), torch.as_tensor(histories[:, -1] > 0), ctx)
             return self.model.similarity.prepare_query(q).numpy()
 
+    def keep(self, histories: np.ndarray, users: np.ndarray) -> None:
+        """Compute and keep the states of these user codes with these histories (warming a version up)."""
+        self._states_of(histories, users)
+
+    def recent_users(self, n: int) -> np.ndarray:
+        """The codes of the last `n` distinct users whose states were asked for, the latest first."""
+        latest: dict[int, None] = {}
+        with self._lock:                         # from the newest end: n users are about n keys
+            for user, _ in reversed(self._states):
+                if len(latest) >= n:
+                    break
+                latest[user] = None
+        return np.fromiter(latest, np.int64, len(latest))
+
     def _states_of(self, histories: np.ndarray, users: np.ndarray) -> np.ndarray:
         keys = [(int(u), h.tobytes()) for u, h in zip(users, histories)]
         states = np.empty((len(keys), self.model.cfg.dim), np.float32)

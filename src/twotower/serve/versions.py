@@ -56,9 +56,10 @@ class ServedModels:
     """The version being served. `lease()` for every read, `ingest` for events, `reload` to swap."""
 
     def __init__(self, ref: str, registry: RegistryConfig | None = None, events: str | Path | None = None,
-                 rank: bool = True, reload_share: float = 1.0):
+                 rank: bool = True, reload_share: float = 1.0, warm_users: int = 1000):
         self.registry = registry
         self.reload_share = reload_share     # of the interpreter a version loading beside this one takes
+        self.warm_users = warm_users         # the served version's latest users a new one prepares for
         self.events = Path(events) if events is not None else None
         self.rank = rank
         self._lock = threading.Lock()        # guards the lease counts and the swap
@@ -139,6 +140,7 @@ class ServedModels:
         check it and swap it in; returns (old, new). A `ReloadError` leaves the old version serving."""
         with yielding(self.reload_share):          # the version being served keeps up with its requests
             new = self._open(ref or self._current.ref)
+            self._warm(new)
         with self._write:
             try:
                 new.model.catch_up()               # events logged while it was opening
@@ -249,6 +251,16 @@ class ServedModels:
             closing = list(self._closing)
         for thread in closing:
             thread.join()
+
+    def _warm(self, new: Version) -> None:
+        """Prepare `new` for the users the current version answered last: a cold version costs each user's
+        first request ~1.5 ms more (query tower, feature reads), for every user at once right after a swap."""
+        if self.warm_users <= 0:
+            return
+        try:
+            new.model.warm(self._current.model.recent_users(self.warm_users))
+        except Exception:                        # an optimisation: the swap goes on without it
+            log.exception("could not warm %s up", new.ref)
 
     def _open(self, ref: str) -> Version:
         try:

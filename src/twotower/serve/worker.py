@@ -40,7 +40,7 @@ def served(settings: WorkerSettings):
     cfg = load_config(settings.config)
     limit_threads(settings.threads)
     return ServedModels(settings.model, cfg.registry, settings.events, rank=settings.rank,
-                        reload_share=cfg.serve.reload_share), cfg
+                        reload_share=cfg.serve.reload_share, warm_users=cfg.serve.warm_users), cfg
 
 
 def app():
