@@ -75,6 +75,12 @@ def _distinct_ids(column) -> tuple[np.ndarray, list[str]]:
     return at, [str(v) for v in distinct]
 
 
+def _after(events: pd.DataFrame, done: int) -> pd.DataFrame:
+    """The events past position `done` in their log: all of them, uncopied, in the usual case."""
+    seq = events["seq"].to_numpy()
+    return events[seq > done] if (seq <= done).any() else events
+
+
 def _chunks(values: list, size: int = 500):
     """Slices of at most `size` values: SQLite caps the parameters of one statement."""
     for lo in range(0, len(values), size):
@@ -181,8 +187,8 @@ class SQLiteOnlineStore:
             if position is not None:
                 row = self._db.execute("SELECT seq FROM applied_log WHERE log = ?", (log,)).fetchone()
                 done = int(row[0]) if row else 0
-                if "seq" in events.columns and (events["seq"].to_numpy() <= done).any():
-                    events = events[events["seq"].to_numpy() > done]
+                if "seq" in events.columns:
+                    events = _after(events, done)
                 self._db.execute("INSERT INTO applied_log VALUES (?, ?) ON CONFLICT (log) DO UPDATE SET seq = "
                                  "max(seq, excluded.seq)", (log, position))
             weights = events["weight"].to_numpy(np.float64)
@@ -355,8 +361,8 @@ class RedisOnlineStore:
             if position is not None:
                 tx.watch(k("applied"))
                 done = int(tx.hget(k("applied"), log) or 0)
-                if "seq" in events.columns and (events["seq"].to_numpy() <= done).any():
-                    events = events[events["seq"].to_numpy() > done]
+                if "seq" in events.columns:
+                    events = _after(events, done)
                 position = max(position, done)
             ev = events[events["weight"].astype(float) > 0]
             times, weights = ev["timestamp"].astype(float).to_numpy(), ev["weight"].astype(float).to_numpy()
