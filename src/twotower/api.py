@@ -16,7 +16,7 @@ from .config import Config, RegistryConfig, load_config
 from .data.dataset import check_context
 from .data.schema import EARLIEST, LATEST, validate_event_rows, validate_events
 from .errors import InputError
-from .features.event_log import LOG_FILE, EventLog, follows
+from .features.event_log import LOG_FILE, EventLog, beyond, follows
 from .features.materialize import FEATURES_DIR, catch_up
 from .explain import Explainer, Explanation
 from .index.base import SearchResult
@@ -361,7 +361,7 @@ class Model:
             catch_up(self._server.features, self._log, after=after, appended=appended)
         new = appended if follows(appended, self._history_seq) else self._log.since(self._history_seq)
         if len(new):
-            applied = new[new["timestamp"].to_numpy() > after] if after > -np.inf else new
+            applied = beyond(new, "timestamp", after)
             if len(applied):
                 self._server = self._server.with_events(applied)
             self._history_seq = int(new["seq"].max())

@@ -230,13 +230,14 @@ class Server:
         users = np.asarray(users, np.int64)
         users = users[self.knows(users)]
         item = str(self.popular.index[0]) if len(self.popular) else None
+        now = self.now + 1.0                      # over the whole history: once, not per batch
         for lo in range(0, len(users), batch):
             part = users[lo:lo + batch]
             self.catalog.states.keep(self.users.histories_of(part), part)
             if self.features is not None and item is not None:
                 self.features.features({"user_id": self.saved.history.users.decode(part).astype(str),
                                         "item_id": np.full(len(part), item, dtype=object),
-                                        "timestamp": np.full(len(part), self.now + 1.0)})
+                                        "timestamp": np.full(len(part), now)})
 
     def recent_users(self, n: int) -> np.ndarray:
         """The codes of the last `n` distinct known users whose requests this server answered, the latest first."""

@@ -106,6 +106,13 @@ def follows(rows: pd.DataFrame | None, position: int) -> bool:
     return bool(seq[0] == position + 1 and (np.diff(seq) == 1).all())
 
 
+def beyond(rows: pd.DataFrame, column: str, bound: float) -> pd.DataFrame:
+    """The rows whose `column` (seq, timestamp) is past `bound`; `rows` itself, uncopied, when all are (the
+    usual case on the path of every ingested event)."""
+    past = rows[column].to_numpy() > bound
+    return rows if past.all() else rows[past]
+
+
 def _frame(rows: list[tuple]) -> pd.DataFrame:
     columns = list(zip(*rows)) if rows else [()] * len(COLUMNS)
     types = {"seq": np.int64, "timestamp": np.float64, "weight": np.float64}

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .definitions import FeatureDefinitions
 from .offline import OfflineStore
-from .event_log import LOG_FILE, EventLog, follows
+from .event_log import LOG_FILE, EventLog, beyond, follows
 from .online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore
 
 FEATURES_DIR = "features"
@@ -82,9 +82,7 @@ def catch_up(online: OnlineStore, log: EventLog, after: float = -np.inf, appende
     if not len(missing):
         return 0
     position = int(missing["seq"].max())
-    if after > -np.inf:
-        missing = missing[missing["timestamp"].to_numpy() > after]
-    return online.ingest(missing, position=position, log=log.log_id)
+    return online.ingest(beyond(missing, "timestamp", after), position=position, log=log.log_id)
 
 
 def materialize(model_dir: Path, cfg: RankConfig, model_id: str, show_progress: bool = True) -> Materialized:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .definitions import DAY, Columns, FeatureDefinitions, FeatureSource
+from .event_log import beyond
 from .offline import EVENT_COLUMNS, REQUEST_COLUMNS, _require
 
 SCHEMA = """
@@ -73,12 +74,6 @@ def _distinct_ids(column) -> tuple[np.ndarray, list[str]]:
     """([n] each value's place among the distinct values, the distinct values as text)."""
     at, distinct = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=False)   # a missing id: its own
     return at, [str(v) for v in distinct]
-
-
-def _after(events: pd.DataFrame, done: int) -> pd.DataFrame:
-    """The events past position `done` in their log: all of them, uncopied, in the usual case."""
-    seq = events["seq"].to_numpy()
-    return events[seq > done] if (seq <= done).any() else events
 
 
 def _chunks(values: list, size: int = 500):
@@ -188,7 +183,7 @@ class SQLiteOnlineStore:
                 row = self._db.execute("SELECT seq FROM applied_log WHERE log = ?", (log,)).fetchone()
                 done = int(row[0]) if row else 0
                 if "seq" in events.columns:
-                    events = _after(events, done)
+                    events = beyond(events, "seq", done)
                 self._db.execute("INSERT INTO applied_log VALUES (?, ?) ON CONFLICT (log) DO UPDATE SET seq = "
                                  "max(seq, excluded.seq)", (log, position))
             weights = events["weight"].to_numpy(np.float64)
@@ -362,7 +357,7 @@ class RedisOnlineStore:
                 tx.watch(k("applied"))
                 done = int(tx.hget(k("applied"), log) or 0)
                 if "seq" in events.columns:
-                    events = _after(events, done)
+                    events = beyond(events, "seq", done)
                 position = max(position, done)
             ev = events[events["weight"].astype(float) > 0]
             times, weights = ev["timestamp"].astype(float).to_numpy(), ev["weight"].astype(float).to_numpy()
