@@ -43,16 +43,18 @@ def test_recent_items_are_strictly_before_the_request():
     assert [g.tolist() for g in got] == [[10, 11], [11, 12], [], [20], []]
 
 
-@pytest.mark.parametrize("gather_max", [1_000_000, 0])          # gathered term by term, or the sparse product
-def test_gathered_rows_sum_as_the_sparse_product_does(gather_max, monkeypatch):
-    """pair_sums and row_sums (a request's rows gathered in numpy) equal `items_matrix(lists) @ table`, with a
-    repeated item, an empty list and a code past the table (an item added later: no row) among the lists."""
+@pytest.mark.parametrize("gather_max, dense_max", [(1_000_000, 1 << 22), (1_000_000, 0), (0, 1 << 22)])
+def test_gathered_rows_sum_as_the_sparse_product_does(gather_max, dense_max, monkeypatch):
+    """pair_sums and row_sums (a request's rows gathered in numpy, the pairs summed in dense rows or sorted)
+    equal `items_matrix(lists) @ table`, with a repeated item, an empty list and a code past the table (an item
+    added later: no row) among the lists."""
     import scipy.sparse as sp
 
     from twotower.rank import covisit
     from twotower.rank.covisit import items_matrix, pair_sums, row_sums
 
     monkeypatch.setattr(covisit, "GATHER_MAX_TERMS", gather_max)
+    monkeypatch.setattr(covisit, "DENSE_SUMS_MAX", dense_max)
 
     rng = np.random.default_rng(0)
     table = sp.random(30, 30, density=0.2, format="csr", random_state=1, dtype=np.float64)

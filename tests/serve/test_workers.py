@@ -28,6 +28,10 @@ def test_two_workers_read_each_others_events_and_follow_each_others_reloads(tiny
                 assert latest[0]["event_id"] == f"w-{i}", f"a read after event w-{i} missed it"
                 answered_by.add(httpx.get(f"{service.base}/healthz").json()["pid"])
         assert len(answered_by) == 2, f"only {answered_by} answered: the test checked one process"
+        with httpx.Client(base_url=service.base) as client:     # one client keeping its connection alive
+            answers = [client.get("/healthz") for _ in range(60)]
+        assert all(a.headers["connection"] == "close" for a in answers)
+        assert len({a.json()["pid"] for a in answers}) == 2, "one keep-alive client was pinned to one worker"
 
         before = httpx.get(f"{service.base}/readyz").json()["model"]
         swapped = service.reload(other)

@@ -84,6 +84,7 @@ def items_matrix(lists: list[np.ndarray], size: int) -> sp.csr_matrix:
 
 
 GATHER_MAX_TERMS = 1_000_000     # above this many terms a batch (training rows) takes the sparse product instead
+DENSE_SUMS_MAX = 1 << 22         # pair sums through dense rows while lists x columns stay under this many
 
 
 def _product(table: sp.csr_matrix, lists: list[np.ndarray]) -> sp.csr_matrix:
@@ -116,19 +117,23 @@ def pair_sums(table: sp.csr_matrix, lists: list[np.ndarray], owner: np.ndarray, 
     width = table.shape[1]
     column = np.asarray(column, np.int64)
     out = np.zeros(len(column), table.dtype)
+    inside = column < width
     entries = row_entries(table, lists, GATHER_MAX_TERMS)
     if entries is None:
-        inside = column < width
         out[inside] = np.asarray(_product(table, lists)[np.asarray(owner)[inside], column[inside]]).ravel()
         return out
     at, col, value = entries
+    if len(lists) * width <= DENSE_SUMS_MAX:        # a served request's few lists: one dense row each, no sort
+        sums = np.bincount(at * width + col, weights=value, minlength=len(lists) * width)
+        out[inside] = sums[np.asarray(owner, np.int64)[inside] * width + column[inside]]
+        return out
     keys, where = np.unique(at * width + col, return_inverse=True)
     if not len(keys):
         return out
     sums = np.bincount(where, weights=value, minlength=len(keys))
     asked = np.asarray(owner, np.int64) * width + column
     hit = np.minimum(np.searchsorted(keys, asked), len(keys) - 1)
-    found = (keys[hit] == asked) & (column < width)
+    found = (keys[hit] == asked) & inside
     out[found] = sums[hit[found]]
     return out
 

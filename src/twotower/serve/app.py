@@ -41,8 +41,11 @@ from .versions import ReloadError, ServedModels
 log = logging.getLogger("twotower.serve")
 
 
-def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
-    """The service over `served` (the version it answers from; closed when the app shuts down)."""
+def create_app(served: ServedModels, cfg: ServeConfig | None = None, one_request_per_connection: bool = False) -> FastAPI:
+    """The service over `served` (the version it answers from; closed when the app shuts down). With
+    `one_request_per_connection` (one of several worker processes) every answer closes its connection, so a
+    client's next request goes to whichever worker is free: kept alive, a connection would pin a client to
+    the worker that accepted it, and one busy client to one worker while the others idle."""
     cfg = cfg or ServeConfig()
     metrics = ServiceMetrics()
     metrics.version(served.current.version)
@@ -69,6 +72,8 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None) -> FastAPI:
     app = FastAPI(title="twotower", version=__version__, lifespan=lifespan,
                   description="Recommendations, similar items and live events from a two-tower model version.")
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+    if one_request_per_connection:
+        app.add_middleware(CloseConnection)
     app.add_middleware(metrics.middleware)           # added last: outermost, so it counts the 413s too
 
     @app.exception_handler(InputError)
@@ -293,6 +298,24 @@ class BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+class CloseConnection:
+    """Answer with `Connection: close` (the server then closes the connection after the answer)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def closing(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)
 
 
 async def _too_large(send, limit: int) -> None:

@@ -48,7 +48,7 @@ def app():
     from .app import create_app
 
     versions, cfg = served(WorkerSettings(**json.loads(os.environ[SETTINGS])))
-    return create_app(versions, cfg.serve)
+    return create_app(versions, cfg.serve, one_request_per_connection=True)
 
 
 def environment(settings: WorkerSettings) -> None:
