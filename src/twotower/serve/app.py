@@ -41,7 +41,8 @@ from .versions import ReloadError, ServedModels
 log = logging.getLogger("twotower.serve")
 
 
-def create_app(served: ServedModels, cfg: ServeConfig | None = None, one_request_per_connection: bool = False) -> FastAPI:
+def create_app(served: ServedModels, cfg: ServeConfig | None = None,
+               one_request_per_connection: bool = False) -> FastAPI:
     """The service over `served` (the version it answers from; closed when the app shuts down). With
     `one_request_per_connection` (one of several worker processes) every answer closes its connection, so a
     client's next request goes to whichever worker is free: kept alive, a connection would pin a client to
