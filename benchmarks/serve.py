@@ -80,7 +80,10 @@ def big_model(base: Path, items: pd.DataFrame, n_items: int, work: Path, kind: s
     return out
 
 
-def summarize(phase: str, results: dict, seconds: float) -> list[dict]:
+def summarize(phase: str, results: dict, seconds: float, cpu_seconds: float | None = None) -> list[dict]:
+    """One row per route of a phase. `cpu_seconds`: what the service's processes used over the phase, shown on
+    its first row as milliseconds per answered request and as the share of one core it kept busy (the tail
+    of a queue grows steeply as that share nears 100%)."""
     rows = []
     for name, samples in results.items():
         if name == "versions":
@@ -92,7 +95,12 @@ def summarize(phase: str, results: dict, seconds: float) -> list[dict]:
                      "throughput_rps": round(ok.sum() / seconds, 1),
                      "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
                      "p99_ms": round(float(np.percentile(lat, 99)), 1), "max_ms": round(float(lat.max()), 1),
-                     "versions": len(results.get("versions", {})) if name.startswith(("recommend", "similar")) else ""})
+                     "versions": len(results.get("versions", {})) if name.startswith(("recommend", "similar")) else "",
+                     "server_cpu_ms": "", "server_busy_%": ""})
+    if cpu_seconds is not None and rows:
+        answered = sum(len(samples) for name, samples in results.items() if name != "versions")
+        rows[0]["server_cpu_ms"] = round(1000 * cpu_seconds / max(answered, 1), 2)
+        rows[0]["server_busy_%"] = round(100 * cpu_seconds / seconds)
     return rows
 
 
@@ -182,7 +190,9 @@ def main() -> None:
         for phase, streams in [("steady", [recommend]), ("steady", [similar]),
                                (f"events at {args.event_rate:g}/s", [recommend, events])]:
             console.print(f"phase: {phase} ({', '.join(s['name'] for s in streams)})")
-            rows += summarize(phase, drive({**plan, "streams": streams}, args.work), args.seconds)
+            cpu0 = service.cpu_seconds()
+            results = drive({**plan, "streams": streams}, args.work)
+            rows += summarize(phase, results, args.seconds, service.cpu_seconds() - cpu0)
         reloads, span = [], 2 * args.seconds         # long enough for both (a paced load takes seconds)
 
         def swap_twice(t0: float) -> None:
@@ -193,8 +203,9 @@ def main() -> None:
                                 time.perf_counter() - t0 - 0.2))
 
         console.print("phase: two reloads")
-        rows += summarize("across two reloads", drive({**plan, "seconds": span, "streams": [recommend]}, args.work,
-                                                      swap_twice), span)
+        cpu0 = service.cpu_seconds()
+        results = drive({**plan, "seconds": span, "streams": [recommend]}, args.work, swap_twice)
+        rows += summarize("across two reloads", results, span, service.cpu_seconds() - cpu0)
         console.print(f"reloads: {[(s, round(t, 1)) for s, t, _ in reloads]} (status, seconds)")
         if any(end > span for *_, end in reloads):
             console.print("[red]a reload ended after the phase: its tail is not all in the table[/red]")

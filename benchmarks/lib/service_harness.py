@@ -65,6 +65,20 @@ class Service:
             time.sleep(0.05)
         raise RuntimeError("the service did not become ready")
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user and system) the service's processes have used so far, its workers included."""
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
     def kill(self) -> None:
         """SIGKILL to the service and its worker processes: no shutdown, no flush."""
         os.killpg(self.proc.pid, signal.SIGKILL)

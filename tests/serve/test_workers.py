@@ -7,6 +7,7 @@ import shutil
 import time
 
 import httpx
+import psutil
 
 from benchmarks.lib.service_harness import Service
 
@@ -32,6 +33,8 @@ def test_two_workers_read_each_others_events_and_follow_each_others_reloads(tiny
             answers = [client.get("/healthz") for _ in range(60)]
         assert all(a.headers["connection"] == "close" for a in answers)
         assert len({a.json()["pid"] for a in answers}) == 2, "one keep-alive client was pinned to one worker"
+        parent = psutil.Process(service.proc.pid).cpu_times()
+        assert service.cpu_seconds() > parent.user + parent.system, "the workers' CPU was not counted"
 
         before = httpx.get(f"{service.base}/readyz").json()["model"]
         swapped = service.reload(other)
