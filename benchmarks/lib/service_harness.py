@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 EVENTS_FILE = "events.sqlite"
 
@@ -67,8 +68,6 @@ class Service:
 
     def cpu_seconds(self) -> float:
         """CPU seconds (user and system) the service's processes have used so far, its workers included."""
-        import psutil
-
         root = psutil.Process(self.proc.pid)
         total = 0.0
         for proc in [root, *root.children(recursive=True)]:
