@@ -82,7 +82,7 @@ def big_model(base: Path, items: pd.DataFrame, n_items: int, work: Path, kind: s
 
 def summarize(phase: str, results: dict, seconds: float, cpu_seconds: float | None = None) -> list[dict]:
     """One row per route of a phase. `cpu_seconds`: what the service's processes used over the phase, shown on
-    its first row as milliseconds per answered request and as the share of one core it kept busy (the tail
+    its first row as milliseconds per request of the phase and as the share of one core it kept busy (the tail
     of a queue grows steeply as that share nears 100%)."""
     rows = []
     for name, samples in results.items():
@@ -98,8 +98,8 @@ def summarize(phase: str, results: dict, seconds: float, cpu_seconds: float | No
                      "versions": len(results.get("versions", {})) if name.startswith(("recommend", "similar")) else "",
                      "server_cpu_ms": "", "server_busy_%": ""})
     if cpu_seconds is not None and rows:
-        answered = sum(len(samples) for name, samples in results.items() if name != "versions")
-        rows[0]["server_cpu_ms"] = round(1000 * cpu_seconds / max(answered, 1), 2)
+        sent = sum(len(samples) for name, samples in results.items() if name != "versions")
+        rows[0]["server_cpu_ms"] = round(1000 * cpu_seconds / max(sent, 1), 2)
         rows[0]["server_busy_%"] = round(100 * cpu_seconds / seconds)
     return rows
 
@@ -186,13 +186,18 @@ def main() -> None:
         events = {"name": "events", "rate": args.event_rate, "method": "POST", "path": "/events",
                   "bodies": event_bodies}
         plan = {"base": service.base, "seconds": args.seconds}
+
+        def phase_rows(phase: str, streams: list[dict], seconds: float, during=None) -> list[dict]:
+            """Drive one phase and summarize it with the CPU the service used meanwhile."""
+            cpu0 = service.cpu_seconds()
+            results = drive({**plan, "seconds": seconds, "streams": streams}, args.work, during)
+            return summarize(phase, results, seconds, service.cpu_seconds() - cpu0)
+
         drive({**plan, "seconds": 5, "streams": [recommend, similar]}, args.work)             # warm-up
         for phase, streams in [("steady", [recommend]), ("steady", [similar]),
                                (f"events at {args.event_rate:g}/s", [recommend, events])]:
             console.print(f"phase: {phase} ({', '.join(s['name'] for s in streams)})")
-            cpu0 = service.cpu_seconds()
-            results = drive({**plan, "streams": streams}, args.work)
-            rows += summarize(phase, results, args.seconds, service.cpu_seconds() - cpu0)
+            rows += phase_rows(phase, streams, args.seconds)
         reloads, span = [], 2 * args.seconds         # long enough for both (a paced load takes seconds)
 
         def swap_twice(t0: float) -> None:
@@ -203,9 +208,7 @@ def main() -> None:
                                 time.perf_counter() - t0 - 0.2))
 
         console.print("phase: two reloads")
-        cpu0 = service.cpu_seconds()
-        results = drive({**plan, "seconds": span, "streams": [recommend]}, args.work, swap_twice)
-        rows += summarize("across two reloads", results, span, service.cpu_seconds() - cpu0)
+        rows += phase_rows("across two reloads", [recommend], span, swap_twice)
         console.print(f"reloads: {[(s, round(t, 1)) for s, t, _ in reloads]} (status, seconds)")
         if any(end > span for *_, end in reloads):
             console.print("[red]a reload ended after the phase: its tail is not all in the table[/red]")
