@@ -80,6 +80,10 @@ def _assert_same_reads(state: UserState, rebuilt: UserState, n_users: int) -> No
     np.testing.assert_array_equal(state.histories_of(users), rebuilt.histories_of(users))
     np.testing.assert_array_equal(state.last_seen_of(users), rebuilt.last_seen_of(users))
     np.testing.assert_array_equal(state.has_history_of(users), rebuilt.has_history_of(users))
+    latest = state.latest_users(5)                     # the newest latest events first, live users included
+    np.testing.assert_array_equal(latest, rebuilt.latest_users(5))
+    assert (np.diff(state.last_seen_of(latest)) <= 0).all()
+    assert state.last_seen_of(latest)[-1] >= np.nanmax(np.delete(state.last_seen_of(users), latest), initial=-np.inf)
     for times in (np.full(len(users), np.inf), np.full(len(users), np.median(rebuilt.ev_times))):
         for a, b in zip(state.recent(users, times, 3), rebuilt.recent(users, times, 3)):
             np.testing.assert_array_equal(a, b)

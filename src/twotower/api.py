@@ -182,6 +182,12 @@ class Model:
         server = self._server
         return [str(u) for u in server.saved.history.users.decode(server.recent_users(n))]
 
+    def latest_users(self, n: int = 1000) -> list[str]:
+        """The `n` users whose latest event is the newest (training log and ingested events), the newest
+        first: whom a service starting up `warm`s the model for, before any of them asked."""
+        server = self._server
+        return [str(u) for u in server.saved.history.users.decode(server.users.latest_users(n))]
+
     def warm(self, user_ids) -> None:
         """Prepare the answers to these users' next requests (their kept query states, their online
         feature values), so that a version swapped in for a service answers them as fast as the one before

@@ -234,8 +234,9 @@ class ServeConfig(_Section):
                                 "served one may take (it pauses after each slice of work): a million-item "
                                 "version loads in ~2.6 s at 1 and in 3-5 s at 0.2, where requests keep up")
     warm_users: int = Field(1000, ge=0, description="a version swapped in first prepares the answers of this many "
-                            "of the served one's latest users (query states, feature reads): their first "
-                            "requests after the swap then cost no more than before it (0: off)")
+                            "of the served one's latest users (query states, feature reads), and a service "
+                            "starting up those of the users with the latest events: their first requests "
+                            "then cost no more than later ones (0: off)")
     queue_deadline_s: float = Field(2.0, gt=0, description="a /recommend request that waited longer than this "
                                     "for the model gets 503 (Retry-After) instead of a late answer")
     admin_token: str | None = Field(None, description="bearer token of the admin routes; default "

@@ -344,3 +344,24 @@ def test_a_served_version_leaves_the_cyclic_collector(folders):
     finally:
         served.close()
         gc.unfreeze()
+
+
+def test_a_service_starts_warm_for_the_users_with_the_latest_events(folders):
+    """Before any user asked, a starting service prepares the answers of the `warm_users` latest users."""
+    a, _, state = folders
+    served = ServedModels(str(a), events=state / "events.sqlite", warm_users=3)
+    try:
+        model = served.current.model
+        latest = model.latest_users(3)
+        hist = model._server.saved.history
+        events = hist.events[hist.events["weight"] > 0]
+        last = events.groupby("user")["timestamp"].max()
+        last.index = hist.users.decode(last.index.to_numpy()).astype(str)
+        assert sorted(last[latest]) == sorted(last.nlargest(3).to_numpy()) and len(set(latest)) == 3
+        states = model._server.catalog.states
+        others = [u for u in model.user_ids()[1:] if u not in latest][:2]   # not the first: the probe asked it
+        hits, misses = states.hits, states.misses
+        model.recommend_each([*latest, *others], k=3)
+        assert (states.hits - hits, states.misses - misses) == (3, 2)
+    finally:
+        served.close()
