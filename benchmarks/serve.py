@@ -131,6 +131,19 @@ def stage_breakdown(model: Path, users: list[str], n: int = 200) -> dict[str, fl
     return out
 
 
+def client_cores(spec: str) -> set[int] | None:
+    """The cores `--client-cpus` names (None: any core)."""
+    if spec == "any":
+        return None
+    if spec == "last":
+        cores = sorted(os.sched_getaffinity(0))
+        return {cores[-1]} if len(cores) > 1 else None
+    try:
+        return {int(c) for c in spec.split(",")}
+    except ValueError:
+        raise SystemExit(f"--client-cpus {spec!r}: give 'last', 'any' or core numbers such as 1,2") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="a trained model folder (default: train MovieLens-100K)")
@@ -144,7 +157,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/twotower-serve-bench"))
     ap.add_argument("--workers", type=int, default=1, help="service processes (twotower serve --workers)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--client-cpus", default="last",
+                    help="cores the load generator runs on: 'last' (the machine's last core, when it has two or "
+                         "more: a real client runs on another machine, and here it would otherwise take turns with "
+                         "the service on its core), 'any', or a list such as 1,2")
     args = ap.parse_args()
+    client_cpus = client_cores(args.client_cpus)
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TWOTOWER_HOME", str(args.work / "home"))     # its MLflow runs stay in WORK
     if args.model:
@@ -190,10 +208,10 @@ def main() -> None:
         def phase_rows(phase: str, streams: list[dict], seconds: float, during=None) -> list[dict]:
             """Drive one phase and summarize it with the CPU the service used meanwhile."""
             cpu0 = service.cpu_seconds()
-            results = drive({**plan, "seconds": seconds, "streams": streams}, args.work, during)
+            results = drive({**plan, "seconds": seconds, "streams": streams}, args.work, during, client_cpus)
             return summarize(phase, results, seconds, service.cpu_seconds() - cpu0)
 
-        drive({**plan, "seconds": 5, "streams": [recommend, similar]}, args.work)             # warm-up
+        drive({**plan, "seconds": 5, "streams": [recommend, similar]}, args.work, cpus=client_cpus)  # warm-up
         for phase, streams in [("steady", [recommend]), ("steady", [similar]),
                                (f"events at {args.event_rate:g}/s", [recommend, events])]:
             console.print(f"phase: {phase} ({', '.join(s['name'] for s in streams)})")
@@ -217,7 +235,8 @@ def main() -> None:
 
     table = pd.DataFrame(rows)
     show = Table(title=f"twotower serve --workers {args.workers}, {args.items:,}-item catalog ({args.index} index), "
-                       f"{args.rate:g} req/s per read route, {args.seconds:g} s per phase, {os.cpu_count()} cores")
+                       f"{args.rate:g} req/s per read route, {args.seconds:g} s per phase, {os.cpu_count()} cores, "
+                       f"load generator on {'any core' if not client_cpus else 'core ' + ','.join(map(str, sorted(client_cpus)))}")
     for c in table.columns:
         show.add_column(c)
     for r in table.itertuples(index=False):

@@ -243,14 +243,17 @@ def hot_swap(service: Service, targets: list[Path], users: list[str], rate: floa
                        reloads)
 
 
-def drive(plan: dict, work: Path, during=None) -> dict:
+def drive(plan: dict, work: Path, during=None, cpus: set[int] | None = None) -> dict:
     """The load generator (`load.py`) in its own process, so it shares no interpreter lock with anything here;
-    `during(t0)` runs here meanwhile (a benchmark's reloads)."""
+    `during(t0)` runs here meanwhile (a benchmark's reloads). With `cpus` it runs on those cores only (set
+    before its imports end, so before its first request)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "plan.json").write_text(json.dumps(plan))
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.lib.load", str(work / "plan.json"),
                              str(work / "result.json")], cwd=root)
+    if cpus:
+        os.sched_setaffinity(proc.pid, cpus)
     if during is not None:
         during(time.perf_counter())
     if proc.wait() != 0:
