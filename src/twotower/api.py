@@ -14,6 +14,7 @@ import pandas as pd
 
 from .config import Config, RegistryConfig, load_config
 from .data.dataset import check_context
+from .data.event_columns import EventColumns, as_columns, column, concat_columns, rows_in
 from .data.schema import EARLIEST, LATEST, validate_event_rows, validate_events
 from .errors import InputError
 from .features.event_log import LOG_FILE, EventLog, beyond, follows
@@ -299,39 +300,40 @@ class Model:
         user's history, the item counts and trending for the next `recommend`. Returns the events stored."""
         return self.ingest_checked([self.check_events(events)])[0]
 
-    def check_events(self, events: Table) -> pd.DataFrame:
-        """The events as `ingest` would store them (validated, labelled, timestamps in seconds), or one
-        `InputError` naming what is wrong: lets a server refuse one request's events before joining others'."""
+    def check_events(self, events: Table) -> EventColumns:
+        """The events as `ingest` would store them (validated, labelled, timestamps in seconds; as numpy
+        columns), or one `InputError` naming what is wrong: lets a server refuse one request's events before
+        joining others'."""
         checked = validate_event_rows(events, self.config.data) if isinstance(events, list) else None
         if checked is None:
             frame = _events_frame(events)
             if "timestamp" not in frame.columns:
                 frame = frame.assign(timestamp=time.time())
-            checked = validate_events(frame, self.config.data, Path("events"))
-        late = checked["timestamp"].to_numpy(np.float64) > time.time() + MAX_CLOCK_SKEW_S
+            checked = as_columns(validate_events(frame, self.config.data, Path("events")))
+        late = column(checked, "timestamp", np.float64) > time.time() + MAX_CLOCK_SKEW_S
         if late.any():
             raise InputError("events", f"{int(late.sum())} event(s) dated more than a day ahead, e.g. at "
-                             f"{pd.Timestamp(checked['timestamp'][late].iloc[0], unit='s')} UTC",
+                             f"{pd.Timestamp(column(checked, 'timestamp')[late][0], unit='s')} UTC",
                              "send the time the event happened (unix seconds or ISO date-time, UTC), or none")
         return checked
 
-    def ingest_checked(self, batches: list[pd.DataFrame]) -> list[int]:
+    def ingest_checked(self, batches: list[EventColumns]) -> list[int]:
         """Several requests' checked events (`check_events`) stored in one durable append and applied once
         (group commit: one fsync and one history update for all); per batch, how many were new."""
         with self._write:
             if self._log is None:
                 self._log = EventLog(self._log_path)
-            together = batches[0] if len(batches) == 1 else pd.concat(batches, ignore_index=True)
+            together = batches[0] if len(batches) == 1 else concat_columns(batches)
             stored = self._log.append(together)                   # acknowledged from here on
             self._apply_logged(appended=stored)
         if len(batches) == 1:                   # the events it stored are its own: new ids and the id-less
-            return [len(stored)]
-        new_ids, counts = set(stored["event_id"].dropna()), []
+            return [rows_in(stored)]
+        new_ids, counts = {i for i in stored["event_id"] if i is not None}, []
         for batch in batches:                   # an event_id stored now counts for the first batch that sent it
-            ids = batch["event_id"] if "event_id" in batch.columns else pd.Series(None, index=batch.index)
-            mine = set(ids.dropna().astype(str)) & new_ids
+            ids = [str(i) for i in batch.get("event_id", ()) if not pd.isna(i)]
+            mine = set(ids) & new_ids
             new_ids -= mine
-            counts.append(int(ids.isna().sum()) + len(mine))
+            counts.append(rows_in(batch) - len(ids) + len(mine))
         return counts
 
     def sync(self) -> bool:
@@ -358,7 +360,7 @@ class Model:
             if self._log is not None:
                 self._apply_logged(after=self._trained_until)
 
-    def _apply_logged(self, after: float = -np.inf, appended: pd.DataFrame | None = None) -> None:
+    def _apply_logged(self, after: float = -np.inf, appended: EventColumns | None = None) -> None:
         """Apply what the log holds beyond what the online store and the served history hold (those dated
         `after` or earlier only advance the positions), so that an apply that failed before (a store briefly
         down) is done by the next ingest or open. `appended` (rows just stored) spares reading the log back
@@ -366,11 +368,11 @@ class Model:
         if self._server.features is not None:
             catch_up(self._server.features, self._log, after=after, appended=appended)
         new = appended if follows(appended, self._history_seq) else self._log.since(self._history_seq)
-        if len(new):
+        if rows_in(new):
             applied = beyond(new, "timestamp", after)
-            if len(applied):
+            if rows_in(applied):
                 self._server = self._server.with_events(applied)
-            self._history_seq = int(new["seq"].max())
+            self._history_seq = int(column(new, "seq").max())
 
     def update_catalog(self, items: Table | None = None, remove: str | Path | list | None = None,
                        rebuild: bool = False, show_progress: bool = False):

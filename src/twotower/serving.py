@@ -17,6 +17,7 @@ import torch
 
 from .catalog import NewItemScale, open_model_index, without_history
 from .data.query_text import QUERY_TEXT
+from .data.event_columns import Events
 from .data.dataset import Dataset, check_context, request_context, with_new_users
 from .errors import InputError
 from .features.definitions import Columns, FeatureSource
@@ -195,10 +196,11 @@ class Server:
         scores = self.catalog.tower_score(np.repeat(query, len(items), axis=0), items)
         return np.where(items > 0, scores, -np.inf)
 
-    def with_events(self, events: pd.DataFrame) -> "Server":
-        """This server after new events (user_id, item_id, timestamp, weight): the same index, ranker and
-        feature store; new users get codes, and what requests read about users changes for the users the
-        positive events on known items touch (their cost, not the log's). Trending counts them at once."""
+    def with_events(self, events: Events) -> "Server":
+        """This server after new events (a frame or numpy columns: user_id, item_id, timestamp, weight): the
+        same index, ranker and feature store; new users get codes, and what requests read about users changes
+        for the users the positive events on known items touch (their cost, not the log's). Trending counts
+        them at once."""
         history = with_new_users(self.saved.history, events)
         positive = np.asarray(events["weight"], dtype=np.float64) > 0
         items = history.items.encode(np.asarray(events["item_id"])[positive])

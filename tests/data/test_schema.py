@@ -134,7 +134,7 @@ def test_the_quick_check_of_small_batches_gives_what_the_full_check_gives():
     for rows in batches:
         quick = validate_event_rows(rows, config)
         assert quick is not None
-        pd.testing.assert_frame_equal(quick, validate_events(pd.DataFrame(rows), config, Path("events")))
+        pd.testing.assert_frame_equal(pd.DataFrame(quick), validate_events(pd.DataFrame(rows), config, Path("events")))
     declined = [
         [{"user_id": " ", "item_id": "i", "action": "click", "timestamp": 1.7e9}],           # blank id
         [{"user_id": 7, "item_id": "i", "action": "click", "timestamp": 1.7e9}],             # not a string

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -217,7 +218,7 @@ def check_context(specs: list[FeatureSpec], values: dict | None) -> dict:
     return given
 
 
-def with_new_users(data: Dataset, events: pd.DataFrame) -> Dataset:
+def with_new_users(data: Dataset, events: "pd.DataFrame | Mapping[str, np.ndarray]") -> Dataset:
     """`data` whose users include those of the positive `events` it does not know yet (the next codes, no
     features); events and everything else as they were."""
     positive = np.asarray(events["weight"], dtype=np.float64) > 0

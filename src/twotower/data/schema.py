@@ -167,10 +167,10 @@ def validate_events(df: pd.DataFrame, config: DataConfig, path: Path) -> pd.Data
     return df
 
 
-def validate_event_rows(rows: list[dict], config: DataConfig) -> pd.DataFrame | None:
+def validate_event_rows(rows: list[dict], config: DataConfig) -> dict[str, np.ndarray] | None:
     """`validate_events` for the common small batch a service receives (non-blank string ids, timestamps as
-    unix seconds, actions the config names), checked without pandas' per-column work: the same frame, or None
-    when anything needs `validate_events` itself (which then names the problem)."""
+    unix seconds, actions the config names), checked without pandas: the same columns (`event_columns`), or
+    None when anything needs `validate_events` itself (which then names the problem)."""
     if config.timestamp_unit not in ("auto", "s") or not rows:
         return None
     names = {k.lower(): v for k, v in config.actions.items()}
@@ -193,11 +193,18 @@ def validate_event_rows(rows: list[dict], config: DataConfig) -> pd.DataFrame | 
     if not all(0 <= w <= MAX_WEIGHT for w in weights):
         return None
     columns = list(dict.fromkeys(key for row in rows for key in row))       # each row's keys, first seen first
-    frame = {c: [row.get(c) for row in rows] for c in columns}    # pandas types each column as it would the rows
-    frame["timestamp"] = np.array(frame["timestamp"], dtype=np.float64)
-    # one frame from whole columns: a service's batch is often one row, where pandas' per-column work dominates
-    return pd.DataFrame({**frame, "weight": np.array(weights, dtype=np.float32),
-                         "order": np.arange(len(rows), dtype=np.int64)})
+    out = {c: _column_array([row.get(c) for row in rows]) for c in columns}
+    out["timestamp"] = np.array([row["timestamp"] for row in rows], dtype=np.float64)
+    return {**out, "weight": np.array(weights, dtype=np.float32), "order": np.arange(len(rows), dtype=np.int64)}
+
+
+def _column_array(values: list) -> np.ndarray:
+    """Numbers as numbers, anything else (text, missing values, mixed) as objects, as a frame would type them."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return np.asarray(values)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def context_columns(events: pd.DataFrame) -> list[str]:

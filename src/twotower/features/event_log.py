@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.event_columns import EventColumns, Events, column, rows_in, where
 from ..errors import InputError
 
 LOG_FILE = "ingested.sqlite"
@@ -48,11 +49,11 @@ class EventLog:
             raise InputError(str(self.path), f"the ingested-event log is damaged ({exc})",
                              "restore it from a copy, or move it away to start the log anew") from exc
 
-    def append(self, events: pd.DataFrame) -> pd.DataFrame:
-        """Store validated events (user_id, item_id, timestamp, weight, optional event_id) in one transaction;
-        returns those newly stored with their `seq` (an `event_id` already in the log, or twice in the batch,
-        is stored once)."""
-        ids = events["event_id"] if "event_id" in events.columns else pd.Series(None, index=events.index)
+    def append(self, events: Events) -> EventColumns:
+        """Store validated events (a frame or numpy columns: user_id, item_id, timestamp, weight, optional
+        event_id) in one transaction; returns those newly stored with their `seq`, as numpy columns (an
+        `event_id` already in the log, or twice in the batch, is stored once)."""
+        ids = events["event_id"] if "event_id" in events else [None] * rows_in(events)
         rows = [(None if pd.isna(e) else str(e), str(u), str(i), float(t), float(w)) for e, u, i, t, w in
                 zip(ids, events["user_id"], events["item_id"], events["timestamp"], events["weight"])]
         stored = []
@@ -68,7 +69,7 @@ class EventLog:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return _frame(stored)
+        return _columns(stored)
 
     def written_elsewhere(self) -> bool:
         """True when another connection (another process) committed to the log since the last call: SQLite's
@@ -83,38 +84,37 @@ class EventLog:
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE seq > ? ORDER BY seq",
                                     (seq,)).fetchall()
-        return _frame(rows)
+        return pd.DataFrame(_columns(rows))
 
     def of_user(self, user_id: str) -> pd.DataFrame:
         """Every stored event of one user, in the order they were stored."""
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE user_id = ? ORDER BY seq",
                                     (str(user_id),)).fetchall()
-        return _frame(rows)
+        return pd.DataFrame(_columns(rows))
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
-def follows(rows: pd.DataFrame | None, position: int) -> bool:
+def follows(rows: Events | None, position: int) -> bool:
     """True when `rows` (from `append`) are exactly the log's next positions after `position`: a reader that
     applied up to there can apply them without reading the log back."""
-    if rows is None or not len(rows):
+    if rows is None or not rows_in(rows):
         return False
-    seq = rows["seq"].to_numpy()
+    seq = column(rows, "seq")
     return bool(seq[0] == position + 1 and (np.diff(seq) == 1).all())
 
 
-def beyond(rows: pd.DataFrame, column: str, bound: float) -> pd.DataFrame:
-    """The rows whose `column` (seq, timestamp) is past `bound`; `rows` itself, uncopied, when all are (the
-    usual case on the path of every ingested event)."""
-    past = rows[column].to_numpy() > bound
-    return rows if past.all() else rows[past]
+def beyond(rows: Events, name: str, bound: float) -> Events:
+    """The rows (a frame or numpy columns) whose column `name` (seq, timestamp) is past `bound`; `rows`
+    itself, uncopied, when all are (the usual case on the path of every ingested event)."""
+    past = column(rows, name) > bound
+    return rows if past.all() else where(rows, past)
 
 
-def _frame(rows: list[tuple]) -> pd.DataFrame:
-    columns = list(zip(*rows)) if rows else [()] * len(COLUMNS)
+def _columns(rows: list[tuple]) -> EventColumns:
+    values = list(zip(*rows)) if rows else [()] * len(COLUMNS)
     types = {"seq": np.int64, "timestamp": np.float64, "weight": np.float64}
-    return pd.DataFrame({name: np.array(values, dtype=types.get(name, object))
-                         for name, values in zip(COLUMNS, columns)})
+    return {name: np.array(v, dtype=types.get(name, object)) for name, v in zip(COLUMNS, values)}

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..config import RankConfig
+from ..data.event_columns import Events, column, rows_in
 from ..errors import InputError
 from ..progress import progress_bar
 from .definitions import FeatureDefinitions
@@ -72,16 +73,16 @@ def event_log(model_dir: Path) -> EventLog:
     return EventLog(Path(model_dir) / FEATURES_DIR / LOG_FILE)
 
 
-def catch_up(online: OnlineStore, log: EventLog, after: float = -np.inf, appended: pd.DataFrame | None = None) -> int:
+def catch_up(online: OnlineStore, log: EventLog, after: float = -np.inf, appended: Events | None = None) -> int:
     """Apply the logged events the online store has not applied yet (after a crash between the two, or a
     rebuild from the offline store), those later than `after` (events the model trained on are counted
     already); returns how many. `appended`, the rows an `append` just stored, are applied as they are when
     they are exactly what the store lacks (the usual case: no read back)."""
     applied = online.applied(log.log_id)
     missing = appended if follows(appended, applied) else log.since(applied)
-    if not len(missing):
+    if not rows_in(missing):
         return 0
-    position = int(missing["seq"].max())
+    position = int(column(missing, "seq").max())
     return online.ingest(beyond(missing, "timestamp", after), position=position, log=log.log_id)
 
 

@@ -19,6 +19,7 @@ from typing import Mapping, Protocol
 import numpy as np
 import pandas as pd
 
+from ..data.event_columns import Events, column
 from ..errors import InputError
 from .definitions import DAY, Columns, FeatureDefinitions, FeatureSource
 from .event_log import beyond
@@ -27,6 +28,7 @@ from .offline import EVENT_COLUMNS, REQUEST_COLUMNS, _require
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS item_recent (item_id TEXT NOT NULL, ts REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS item_recent_by_item ON item_recent (item_id, ts);
+CREATE INDEX IF NOT EXISTS item_recent_by_time ON item_recent (ts);
 CREATE TABLE IF NOT EXISTS item_totals (item_id TEXT PRIMARY KEY, n INTEGER NOT NULL, first_ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS user_totals (user_id TEXT PRIMARY KEY, n INTEGER NOT NULL, w REAL NOT NULL,
                                         last_ts REAL NOT NULL);
@@ -39,8 +41,9 @@ CREATE TABLE IF NOT EXISTS applied_log (log TEXT PRIMARY KEY, seq INTEGER NOT NU
 class OnlineStore(FeatureSource, Protocol):
     """Where serving reads the latest feature values and new events are applied: SQLite or Redis."""
 
-    def ingest(self, events: pd.DataFrame, position: int | None = None, log: str = "") -> int:
-        """Apply events (user_id, item_id, timestamp, weight) in one transaction; returns the events used.
+    def ingest(self, events: Events, position: int | None = None, log: str = "") -> int:
+        """Apply events (a frame or numpy columns: user_id, item_id, timestamp, weight) in one transaction;
+        returns the events used.
         With `position` (the batch's last position in the event log `log`), rows whose `seq` that log's
         recorded position already covers are skipped in the same transaction, so a batch applied twice
         (two readers of one log catching up at once) counts once."""
@@ -171,8 +174,9 @@ class SQLiteOnlineStore:
             row = self._db.execute("SELECT seq FROM applied_log WHERE log = ?", (log,)).fetchone()
         return int(row[0]) if row else 0
 
-    def ingest(self, events: pd.DataFrame, position: int | None = None, log: str = "") -> int:
-        """Add events (user_id, item_id, timestamp, weight); weight-0 events change nothing. One transaction:
+    def ingest(self, events: Events, position: int | None = None, log: str = "") -> int:
+        """Add events (a frame or numpy columns: user_id, item_id, timestamp, weight); weight-0 events change
+        nothing. One transaction:
         a failure leaves the store as it was (not synced per commit: after an outage the event log, which is,
         gives back what the store lost, from the position recorded with it). `position` is the
         batch's last position in the event log `log`, recorded in the same transaction; rows of that log
@@ -182,15 +186,15 @@ class SQLiteOnlineStore:
             if position is not None:
                 row = self._db.execute("SELECT seq FROM applied_log WHERE log = ?", (log,)).fetchone()
                 done = int(row[0]) if row else 0
-                if "seq" in events.columns:
+                if "seq" in events:
                     events = beyond(events, "seq", done)
                 self._db.execute("INSERT INTO applied_log VALUES (?, ?) ON CONFLICT (log) DO UPDATE SET seq = "
                                  "max(seq, excluded.seq)", (log, position))
-            weights = events["weight"].to_numpy(np.float64)
+            weights = column(events, "weight", np.float64)
             positive = weights > 0                   # whole columns, then plain values: no per-column frames
-            rows = list(zip(map(str, events["user_id"].to_numpy(object)[positive]),
-                            map(str, events["item_id"].to_numpy(object)[positive]),
-                            events["timestamp"].to_numpy(np.float64)[positive].tolist(),
+            rows = list(zip(map(str, column(events, "user_id", object)[positive]),
+                            map(str, column(events, "item_id", object)[positive]),
+                            column(events, "timestamp", np.float64)[positive].tolist(),
                             weights[positive].tolist()))
             if not rows:
                 return 0
@@ -334,13 +338,14 @@ class RedisOnlineStore:
         """The position in the event log `log` (`EventLog.log_id`) this store has applied up to (0: none)."""
         return int(self._r.hget(self._key("applied"), log) or 0)
 
-    def ingest(self, events: pd.DataFrame, position: int | None = None, log: str = "") -> int:
+    def ingest(self, events: Events, position: int | None = None, log: str = "") -> int:
         """Add events; checked before anything is sent, then applied in one transaction (with `position`, the
         batch's last position in the event log `log`; rows of that log already applied are skipped: the
         recorded position is watched, so a concurrent apply makes this one start again)."""
         import redis
 
         _require(events, EVENT_COLUMNS, "events")
+        events = pd.DataFrame(events) if not isinstance(events, pd.DataFrame) else events
         times, weights = events["timestamp"].astype(float).to_numpy(), events["weight"].astype(float).to_numpy()
         if not (np.isfinite(times).all() and np.isfinite(weights).all()):
             raise InputError("events", "a timestamp or weight is not a finite number", "fix or drop those rows")
