@@ -43,10 +43,9 @@ class OnlineStore(FeatureSource, Protocol):
 
     def ingest(self, events: Events, position: int | None = None, log: str = "") -> int:
         """Apply events (a frame or numpy columns: user_id, item_id, timestamp, weight) in one transaction;
-        returns the events used.
-        With `position` (the batch's last position in the event log `log`), rows whose `seq` that log's
-        recorded position already covers are skipped in the same transaction, so a batch applied twice
-        (two readers of one log catching up at once) counts once."""
+        returns the events used. With `position` (the batch's last position in the event log `log`), rows
+        whose `seq` that log's recorded position already covers are skipped in the same transaction, so a
+        batch applied twice (two readers of one log catching up at once) counts once."""
 
     def applied(self, log: str = "") -> int:
         """The position in the event log `log` of the last applied batch (0: none)."""
@@ -176,11 +175,11 @@ class SQLiteOnlineStore:
 
     def ingest(self, events: Events, position: int | None = None, log: str = "") -> int:
         """Add events (a frame or numpy columns: user_id, item_id, timestamp, weight); weight-0 events change
-        nothing. One transaction:
-        a failure leaves the store as it was (not synced per commit: after an outage the event log, which is,
-        gives back what the store lost, from the position recorded with it). `position` is the
-        batch's last position in the event log `log`, recorded in the same transaction; rows of that log
-        already applied (their `seq` at or below the recorded position) are skipped. Returns events used."""
+        nothing. One transaction: a failure leaves the store as it was (not synced per commit: after an
+        outage the event log, which is, gives back what the store lost, from the position recorded with it).
+        `position` is the batch's last position in the event log `log`, recorded in the same transaction;
+        rows of that log already applied (their `seq` at or below the recorded position) are skipped. Returns
+        events used."""
         _require(events, EVENT_COLUMNS, "events")
         with self._lock, self._db:
             if position is not None:
