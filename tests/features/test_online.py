@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.features.test_offline import random_log
+from twotower.data.event_columns import as_columns
 from twotower.errors import InputError
 from twotower.features.offline import OfflineStore
 from twotower.features.online import RedisOnlineStore, SQLiteOnlineStore
@@ -20,8 +21,9 @@ def test_offline_and_online_rows_agree_for_the_same_user_and_time(online_store, 
     now = float(events["timestamp"].quantile(0.7)) + 0.5
     known = events[events["timestamp"] < now]
     online = online_store
-    for lo in range(0, len(known), 150):                 # arrives in batches, as a stream would
-        online.ingest(known.iloc[lo:lo + 150])
+    for lo in range(0, len(known), 150):                 # arrives in batches, as a stream would: frames from
+        batch = known.iloc[lo:lo + 150]                  # files, numpy columns from the service's requests
+        online.ingest(batch if lo % 300 else as_columns(batch))
     offline = OfflineStore(tmp_path / "offline")
     offline.write_events(events)                          # the offline store also holds the future
     rng = np.random.default_rng(0)
