@@ -310,10 +310,11 @@ class Model:
             if "timestamp" not in frame.columns:
                 frame = frame.assign(timestamp=time.time())
             checked = as_columns(validate_events(frame, self.config.data, Path("events")))
-        late = column(checked, "timestamp", np.float64) > time.time() + MAX_CLOCK_SKEW_S
+        times = column(checked, "timestamp", np.float64)
+        late = times > time.time() + MAX_CLOCK_SKEW_S
         if late.any():
             raise InputError("events", f"{int(late.sum())} event(s) dated more than a day ahead, e.g. at "
-                             f"{pd.Timestamp(column(checked, 'timestamp')[late][0], unit='s')} UTC",
+                             f"{pd.Timestamp(times[late][0], unit='s')} UTC",
                              "send the time the event happened (unix seconds or ISO date-time, UTC), or none")
         return checked
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ import scipy.sparse as sp
 
 from ..config import Config
 from ..errors import InputError
+from .event_columns import Events
 from .features import FeatureSpec, encode, fit_specs
 from .item_text import item_labels, item_texts, tower_text_feature
 from .query_text import QUERY_TEXT, query_text_feature, request_query
@@ -218,7 +218,7 @@ def check_context(specs: list[FeatureSpec], values: dict | None) -> dict:
     return given
 
 
-def with_new_users(data: Dataset, events: "pd.DataFrame | Mapping[str, np.ndarray]") -> Dataset:
+def with_new_users(data: Dataset, events: Events) -> Dataset:
     """`data` whose users include those of the positive `events` it does not know yet (the next codes, no
     features); events and everything else as they were."""
     positive = np.asarray(events["weight"], dtype=np.float64) > 0
