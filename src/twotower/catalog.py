@@ -241,7 +241,7 @@ def update_model_index(model_dir: str | Path, items_file: Path | None = None, re
     record_changes(model_dir, table, removed)
     if not (model_dir / INDEX_DIR / "index.json").is_file():
         return build_model_index(model_dir, show_progress=show_progress)
-    index = open_model_index(saved, writable=True)
+    index = open_model_index(saved)
     known = set(index.ids())
     strangers = [r for r in removed if r not in known]
     if strangers:
@@ -308,27 +308,26 @@ def _measure_and_save(index: VectorIndex, model_dir: Path, ids: np.ndarray, vect
     return report
 
 
-def open_model_index(saved: SavedModel, writable: bool = False) -> VectorIndex:
+def open_model_index(saved: SavedModel) -> VectorIndex:
     """The index saved with this model, checked against it; a model without one gets an in-memory exact
-    index over its own item vectors. An embedded (FAISS) index is mapped from its files, for searching,
-    unless it is opened `writable` (to change the catalog in place)."""
+    index over its own item vectors."""
     folder = saved.folder / INDEX_DIR
     meta_path = folder / "index.json"
     if not meta_path.is_file():
         index = FaissIndex(model_spec(saved), choose_layout(0, kind="flat"))
         index.build(*saved.item_vectors())
         return index
-    return read_stored(folder, lambda f: _load_index(saved, f, writable),
-                       fix=f"rebuild it: twotower index --model {saved.folder}")
+    return read_stored(folder, lambda f: _load_index(saved, f),
+                           fix=f"rebuild it: twotower index --model {saved.folder}")
 
 
-def _load_index(saved: SavedModel, folder: Path, writable: bool) -> VectorIndex:
+def _load_index(saved: SavedModel, folder: Path) -> VectorIndex:
     meta_path = folder / "index.json"
     meta = json.loads(meta_path.read_text())
     spec = IndexSpec(**meta["spec"])
     spec.require(model_spec(saved), str(meta_path))
     if meta["backend"] == "faiss":
-        return FaissIndex.load(folder, meta, mapped=not writable)
+        return FaissIndex.load(folder, meta)
     from .index.pgvector_index import PgVectorIndex
 
     return PgVectorIndex.load(folder, meta, saved.folder / PGDATA_DIR)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -79,7 +78,6 @@ class FaissIndex:
         self._ids = IdMap()                 # item ids <-> labels
         self._dead: set[int] = set()        # HNSW only: labels still in the graph but deleted
         self._next_label = 0
-        self._mapped = False                # read from its file by memory mapping: searches only
         self.recall: dict = {}
 
     @property
@@ -141,7 +139,7 @@ class FaissIndex:
             self.layout = replace(self.layout, norm_bound=bound)
         self._index, self._base = self._empty(train)
         self._exact, self._exact_store = self._empty_exact()
-        self._ids, self._dead, self._next_label, self._mapped = IdMap(), set(), 0, False
+        self._ids, self._dead, self._next_label = IdMap(), set(), 0
         self._add(ids, vectors, progress)
 
     def _pick_transform(self, vectors: np.ndarray, queries: np.ndarray | None, sample: int = 50_000,
@@ -171,7 +169,6 @@ class FaissIndex:
         return np.hstack([vectors, np.sqrt(np.maximum(gap, 0.0))[:, None].astype(np.float32)])
 
     def _add(self, ids: list[str], vectors: np.ndarray, progress=None, chunk: int = 20_000) -> None:
-        self._require_writable()
         if self._mips and len(vectors) and (vectors.astype(np.float64) ** 2).sum(1).max() > self.layout.norm_bound:
             # a longer vector than the bound allows: rebuild everything with a new bound
             keep = self._ids.ids()
@@ -196,7 +193,6 @@ class FaissIndex:
         self._add(ids, vectors)
 
     def delete(self, ids: Sequence[str]) -> int:
-        self._require_writable()
         labels = self._ids.remove(ids)
         if not labels:
             return 0
@@ -210,13 +206,6 @@ class FaissIndex:
                 if index is not None:
                     index.remove_ids(faiss.IDSelectorArray(len(labels), faiss.swig_ptr(labels)))
         return len(labels)
-
-    def _require_writable(self) -> None:
-        """FAISS aborts the process on a write to a mapped structure: refuse it here, with the way out."""
-        if self._mapped:
-            raise InputError("index", "was opened read-only (memory-mapped, for serving) and cannot be changed",
-                             "open it writable (`open_model_index(saved, writable=True)`), or change the catalog "
-                             "with `twotower index` / `Model.update_catalog`")
 
     def compact(self) -> None:
         """Rebuild without the deleted items (HNSW); ids and vectors are unchanged."""
@@ -394,38 +383,22 @@ class FaissIndex:
             (tmp / "index.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, folder: Path, meta: dict, mapped: bool = False) -> "FaissIndex":
-        """The index saved in `folder`. `mapped`: its vectors and graph stay in the file, mapped into memory
-        (read-only: searches only), instead of copied onto the heap: a million-item index opens in a
-        fraction of the time, without pushing hundreds of MB through the caches of the process serving
-        beside it, and processes serving the same files share one copy in the page cache."""
+    def load(cls, folder: Path, meta: dict) -> "FaissIndex":
         if meta.get("format") not in (1, FORMAT):
             raise InputError(str(folder), f"index format {meta.get('format')} is not {FORMAT}",
                              "rebuild it: `twotower index --model DIR`")
         index = cls(IndexSpec(**meta["spec"]), FaissLayout(**meta["layout"]))
-        index._index = _read_index(Path(folder) / "faiss.index", mapped)
+        index._index = faiss.read_index(str(Path(folder) / "faiss.index"))
         ivf = index.layout.kind.startswith("ivf")
         index._base = index._index if ivf else faiss.downcast_index(index._index.index)
         if index.layout.refine:
-            index._exact = _read_index(Path(folder) / "exact.index", mapped)
+            index._exact = faiss.read_index(str(Path(folder) / "exact.index"))
             index._exact_store = faiss.downcast_index(index._exact.index)
-        index._mapped = mapped
         if meta["format"] == FORMAT:
-            index._ids = IdMap.load(folder, mapped)
+            index._ids = IdMap.load(folder)
         else:                                            # format 1: saved before the id arrays
             labels = pd.read_parquet(Path(folder) / "labels.parquet")
             index._ids = IdMap.from_pairs(labels["item_id"].astype(str).tolist(), labels["label"].to_numpy())
         index._dead, index._next_label, index.recall = set(meta["dead"]), meta["next_label"], meta.get("recall", {})
         index.search_effort = index.layout.search_effort
         return index
-
-
-def _read_index(path: Path, mapped: bool) -> faiss.Index:
-    """A saved FAISS index, copied onto the heap, or `mapped` from its file (asking the kernel to start
-    reading it ahead, so that the first searches do not wait on the disk page by page)."""
-    if not mapped:
-        return faiss.read_index(str(path))
-    with open(path, "rb") as fh:
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
-    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)

@@ -146,13 +146,10 @@ class IdMap:
         np.save(Path(folder) / ORDER_FILE, self._order, allow_pickle=False)
 
     @classmethod
-    def load(cls, folder: Path, mapped: bool = False) -> "IdMap":
-        """The arrays saved in `folder`, read, or `mapped` from their files (safe: a write replaces an array,
-        never changes one)."""
+    def load(cls, folder: Path) -> "IdMap":
         folder = Path(folder)
-        mode = "r" if mapped else None
-        return cls(np.load(folder / BY_LABEL_FILE, mmap_mode=mode, allow_pickle=False),
-                   np.load(folder / ORDER_FILE, mmap_mode=mode, allow_pickle=False))
+        return cls(np.load(folder / BY_LABEL_FILE, allow_pickle=False),
+                   np.load(folder / ORDER_FILE, allow_pickle=False))
 
     @classmethod
     def from_pairs(cls, ids: Sequence[str], labels: Sequence[int]) -> "IdMap":
