@@ -106,12 +106,8 @@ class UserState:
     def latest_users(self, n: int) -> np.ndarray:
         """The codes of the `n` users whose latest positive event is the newest, the newest first: the
         likeliest to ask next, so the ones a service starting up prepares for."""
-        last = np.nan_to_num(self.last_seen, nan=-np.inf)
-        if self.live:
-            last = np.pad(last, (0, max(0, max(self.live) + 1 - len(last))), constant_values=-np.inf)
-            for user, live in self.live.items():
-                last[user] = live.times[-1]
-        known = np.flatnonzero(np.isfinite(last))
+        last = self.last_seen_of(np.arange(max(len(self.last_seen), max(self.live, default=0) + 1)))
+        known = np.flatnonzero(~np.isnan(last))
         return known[np.argsort(-last[known], kind="stable")[:n]]
 
     @cached_property
