@@ -96,12 +96,10 @@ class Server:
         reranker = self.reranker if rank else None
         state, cat = self.users, self.catalog
         known = self.knows(users)
-        popular = self.popular
-        items = np.tile(np.asarray(popular.index[:k], dtype=object), (len(users), 1))
-        scores = np.tile(popular.to_numpy(np.float64)[:k], (len(users), 1))
-        if items.shape[1] < k:
-            items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=None)
-            scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
+        items, scores = np.full((len(users), k), None, dtype=object), np.full((len(users), k), -np.inf)
+        if not known.all():
+            top = self.popular.iloc[:k]
+            items[~known, :len(top)], scores[~known, :len(top)] = top.index.to_numpy(object), top.to_numpy(np.float64)
         if known.any():
             watch = watch or Stopwatch()
             u = users[known]
@@ -402,7 +400,7 @@ def _candidate_rows(reranker: Reranker, hist: Dataset, users: np.ndarray, found:
     """One row per (request, candidate): the towers' hits and each source's top N with their scores."""
     m, n = found.ids.shape
     ids, scores = found.ids.ravel(), found.scores.ravel() / beside.temperature
-    keep = np.flatnonzero(pd.notna(ids) & np.isfinite(scores))
+    keep = np.flatnonzero(np.not_equal(ids, None) & np.isfinite(scores))     # None: no item in that place
     item_ids = ids[keep].astype(str).astype(object)
     rows = {"local": keep // n, "item_id": item_ids, "retrieval_rank": (keep % n + 1).astype(np.float64),
             "retrieval_score": scores[keep].astype(np.float64), "item": hist.items.encode(item_ids)}

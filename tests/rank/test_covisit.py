@@ -67,3 +67,39 @@ def test_gathered_rows_sum_as_the_sparse_product_does(gather_max, dense_max, mon
     np.testing.assert_allclose(got, dense[owner, column])
     assert got.dtype == table.dtype and (got == 0).any() and (got > 0).any()
     assert pair_sums(table, lists, np.array([0, 2]), np.array([30, 31])).tolist() == [0.0, 0.0]  # past the table
+
+
+def test_kept_rows_equal_fresh_ones_and_stay_within_their_memory(monkeypatch):
+    """`kept_row_sums` answers a list asked before from the rows it kept, exactly as `row_sums` computes them,
+    whatever the lists' order; pair sums through kept rows equal the gathered ones; the kept rows never take
+    more than `KEPT_BYTES`, and a batch of many lists (training rows) keeps none."""
+    import scipy.sparse as sp
+
+    from twotower.rank import covisit
+    from twotower.rank.covisit import kept_row_sums, pair_sums, row_sums
+
+    table = sp.random(40, 40, density=0.2, format="csr", random_state=2, dtype=np.float32)
+    lists = [np.array([3, 7, 3]), np.array([], np.int64), np.array([39, 1, 55])]
+    first = kept_row_sums(table, lists)
+    np.testing.assert_array_equal(first, row_sums(table, lists))
+    kept = table.__dict__["_kept_rows"]
+    assert len(kept.rows) == 3
+    again = kept_row_sums(table, lists[::-1])                      # every row read from the kept ones
+    np.testing.assert_array_equal(again, first[::-1])
+    assert len(kept.rows) == 3
+    again[0] = -1.0                                                # a caller's copy: the kept row is unchanged
+    np.testing.assert_array_equal(kept_row_sums(table, lists[2:]), first[2:])
+    np.testing.assert_array_equal(kept_row_sums(table, lists, np.float64), row_sums(table, lists, np.float64))
+    assert len(kept.rows) == 6, "a row is kept per precision"
+
+    owner, column = np.array([0, 0, 2, 2]), np.array([5, 39, 1, 41])
+    np.testing.assert_array_equal(pair_sums(table, lists, owner, column, keep=True), pair_sums(table, lists, owner, column))
+
+    monkeypatch.setattr(covisit, "KEPT_BYTES", 3 * 40 * 4)         # room for three float32 rows
+    many = [np.array([i]) for i in range(10)]
+    kept_row_sums(table, many)
+    assert kept.bytes <= covisit.KEPT_BYTES and len(kept.rows) <= 3
+    monkeypatch.setattr(covisit, "KEEP_LISTS_MAX", 4)
+    fresh = sp.random(40, 40, density=0.2, format="csr", random_state=3, dtype=np.float32)
+    np.testing.assert_array_equal(kept_row_sums(fresh, many), row_sums(fresh, many))
+    assert "_kept_rows" not in fresh.__dict__, "a batch of many lists keeps nothing"

@@ -40,9 +40,9 @@ def list_ranks(lists: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """[B, k] item codes with the highest scores, best first."""
+    rows = np.arange(len(scores))[:, None]
     part = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, 1)
+    return part[rows, np.argsort(-scores[rows, part], axis=1, kind="stable")]
 
 
 def summarize(ranks: np.ndarray, top10: np.ndarray, n_items: int, ks=KS) -> dict[str, float]:

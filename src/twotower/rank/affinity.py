@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.dataset import Dataset
-from .covisit import row_sums
+from .covisit import kept_row_sums
 
 MAX_VALUES = 1000          # features with more values (near-unique codes) say nothing about taste
 
@@ -54,7 +54,7 @@ def category_affinity(data: Dataset, features: list[str], profile: list[np.ndarr
         codes = data.item_features[name]
         codes = codes[:, None] if codes.ndim == 1 else codes                 # [n_items + 1, values]
         one_hot = _one_hot(data.item_features[name], codes, size)
-        shares = row_sums(one_hot, profile, np.float64) / np.maximum(lengths, 1)[:, None]    # [requests, values]
+        shares = kept_row_sums(one_hot, profile, np.float64) / np.maximum(lengths, 1)[:, None]    # [requests, values]
         shares[:, 0] = 0.0                                                   # value 0 = missing
         mine = codes[item]                                                   # [rows, values]
         present = mine > 0

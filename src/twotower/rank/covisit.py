@@ -7,6 +7,8 @@ request sees its own future. The same table and the same `recent_items` serve tr
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -52,8 +54,8 @@ class CoVisitation:
         Only the recent items' rows of the table are read: a request costs what its items' rows hold."""
         size = self.counts.shape[0]
         item = np.where(item < size, item, 0)         # codes of items added after training: no history
-        return {"covisit": pair_sums(self.counts, recent, request, item),
-                "covisit_norm": pair_sums(self.normalised, recent, request, item)}
+        return {"covisit": pair_sums(self.counts, recent, request, item, keep=True),
+                "covisit_norm": pair_sums(self.normalised, recent, request, item, keep=True)}
 
     @cached_property
     def normalised(self) -> sp.csr_matrix:
@@ -85,6 +87,8 @@ def items_matrix(lists: list[np.ndarray], size: int) -> sp.csr_matrix:
 
 GATHER_MAX_TERMS = 1_000_000     # above this many terms a batch (training rows) takes the sparse product instead
 DENSE_SUMS_MAX = 1 << 22         # pair sums through dense rows while lists x columns stay under this many
+KEEP_LISTS_MAX = 64              # calls with at most this many lists (served requests) keep their rows
+KEPT_BYTES = 32 << 20            # the kept rows of one table take at most this much memory
 
 
 def _product(table: sp.csr_matrix, lists: list[np.ndarray]) -> sp.csr_matrix:
@@ -111,13 +115,17 @@ def row_entries(table: sp.csr_matrix, lists: list[np.ndarray],
     return np.repeat(owner, sizes), table.indices[at], table.data[at]
 
 
-def pair_sums(table: sp.csr_matrix, lists: list[np.ndarray], owner: np.ndarray, column: np.ndarray) -> np.ndarray:
+def pair_sums(table: sp.csr_matrix, lists: list[np.ndarray], owner: np.ndarray, column: np.ndarray,
+              keep: bool = False) -> np.ndarray:
     """[r] `(items_matrix(lists) @ table)[owner, column]` (in the table's precision): each pair's sum over its
-    list's rows; 0 for a column past the table."""
+    list's rows; 0 for a column past the table. With `keep`, a few lists' rows are kept (`kept_row_sums`)."""
     width = table.shape[1]
     column = np.asarray(column, np.int64)
     out = np.zeros(len(column), table.dtype)
     inside = column < width
+    if keep and len(lists) <= KEEP_LISTS_MAX:
+        out[inside] = kept_row_sums(table, lists)[np.asarray(owner, np.int64)[inside], column[inside]]
+        return out
     entries = row_entries(table, lists, GATHER_MAX_TERMS)
     if entries is None:
         out[inside] = np.asarray(_product(table, lists)[np.asarray(owner)[inside], column[inside]]).ravel()
@@ -147,6 +155,49 @@ def row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float32) ->
     width = table.shape[1]
     return np.bincount(at * width + col, weights=value, minlength=len(lists) * width) \
         .reshape(len(lists), width).astype(dtype, copy=False)
+
+
+class _KeptRows:
+    """Dense rows of one table's `row_sums`, by list, the latest used last; at most `KEPT_BYTES` of them."""
+
+    def __init__(self):
+        self.rows: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+
+def kept_row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float32) -> np.ndarray:
+    """`row_sums(table, lists, dtype)`, with the rows of lists asked for lately kept with the table: a served
+    user's latest items change only with their events, so their next request reads its rows instead of
+    gathering them again. Exact: a row is kept by its list's contents. Calls with many lists (training
+    rows) are not kept."""
+    if len(lists) > KEEP_LISTS_MAX:
+        return row_sums(table, lists, dtype)
+    kept = table.__dict__.get("_kept_rows")
+    if kept is None:
+        kept = table.__dict__.setdefault("_kept_rows", _KeptRows())
+    dtype = np.dtype(dtype)
+    keys = [dtype.str.encode() + np.asarray(x, np.int64).tobytes() for x in lists]
+    out = np.empty((len(lists), table.shape[1]), dtype)
+    missing = []
+    with kept.lock:
+        for r, key in enumerate(keys):
+            row = kept.rows.get(key)
+            if row is None:
+                missing.append(r)
+            else:
+                kept.rows.move_to_end(key)
+                out[r] = row
+    if missing:
+        out[missing] = row_sums(table, [lists[r] for r in missing], dtype)
+        with kept.lock:
+            for r in missing:
+                if keys[r] not in kept.rows:
+                    kept.rows[keys[r]] = out[r].copy()
+                    kept.bytes += out[r].nbytes
+            while kept.bytes > KEPT_BYTES and kept.rows:
+                kept.bytes -= kept.rows.popitem(last=False)[1].nbytes
+    return out
 
 
 def recent_items(events: pd.DataFrame, users: np.ndarray, times: np.ndarray, length: int) -> list[np.ndarray]:

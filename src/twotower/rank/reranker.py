@@ -165,8 +165,7 @@ def ranking_rows(rows: Table, source: FeatureSource, reranker: Reranker, history
         raise InputError("candidate rows", f"missing column(s) {missing}", "build them with rank.two_stage")
     out = {c: np.asarray(rows[c]) for c in rows}
     store = source.features(out)
-    position = pd.factorize(out["request"], sort=False)[0]               # the request's place in order
-    _, firsts = np.unique(position, return_index=True)
+    position, firsts = appearance_order(out["request"])
     users, times = out["user"][firsts], out["timestamp"][firsts]
     longest = max(reranker.recent_length, reranker.profile_length)
     profile = recent(users, times, longest) if recent else recent_items(history.events, users, times, longest)
@@ -189,6 +188,16 @@ def ranking_rows(rows: Table, source: FeatureSource, reranker: Reranker, history
     return pd.DataFrame(out) if isinstance(rows, pd.DataFrame) else out
 
 
+def appearance_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([n] each value's place among the distinct values in order of first appearance, [distinct] where each
+    first appears): `pd.factorize` in numpy, cheaper on a served request's few hundred rows."""
+    _, firsts, inverse = np.unique(values, return_index=True, return_inverse=True)
+    order = np.argsort(firsts, kind="stable")
+    place = np.empty(len(order), np.int64)
+    place[order] = np.arange(len(order))
+    return place[inverse.ravel()], firsts[order]
+
+
 def percentile_within(group: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Each value's rank within its group over the group's size, ties at their average rank: pandas'
     `groupby(group).rank(pct=True)`, computed with two sorts. NaN stays NaN and is not counted."""
@@ -197,13 +206,13 @@ def percentile_within(group: np.ndarray, values: np.ndarray) -> np.ndarray:
     g, v, where = group[ok], values[ok], np.flatnonzero(ok)
     order = np.lexsort((v, g))
     g, v = g[order], v[order]
-    new_run = np.r_[True, (g[1:] != g[:-1]) | (v[1:] != v[:-1])]
+    new_run = np.concatenate([[True], (g[1:] != g[:-1]) | (v[1:] != v[:-1])])
     run = np.cumsum(new_run) - 1
-    group_start = np.r_[True, g[1:] != g[:-1]]
+    group_start = np.concatenate([[True], g[1:] != g[:-1]])
     first_of_group = np.maximum.accumulate(np.where(group_start, np.arange(len(g)), 0))
     position = np.arange(len(g)) - first_of_group + 1                  # 1-based position within the group
     run_first = np.flatnonzero(new_run)
-    run_last = np.r_[run_first[1:], len(g)] - 1
+    run_last = np.concatenate([run_first[1:], [len(g)]]) - 1
     average = (position[run_first] + position[run_last]) / 2.0         # ties share their average rank
     size = np.bincount(g, minlength=int(group.max()) + 1 if len(group) else 0)[g]
     out[where[order]] = average[run] / size

@@ -24,7 +24,7 @@ from ..config import RankConfig
 from ..data.dataset import Dataset, seen_matrix
 from ..evaluate.metrics import ndcg_at, target_ranks, top_k
 from ..features.definitions import Columns
-from .covisit import CoVisitation, items_matrix, row_sums
+from .covisit import CoVisitation, items_matrix, kept_row_sums
 
 PROFILE_LENGTH = 200          # the latest items an item-to-item source reads per request
 EASE_KEEP = 200               # each item's strongest EASE links kept (a sparse model, the dense one is n^2)
@@ -51,7 +51,7 @@ class CoVisitSource:
     name: str = "covisit"
 
     def scores(self, profiles, times):
-        return row_sums(self.table.normalised, [p[-self.recent:] for p in profiles])
+        return kept_row_sums(self.table.normalised, [p[-self.recent:] for p in profiles])
 
 
 @dataclass
@@ -68,7 +68,7 @@ class EaseSource:
         return cls(_sparsify(_ease_weights(x, l2), EASE_KEEP), l2)
 
     def scores(self, profiles, times):
-        return row_sums(self.weights, [np.unique(p[-PROFILE_LENGTH:]) for p in profiles])
+        return kept_row_sums(self.weights, [np.unique(p[-PROFILE_LENGTH:]) for p in profiles])
 
     def save(self, folder: Path) -> None:
         w = self.weights
@@ -280,11 +280,12 @@ def add_source_candidates(rows: Columns, dense: dict[str, np.ndarray], n: int) -
     for name, scores in dense.items():
         top = top_k(scores, n)
         m, width = top.shape
-        value = np.take_along_axis(scores, top, 1).ravel()
+        value = scores[np.arange(m)[:, None], top].ravel()
         ok = np.isfinite(value) & (value != 0)          # 0: the source knows nothing of the item
         tops[name] = (np.repeat(np.arange(m), width)[ok] * base + top.ravel()[ok],
                       np.tile(np.arange(1, width + 1), m)[ok])
-    new = pd.unique(np.concatenate([keys for keys, _ in tops.values()]))       # first appearance order
+    new = np.concatenate([keys for keys, _ in tops.values()])
+    new = new[np.sort(np.unique(new, return_index=True)[1])]                   # distinct, first appearance order
     new = new[~np.isin(new, local * base + item)]
     out = {c: _padded(v, len(new)) for c, v in rows.items()}
     out["local"], out["item"] = np.concatenate([local, new // base]), np.concatenate([item, new % base])
