@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from itertools import repeat
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -51,7 +52,8 @@ class IdVocab:
 
     def encode(self, values) -> np.ndarray:
         """[n] ids -> [n] codes; unknown ids -> 0."""
-        codes = np.fromiter((self._index.get(str(v), 0) for v in values), dtype=np.int64, count=len(values))
+        values = values.tolist() if isinstance(values, np.ndarray) else values
+        codes = np.fromiter(map(self._index.get, map(str, values), repeat(0)), dtype=np.int64, count=len(values))
         if self._grown.used > self._n:
             codes[codes > self._n] = 0             # ids a vocabulary grown from this one added
         return codes

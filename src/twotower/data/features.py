@@ -133,7 +133,7 @@ def encode(df: pd.DataFrame | Mapping[str, np.ndarray], specs: list[FeatureSpec]
             if spec.low is not None:
                 x = np.clip(x, spec.low, spec.high)
             x = (x - spec.mean) / spec.std
-            out[spec.name] = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+            out[spec.name] = np.where(np.isfinite(x), x, 0.0).astype(np.float32)     # missing: the mean
         elif spec.kind == "text":
             out[spec.name] = _pad([hash_tokens(t, spec.buckets) for t in col.fillna("").astype(str)], MAX_TOKENS)
         elif spec.kind == "ngrams":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import defaultdict
+from itertools import repeat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Protocol
@@ -74,10 +75,9 @@ def _request_columns(requests: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np
 
 def _distinct_ids(column) -> tuple[np.ndarray, list[str]]:
     """([n] each value's place among the distinct values, the distinct values as text)."""
-    place: dict = {}                    # first appearance order; a missing id (None) is a value of its own
-    values = np.asarray(column, dtype=object).tolist()
-    at = np.fromiter((place.setdefault(v, len(place)) for v in values), np.int64, len(values))
-    return at, [str(v) for v in place]
+    values = np.asarray(column, dtype=object).tolist()    # a missing id (None) is a value of its own
+    place = {v: i for i, v in enumerate(dict.fromkeys(values))}        # in order of first appearance
+    return np.fromiter(map(place.__getitem__, values), np.int64, len(values)), [str(v) for v in place]
 
 
 def _zero_nan(values: np.ndarray) -> np.ndarray:
@@ -125,7 +125,7 @@ class _ItemCache:
 
     def slots(self, ids: list[str]) -> np.ndarray:
         """[n] each id's slot, -1 where it is not cached."""
-        return np.fromiter((self.slot.get(i, -1) for i in ids), np.int64, len(ids))
+        return np.fromiter(map(self.slot.get, ids, repeat(-1)), np.int64, len(ids))
 
     def add(self, ids: list[str], totals: np.ndarray, recent: list[np.ndarray]) -> None:
         start, end = len(self.recent), len(self.recent) + len(ids)
@@ -251,7 +251,8 @@ class SQLiteOnlineStore:
         pairs = np.zeros(len(times), np.int64)
         for code, values in enumerate(user_values):
             mine = np.flatnonzero(user_at == code)
-            pairs[mine] = np.fromiter((values.pairs.get(item_ids[i], 0) for i in item_at[mine]), np.int64, len(mine))
+            named = map(item_ids.__getitem__, item_at[mine].tolist())
+            pairs[mine] = np.fromiter(map(values.pairs.get, named, repeat(0)), np.int64, len(mine))
         user_n, user_w, last_ts = np.array([v.totals for v in user_values], np.float64).reshape(-1, 3)[user_at].T
         item_n, first_ts = cache.totals[slots][item_at].T
         return defs.derive({"timestamp": times, **{name: window[:, j] for j, name in enumerate(defs.window_counts)},

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import compress
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -285,9 +286,8 @@ class FaissIndex:
             live = raw != b""                             # b'': a label whose item was deleted
             names, score = IdMap.decode(raw[live]), score[live]
             if exclude is not None and len(exclude[row]):
-                skip = exclude[row]
-                keep = np.fromiter((i not in skip for i in names), bool, len(names))
-                names, score = [i for i, kept in zip(names, keep) if kept], score[keep]
+                keep = ~np.fromiter(map(exclude[row].__contains__, names), bool, len(names))
+                names, score = list(compress(names, keep.tolist())), score[keep]
             names, score = names[:k], score[:k]
             out_ids[row, :len(names)], out_scores[row, :len(names)] = names, score
         return SearchResult(out_ids, out_scores)

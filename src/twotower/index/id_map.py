@@ -75,7 +75,7 @@ class IdMap:
 
     @staticmethod
     def decode(raw: np.ndarray) -> list[str]:
-        return [key.decode() for key in raw.tolist()]
+        return list(map(bytes.decode, raw.tolist()))
 
     def ids(self) -> list[str]:
         """Every id in the map, in label order."""
