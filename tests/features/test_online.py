@@ -81,7 +81,7 @@ def test_requests_at_several_later_times_agree_with_the_offline_store(online_sto
 
 def test_a_request_after_new_events_never_reads_stale_cached_values(tmp_path):
     """The store's near cache: values read for one request are dropped when this store ingests events for
-    them, and all of them when another connection (another process) commits."""
+    them, and when another connection (another process) commits events for them."""
     path = tmp_path / "online.sqlite"
     store, other = SQLiteOnlineStore(path), SQLiteOnlineStore(path)
     request = {"user_id": np.array(["u"]), "item_id": np.array(["i"]), "timestamp": np.array([1e9])}
@@ -96,5 +96,51 @@ def test_a_request_after_new_events_never_reads_stale_cached_values(tmp_path):
     assert seen() == (1, 1, 1)
     other.ingest(event)
     assert seen() == (2, 2, 2)
+    store.close()
+    other.close()
+
+
+def test_another_connections_events_drop_only_what_they_changed(tmp_path, monkeypatch):
+    """A service's workers share one store: another connection's ingest drops the users and items it changed
+    from this store's near cache and keeps the rest; a `clear`, or changes pruned past this store's last look,
+    drop everything. Every read equals a fresh connection's."""
+    from twotower.features import online
+
+    path = tmp_path / "online.sqlite"
+    store, other = SQLiteOnlineStore(path), SQLiteOnlineStore(path)
+    request = {"user_id": np.array(["u", "u", "v"]), "item_id": np.array(["i", "j", "j"]),
+               "timestamp": np.full(3, 1e9)}
+
+    def event(user, item, t=1e9 - 10.0):
+        return pd.DataFrame({"user_id": [user], "item_id": [item], "timestamp": [t], "weight": [1.0]})
+
+    def agrees():
+        fresh = SQLiteOnlineStore(path)
+        got, want = store.features(request), fresh.features(request)
+        fresh.close()
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+    other.ingest(event("u", "i"))
+    other.ingest(event("v", "j"))
+    agrees()
+    cached = set(store._items.slot)
+    assert cached == {"i", "j"} and set(store._users) == {"u", "v"}
+    other.ingest(event("u", "k"))                        # changes user u and item k only
+    store._forget_if_written_elsewhere()
+    assert set(store._items.slot) == {"i", "j"} and set(store._users) == {"v"}
+    agrees()
+    other.clear()                                        # everything changed
+    store._forget_if_written_elsewhere()
+    assert not store._items.slot and not store._users
+    agrees()
+    other.ingest(event("v", "i"))
+    agrees()
+    monkeypatch.setattr(online, "CHANGES_KEPT", 1)       # the list pruned past this store's last look
+    for user in ("a", "b", "c"):
+        other.ingest(event(user, "z"))
+    store._forget_if_written_elsewhere()
+    assert not store._items.slot and not store._users
+    agrees()
     store.close()
     other.close()

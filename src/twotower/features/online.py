@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS user_totals (user_id TEXT PRIMARY KEY, n INTEGER NOT 
 CREATE TABLE IF NOT EXISTS pair_totals (user_id TEXT NOT NULL, item_id TEXT NOT NULL, n INTEGER NOT NULL,
                                         PRIMARY KEY (user_id, item_id));
 CREATE TABLE IF NOT EXISTS applied_log (log TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS changed (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, item_id TEXT);
 """
+CHANGES_KEPT = 100_000     # the latest changed (user, item) rows kept for other connections' near caches
 
 
 class OnlineStore(FeatureSource, Protocol):
@@ -154,9 +156,11 @@ class _UserValues:
 
 class SQLiteOnlineStore:
     """Latest values in one SQLite file; safe to read from several processes while one writes, and to share
-    between threads (one statement at a time). Values a request read stay in a near cache in memory: this
-    store's own `ingest` drops the users and items it changed, and a commit by any other connection empties it
-    (a served request then costs no SQL for the items it shares with earlier ones)."""
+    between threads (one statement at a time). Values a request read stay in a near cache in memory (a served
+    request then costs no SQL for the items it shares with earlier ones). Every ingest also lists the users and
+    items it changed (table `changed`, the latest `CHANGES_KEPT`): this store drops those of its own ingests at
+    once, and those of other connections (a service's other workers) when it next reads, so their events cost
+    each worker the values they changed, not its whole cache."""
 
     def __init__(self, path: str | Path, definitions: FeatureDefinitions | None = None):
         self.path = Path(path)
@@ -172,7 +176,8 @@ class SQLiteOnlineStore:
         self._items = _ItemCache()                       # the near cache: values read for earlier requests
         self._users: dict[str, _UserValues] = {}
         self._cached_pairs = 0                          # pairs in self._users (an upper bound after drops)
-        self._data_version = None
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        self._seen_change = self._db.execute("SELECT coalesce(max(seq), 0) FROM changed").fetchone()[0]
 
     def applied(self, log: str = "") -> int:
         """The position in the event log `log` (`EventLog.log_id`) this store has applied up to (0: none)."""
@@ -217,9 +222,10 @@ class SQLiteOnlineStore:
                 "INSERT INTO pair_totals VALUES (?, ?, 1) ON CONFLICT (user_id, item_id) DO UPDATE SET n = n + 1",
                 [(u, i) for u, i, _, _ in rows])
             self._db.execute("DELETE FROM item_recent WHERE ts < ?", (horizon,))
-            for user, item, _, _ in rows:                 # read again from the store when next asked
-                self._users.pop(user, None)
-                self._items.drop(item)
+            changed = list(dict.fromkeys((u, i) for u, i, _, _ in rows))
+            self._db.executemany("INSERT INTO changed (user_id, item_id) VALUES (?, ?)", changed)
+            self._db.execute("DELETE FROM changed WHERE seq <= (SELECT max(seq) FROM changed) - ?", (CHANGES_KEPT,))
+            self._forget(changed)                         # read again from the store when next asked
         return len(rows)
 
     def features(self, requests: Mapping[str, np.ndarray]) -> Columns:
@@ -262,13 +268,30 @@ class SQLiteOnlineStore:
                             "user_item_events": pairs})
 
     def _forget_if_written_elsewhere(self) -> None:
-        """Empty the near cache when another connection (another process's `ingest`) committed since the last
-        look: SQLite's data_version changes only for other connections' commits."""
+        """Drop from the near cache what other connections (another process's `ingest`) changed since the
+        last look: SQLite's data_version changes only for other connections' commits, and `changed` lists what
+        they changed. Everything is dropped when that list does not reach back to the last look (rows pruned,
+        or a `clear`, which leaves a row of NULLs)."""
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._data_version:
+        if version == self._data_version:
+            return
+        self._data_version = version
+        rows = self._db.execute("SELECT seq, user_id, item_id FROM changed WHERE seq > ? ORDER BY seq",
+                                (self._seen_change,)).fetchall()
+        if not rows:
+            return
+        if rows[0][0] != self._seen_change + 1 or any(u is None for _, u, _ in rows):
             self._items = _ItemCache()
             self._users.clear()
-            self._data_version = version
+        else:
+            self._forget([(u, i) for _, u, i in rows])
+        self._seen_change = rows[-1][0]
+
+    def _forget(self, changed: list[tuple[str, str]]) -> None:
+        """Drop these (user, item) pairs' users and items from the near cache."""
+        for user, item in changed:
+            self._users.pop(user, None)
+            self._items.drop(item)
 
     def _cached_items(self, ids: list[str]) -> np.ndarray:
         """[n] the items' slots in the near cache, read from SQLite for those not in it yet."""
@@ -308,8 +331,9 @@ class SQLiteOnlineStore:
     def clear(self) -> None:
         """Delete every value (before a full reload)."""
         with self._lock, self._db:
-            for table in ("item_recent", "item_totals", "user_totals", "pair_totals", "applied_log"):
+            for table in ("item_recent", "item_totals", "user_totals", "pair_totals", "applied_log", "changed"):
                 self._db.execute(f"DELETE FROM {table}")
+            self._db.execute("INSERT INTO changed (user_id, item_id) VALUES (NULL, NULL)")   # everything changed
             self._items = _ItemCache()
             self._users.clear()
 
