@@ -73,6 +73,8 @@ def test_kept_rows_equal_fresh_ones_and_stay_within_their_memory(monkeypatch):
     """`kept_row_sums` answers a list asked before from the rows it kept, exactly as `row_sums` computes them,
     whatever the lists' order; pair sums through kept rows equal the gathered ones; the kept rows never take
     more than `KEPT_BYTES`, and a batch of many lists (training rows) keeps none."""
+    import pickle
+
     import scipy.sparse as sp
 
     from twotower.rank import covisit
@@ -93,7 +95,12 @@ def test_kept_rows_equal_fresh_ones_and_stay_within_their_memory(monkeypatch):
     assert len(kept.rows) == 6, "a row is kept per precision"
 
     owner, column = np.array([0, 0, 2, 2]), np.array([5, 39, 1, 41])
-    np.testing.assert_array_equal(pair_sums(table, lists, owner, column, keep=True), pair_sums(table, lists, owner, column))
+    for t in (table, table.astype(np.float64)):                    # kept pair sums keep the table's precision
+        kept_sums = pair_sums(t, lists, owner, column, keep=True)
+        assert kept_sums.dtype == t.dtype
+        np.testing.assert_array_equal(kept_sums, pair_sums(t, lists, owner, column))
+    copied = pickle.loads(pickle.dumps(table))                     # a pickled table starts with no kept rows
+    assert len(copied.__dict__["_kept_rows"].rows) == 0 and (copied != table).nnz == 0
 
     monkeypatch.setattr(covisit, "KEPT_BYTES", 3 * 40 * 4)         # room for three float32 rows
     many = [np.array([i]) for i in range(10)]

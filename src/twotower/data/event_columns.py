@@ -1,7 +1,7 @@
 """Events as named numpy columns: the form a served batch travels in from its check to the event log, the
 online store and the served history. For a request of one event pandas' per-frame and per-column work cost
-more than everything else the service does with it. Files are still validated as frames, and the log reads
-back as frames; the functions here read either form."""
+more than everything else the service does with it. Files are still validated as frames; the log reads back
+as columns; the functions here read either form."""
 
 from __future__ import annotations
 

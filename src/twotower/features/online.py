@@ -271,7 +271,8 @@ class SQLiteOnlineStore:
         """Drop from the near cache what other connections (another process's `ingest`) changed since the
         last look: SQLite's data_version changes only for other connections' commits, and `changed` lists what
         they changed. Everything is dropped when that list does not reach back to the last look (rows pruned,
-        or a `clear`, which leaves a row of NULLs)."""
+        or a `clear`, which leaves a row of NULLs). Every process writing to one store must list its changes
+        (this version or later): a commit without rows (weight-0 events only move `applied_log`) drops none."""
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
         if version == self._data_version:
             return

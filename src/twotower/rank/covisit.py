@@ -123,8 +123,9 @@ def pair_sums(table: sp.csr_matrix, lists: list[np.ndarray], owner: np.ndarray, 
     column = np.asarray(column, np.int64)
     out = np.zeros(len(column), table.dtype)
     inside = column < width
-    if keep and len(lists) <= KEEP_LISTS_MAX:
-        out[inside] = kept_row_sums(table, lists)[np.asarray(owner, np.int64)[inside], column[inside]]
+    if keep and len(lists) <= KEEP_LISTS_MAX and len(lists) * width <= DENSE_SUMS_MAX:
+        sums = kept_row_sums(table, lists, table.dtype)
+        out[inside] = sums[np.asarray(owner, np.int64)[inside], column[inside]]
         return out
     entries = row_entries(table, lists, GATHER_MAX_TERMS)
     if entries is None:
@@ -158,12 +159,21 @@ def row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float32) ->
 
 
 class _KeptRows:
-    """Dense rows of one table's `row_sums`, by list, the latest used last; at most `KEPT_BYTES` of them."""
+    """Dense rows of one table's `row_sums`, by list, the latest used last; at most `KEPT_BYTES` of them,
+    keys and bookkeeping counted. A copied or pickled table starts with none."""
+
+    ENTRY_BYTES = 250               # an entry's array header and dict slot, beside its key and row
 
     def __init__(self):
         self.rows: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.bytes = 0
         self.lock = threading.Lock()
+
+    def __reduce__(self):
+        return _KeptRows, ()
+
+    def cost(self, key: bytes, row: np.ndarray) -> int:
+        return len(key) + row.nbytes + self.ENTRY_BYTES
 
 
 def kept_row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float32) -> np.ndarray:
@@ -194,9 +204,9 @@ def kept_row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float3
             for r in missing:
                 if keys[r] not in kept.rows:
                     kept.rows[keys[r]] = out[r].copy()
-                    kept.bytes += out[r].nbytes
+                    kept.bytes += kept.cost(keys[r], out[r])
             while kept.bytes > KEPT_BYTES and kept.rows:
-                kept.bytes -= kept.rows.popitem(last=False)[1].nbytes
+                kept.bytes -= kept.cost(*kept.rows.popitem(last=False))
     return out
 
 
