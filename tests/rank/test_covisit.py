@@ -85,14 +85,14 @@ def test_kept_rows_equal_fresh_ones_and_stay_within_their_memory(monkeypatch):
     first = kept_row_sums(table, lists)
     np.testing.assert_array_equal(first, row_sums(table, lists))
     kept = table.__dict__["_kept_rows"]
-    assert len(kept.rows) == 3
+    assert len(kept) == 3
     again = kept_row_sums(table, lists[::-1])                      # every row read from the kept ones
     np.testing.assert_array_equal(again, first[::-1])
-    assert len(kept.rows) == 3
+    assert len(kept) == 3
     again[0] = -1.0                                                # a caller's copy: the kept row is unchanged
     np.testing.assert_array_equal(kept_row_sums(table, lists[2:]), first[2:])
     np.testing.assert_array_equal(kept_row_sums(table, lists, np.float64), row_sums(table, lists, np.float64))
-    assert len(kept.rows) == 6, "a row is kept per precision"
+    assert len(kept) == 6, "a row is kept per precision"
 
     owner, column = np.array([0, 0, 2, 2]), np.array([5, 39, 1, 41])
     for t in (table, table.astype(np.float64)):                    # kept pair sums keep the table's precision
@@ -100,12 +100,12 @@ def test_kept_rows_equal_fresh_ones_and_stay_within_their_memory(monkeypatch):
         assert kept_sums.dtype == t.dtype
         np.testing.assert_array_equal(kept_sums, pair_sums(t, lists, owner, column))
     copied = pickle.loads(pickle.dumps(table))                     # a pickled table starts with no kept rows
-    assert len(copied.__dict__["_kept_rows"].rows) == 0 and (copied != table).nnz == 0
+    assert len(copied.__dict__["_kept_rows"]) == 0 and (copied != table).nnz == 0
 
     monkeypatch.setattr(covisit, "KEPT_BYTES", 3 * 40 * 4)         # room for three float32 rows
     many = [np.array([i]) for i in range(10)]
     kept_row_sums(table, many)
-    assert kept.bytes <= covisit.KEPT_BYTES and len(kept.rows) <= 3
+    assert kept.total <= covisit.KEPT_BYTES and len(kept) <= 3
     monkeypatch.setattr(covisit, "KEEP_LISTS_MAX", 4)
     fresh = sp.random(40, 40, density=0.2, format="csr", random_state=3, dtype=np.float32)
     np.testing.assert_array_equal(kept_row_sums(fresh, many), row_sums(fresh, many))

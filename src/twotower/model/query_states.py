@@ -5,12 +5,10 @@ changes the user's history and so the key: nothing is ever stale."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 import torch
 
+from ..row_cache import RowCache
 from .recommender import _in_batches
 from .twotower import TwoTowerModel
 
@@ -23,12 +21,18 @@ class QueryStates:
 
     def __init__(self, model: TwoTowerModel, item_vectors: torch.Tensor, size: int):
         self.model, self.item_vectors, self.size = model, item_vectors, size
-        self._states: OrderedDict[tuple[int, bytes], np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
+        self._states = RowCache()                # keyed by (user code, history bytes)
 
     def __len__(self) -> int:
         return len(self._states)
+
+    @property
+    def hits(self) -> int:
+        return self._states.hits
+
+    @property
+    def misses(self) -> int:
+        return self._states.misses
 
     def queries(self, histories: np.ndarray, users: np.ndarray, context: dict) -> np.ndarray:
         """[n, d] index-ready next-step queries of user codes with these [n, max_history] histories and the
@@ -45,37 +49,17 @@ class QueryStates:
 
     def recent_users(self, n: int) -> np.ndarray:
         """The codes of the last `n` distinct users whose states were asked for, the latest first."""
-        latest: dict[int, None] = {}
-        with self._lock:                         # from the newest end: n users are about n keys
-            for user, _ in reversed(self._states):
-                if len(latest) >= n:
-                    break
-                latest[user] = None
-        return np.fromiter(latest, np.int64, len(latest))
+        return np.array(self._states.latest(n, lambda key: key[0]), np.int64)
 
     def _states_of(self, histories: np.ndarray, users: np.ndarray) -> np.ndarray:
         keys = [(int(u), h.tobytes()) for u, h in zip(users, histories)]
         states = np.empty((len(keys), self.model.cfg.dim), np.float32)
-        missing = []
-        with self._lock:
-            for row, key in enumerate(keys):
-                state = self._states.get(key)
-                if state is None:
-                    missing.append(row)
-                else:
-                    states[row] = state
-                    self._states.move_to_end(key)
-            self.hits += len(keys) - len(missing)
-            self.misses += len(missing)
+        missing = self._states.fill(keys, states)
         if not missing:
             return states
         states[missing] = self._compute(histories[missing], users[missing])
         if self.size > 0:
-            with self._lock:
-                for row in missing:
-                    self._states[keys[row]] = states[row].copy()
-                while len(self._states) > self.size:
-                    self._states.popitem(last=False)
+            self._states.keep([keys[row] for row in missing], states[missing], self.size)
         return states
 
     def _compute(self, histories: np.ndarray, users: np.ndarray) -> np.ndarray:

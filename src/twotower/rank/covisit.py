@@ -7,8 +7,6 @@ request sees its own future. The same table and the same `recent_items` serve tr
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..atomic import atomic_path
+from ..row_cache import RowCache
 
 NAMES = ["covisit", "covisit_norm"]
 
@@ -158,24 +157,6 @@ def row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float32) ->
         .reshape(len(lists), width).astype(dtype, copy=False)
 
 
-class _KeptRows:
-    """Dense rows of one table's `row_sums`, by list, the latest used last; at most `KEPT_BYTES` of them,
-    keys and bookkeeping counted. A copied or pickled table starts with none."""
-
-    ENTRY_BYTES = 250               # an entry's array header and dict slot, beside its key and row
-
-    def __init__(self):
-        self.rows: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self.bytes = 0
-        self.lock = threading.Lock()
-
-    def __reduce__(self):
-        return _KeptRows, ()
-
-    def cost(self, key: bytes, row: np.ndarray) -> int:
-        return len(key) + row.nbytes + self.ENTRY_BYTES
-
-
 def kept_row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float32) -> np.ndarray:
     """`row_sums(table, lists, dtype)`, with the rows of lists asked for lately kept with the table: a served
     user's latest items change only with their events, so their next request reads its rows instead of
@@ -185,28 +166,14 @@ def kept_row_sums(table: sp.csr_matrix, lists: list[np.ndarray], dtype=np.float3
         return row_sums(table, lists, dtype)
     kept = table.__dict__.get("_kept_rows")
     if kept is None:
-        kept = table.__dict__.setdefault("_kept_rows", _KeptRows())
+        kept = table.__dict__.setdefault("_kept_rows", RowCache("bytes"))
     dtype = np.dtype(dtype)
     keys = [dtype.str.encode() + np.asarray(x, np.int64).tobytes() for x in lists]
     out = np.empty((len(lists), table.shape[1]), dtype)
-    missing = []
-    with kept.lock:
-        for r, key in enumerate(keys):
-            row = kept.rows.get(key)
-            if row is None:
-                missing.append(r)
-            else:
-                kept.rows.move_to_end(key)
-                out[r] = row
+    missing = kept.fill(keys, out)
     if missing:
         out[missing] = row_sums(table, [lists[r] for r in missing], dtype)
-        with kept.lock:
-            for r in missing:
-                if keys[r] not in kept.rows:
-                    kept.rows[keys[r]] = out[r].copy()
-                    kept.bytes += kept.cost(keys[r], out[r])
-            while kept.bytes > KEPT_BYTES and kept.rows:
-                kept.bytes -= kept.cost(*kept.rows.popitem(last=False))
+        kept.keep([keys[r] for r in missing], out[missing], KEPT_BYTES)
     return out
 
 
