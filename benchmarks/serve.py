@@ -2,7 +2,8 @@
 towers, plus synthetic items embedded by the item tower from features drawn from the real items' columns),
 driven from a second process at a fixed arrival rate. Prints one table (throughput, p50/p95/p99 and failed
 requests for /recommend and /items/{id}/similar, the same while events arrive, the same across two reloads)
-and where the time of one ranked /recommend goes.
+and where the time of one ranked /recommend goes. Its first rows ask one request at a time (a low rate, no
+queue): the latency floor of this machine, which the loaded phases' tails are read against.
 
     .venv/bin/python benchmarks/serve.py [--items 1000000] [--rate 100] [--seconds 30] [--work /tmp/serve-bench]
 
@@ -153,6 +154,8 @@ def main() -> None:
                     help="the FAISS index of the grown catalog (auto: the config's rule for its size)")
     ap.add_argument("--rate", type=float, default=100.0, help="requests per second per read route")
     ap.add_argument("--event-rate", type=float, default=50.0)
+    ap.add_argument("--alone-rate", type=float, default=10.0,
+                    help="requests per second of the first phases, where requests seldom meet (0: skip them)")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
     ap.add_argument("--work", type=Path, default=Path("/tmp/twotower-serve-bench"))
     ap.add_argument("--workers", type=int, default=1, help="service processes (twotower serve --workers)")
@@ -212,7 +215,9 @@ def main() -> None:
             return summarize(phase, results, seconds, service.cpu_seconds() - cpu0)
 
         drive({**plan, "seconds": 5, "streams": [recommend, similar]}, args.work, cpus=client_cpus)  # warm-up
-        for phase, streams in [("steady", [recommend]), ("steady", [similar]),
+        alone = [(f"alone at {args.alone_rate:g}/s", [{**stream, "rate": args.alone_rate}])
+                 for stream in (recommend, similar)] if args.alone_rate > 0 else []
+        for phase, streams in [*alone, ("steady", [recommend]), ("steady", [similar]),
                                (f"events at {args.event_rate:g}/s", [recommend, events])]:
             console.print(f"phase: {phase} ({', '.join(s['name'] for s in streams)})")
             rows += phase_rows(phase, streams, args.seconds)
