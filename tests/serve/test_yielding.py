@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 import time
 
-from twotower.serve.yielding import yielding
+import pytest
+
+from twotower.serve.yielding import running, yielding
 
 
 def _work() -> int:
@@ -30,3 +32,11 @@ def test_a_full_share_runs_unpaced():
     with yielding(1.0):
         assert sys.getprofile() is None
         assert _work() > 0
+
+
+@pytest.mark.parametrize("share", [0.2, 1.0])
+def test_a_block_under_way_is_seen_as_background_work(share):
+    assert not running()
+    with yielding(share):
+        assert running()
+    assert not running()

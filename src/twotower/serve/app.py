@@ -6,7 +6,7 @@ Concurrency: one process. /recommend awaits the batcher (`batching`: requests th
 answered by one model call on the event loop, past a deadline with 503); /similar and /events run on the loop
 too (events in a thread while another write holds the log), the other routes in FastAPI's thread pool. Reads
 share the version's index and stores (both safe for concurrent readers); events are written in group commits
-under one lock (`versions`)."""
+under one lock (`versions`). Between requests close together the loop polls instead of sleeping (`busy_poll`)."""
 
 from __future__ import annotations
 
@@ -31,12 +31,14 @@ from .. import __version__
 from ..config import ServeConfig
 from ..errors import InputError
 from .batching import Ask, Overloaded, batcher
+from .busy_poll import BusyPoll
 from .metrics import ServiceMetrics
 from .page import action_names, add_page
 from .schemas import (CatalogChange, CatalogResponse, Event, EventsResponse, HistoryEvent, HistoryResponse,
                       RecommendRequest, RecommendResponse, ReloadRequest, ReloadResponse, ScoredItem, SearchRequest,
                       SearchResponse, SimilarResponse)
 from .versions import ReloadError, ServedModels
+from .yielding import running as background_work
 
 log = logging.getLogger("twotower.serve")
 
@@ -52,6 +54,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None,
     metrics.version(served.current.version)
     token = cfg.admin_token or os.environ.get("TWOTOWER_ADMIN_TOKEN") or None
     recommender = batcher(served, cfg.max_batch, cfg.batch_workers, cfg.queue_deadline_s)
+    poll = BusyPoll(cfg.busy_poll_ms / 1000, paused=background_work)     # a reload takes the loop's gaps
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -63,7 +66,9 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None,
                                           daemon=True))
         for follower in followers:
             follower.start()
+        poll.start()
         yield
+        await poll.stop()
         stop.set()
         for follower in followers:
             follower.join()                       # a reload in progress ends before the versions close
@@ -73,6 +78,7 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None,
     app = FastAPI(title="twotower", version=__version__, lifespan=lifespan,
                   description="Recommendations, similar items and live events from a two-tower model version.")
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+    app.add_middleware(poll.middleware)
     if one_request_per_connection:
         app.add_middleware(CloseConnection)
     app.add_middleware(metrics.middleware)           # added last: outermost, so it counts the 413s too

@@ -6,11 +6,32 @@ thread sleep after each slice of work so that it holds the lock about `share` of
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
 SLICE_S = 0.002          # seconds between pauses
 PAUSE_MAX_S = 0.05       # the longest pause: enough for the requests that queued to be answered
+
+_running = [0]           # blocks under way in any thread
+_running_lock = threading.Lock()
+
+
+def running() -> bool:
+    """Whether background work is under way (a version loading or closing): it needs the interpreter in the
+    requests' idle gaps, so the event loop should not hold them (`busy_poll`)."""
+    return _running[0] > 0
+
+
+@contextmanager
+def _counted():
+    with _running_lock:
+        _running[0] += 1
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running[0] -= 1
 
 
 @contextmanager
@@ -18,7 +39,8 @@ def yielding(share: float = 0.2):
     """Run the block at about `share` of the interpreter while it is busy elsewhere; a long call in C (reading
     a file, an index) is not cut, only what follows it waits. The block's own results are unchanged."""
     if not 0 < share < 1:
-        yield
+        with _counted():
+            yield
         return
     rest = (1 - share) / share               # seconds of pause per second of work
     # a slice ends by the clock (cheap to read at every call); it is paid for by this thread's CPU in it
@@ -36,6 +58,7 @@ def yielding(share: float = 0.2):
     previous = sys.getprofile()
     sys.setprofile(hook)
     try:
-        yield
+        with _counted():
+            yield
     finally:
         sys.setprofile(previous)
