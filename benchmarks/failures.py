@@ -28,7 +28,7 @@ from benchmarks.lib.report import console as report_console  # noqa: E402
 from benchmarks.lib.request_fuzz import fuzz_service  # noqa: E402
 from benchmarks.lib.service_harness import (Service, catalog_churn, crash_while_ingesting, hot_swap,  # noqa: E402
                                             read_your_writes)
-from benchmarks.serve import base_model  # noqa: E402
+from benchmarks.serve import base_model, client_cores  # noqa: E402
 from twotower.data.schema import read_table  # noqa: E402
 
 console = report_console()
@@ -46,6 +46,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--probes", type=int, default=1000)
     ap.add_argument("--fuzz", type=int, default=10_000, help="requests generated from the schema")
+    ap.add_argument("--client-cpus", default="last",
+                    help="cores the hot swap's load generator runs on, as in benchmarks/serve.py: 'last', 'any' or "
+                         "a list such as 1,2")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,8 @@ def main() -> None:
     try:
         service.wait_ready()
         console.print(f"[bold]hot swap at {args.rate:g} requests/s for {args.seconds:g}s, reloads at 1/3 and 2/3")
-        swap = hot_swap(service, [b, a], users, args.rate, args.seconds, work=args.work / "load")
+        swap = hot_swap(service, [b, a], users, args.rate, args.seconds, work=args.work / "load",
+                        cpus=client_cores(args.client_cpus))
         console.print(swap)
         rows.append({"test": "hot swap under load", "runs": len(swap.reloads),
                      "figures": f"{swap.requests:,} requests, {swap.non_2xx} non-2xx, p99 steady "

@@ -207,9 +207,10 @@ class SwapOutcome:
 
 
 def hot_swap(service: Service, targets: list[Path], users: list[str], rate: float = 100.0, seconds: float = 60.0,
-             work: Path | None = None, timeout: float = 5.0) -> SwapOutcome:
+             work: Path | None = None, timeout: float = 5.0, cpus: set[int] | None = None) -> SwapOutcome:
     """/recommend at `rate` for `seconds` while the service swaps to each of `targets` at even intervals;
-    a request without an answer within `timeout` seconds counts as failed."""
+    a request without an answer within `timeout` seconds counts as failed. With `work` the load generator runs
+    in its own process (on `cpus` when given), else in this one."""
     from .load import run
 
     plan = {"base": service.base, "seconds": seconds, "timeout": timeout, "streams": [
@@ -228,7 +229,7 @@ def hot_swap(service: Service, targets: list[Path], users: list[str], rate: floa
 
     thread = threading.Thread(target=swap)
     thread.start()
-    result = drive(plan, work) if work is not None else run(plan)
+    result = drive(plan, work, cpus=cpus) if work is not None else run(plan)
     thread.join()
     samples = np.array(result["recommend"])
     during = np.zeros(len(samples), bool)
