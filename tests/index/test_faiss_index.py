@@ -134,3 +134,26 @@ def test_exact_reranking_in_blocks_gives_the_same_answer():
     blocks = index._rerank(queries, labels, 100, block_floats=3 * 500 * 16)     # 3 queries a block
     np.testing.assert_array_equal(whole[1], blocks[1])
     np.testing.assert_allclose(whole[0], blocks[0])
+
+
+def test_a_saved_index_is_read_a_chunk_at_a_time_through_python_and_answers_the_same(tmp_path):
+    """The read passes through a Python call per megabyte, where a paced load (`serve.yielding`) can pause."""
+    import sys
+
+    import faiss
+
+    from twotower.index.faiss_index import read_index
+
+    rng = np.random.default_rng(0)
+    flat = faiss.IndexFlatIP(64)
+    flat.add(rng.standard_normal((20_000, 64)).astype(np.float32))      # 5 MB
+    faiss.write_index(flat, str(tmp_path / "flat.index"))
+    calls = []
+    sys.setprofile(lambda _frame, event, _arg: calls.append(event) if event == "call" else None)
+    try:
+        loaded = read_index(tmp_path / "flat.index")
+    finally:
+        sys.setprofile(None)
+    assert calls.count("call") >= 5
+    queries = rng.standard_normal((5, 64)).astype(np.float32)
+    assert np.array_equal(loaded.search(queries, 10)[1], flat.search(queries, 10)[1])
