@@ -96,6 +96,8 @@ def summarize(phase: str, results: dict, seconds: float, cpu_seconds: float | No
                      "throughput_rps": round(ok.sum() / seconds, 1),
                      "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
                      "p99_ms": round(float(np.percentile(lat, 99)), 1), "max_ms": round(float(lat.max()), 1),
+                     # how late the generator itself began its requests: what of the tail is the client's
+                     "client_lag_p99_ms": round(float(np.percentile([s[3] for s in samples], 99)) * 1000, 1),
                      "versions": len(results.get("versions", {})) if name.startswith(("recommend", "similar")) else "",
                      "server_cpu_ms": "", "server_busy_%": ""})
     if cpu_seconds is not None and rows:

@@ -6,7 +6,8 @@ slowing the client down: no coordinated omission). Runs in its own process, boun
 
 PLAN: {"base": "http://127.0.0.1:PORT", "seconds": 30, "streams": [{"name": "recommend", "rate": 100,
 "method": "POST", "path": "/recommend", "bodies": [...]} | {"paths": [...]}, ...], "timeout": 5}
-RESULT: {stream name: [[due offset s, latency s, status (0: no answer)], ...], plus "versions": {...}}.
+RESULT: {stream name: [[due offset s, latency s, status (0: no answer), client lag s], ...], plus "versions":
+{...}}. The client lag is how late the generator began the request: its own share of the latency.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ async def _drive(plan: dict) -> dict:
         tasks = []
 
         async def one(stream: Stream, i: int, due: float):
+            sent = time.perf_counter()           # later than due when the generator itself fell behind
             path = stream.paths[i % len(stream.paths)] if stream.paths else stream.path
             body = stream.bodies[i % len(stream.bodies)] if stream.bodies else None
             try:
@@ -53,7 +55,7 @@ async def _drive(plan: dict) -> dict:
                     versions[v] = versions.get(v, 0) + 1
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 status = 0
-            results[stream.name].append((due - start, time.perf_counter() - due, status))
+            results[stream.name].append((due - start, time.perf_counter() - due, status, sent - due))
 
         async def schedule(stream: Stream):
             n = int(seconds * stream.rate)
