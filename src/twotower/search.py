@@ -26,6 +26,7 @@ import pandas as pd
 from .atomic import atomic_path
 from .config import SearchConfig
 from .errors import InputError, read_stored
+from .index.faiss_index import read_index
 from .index.lexical import LexicalIndex
 from .model.text_encoder import TextEncoder, text_encoder, text_key
 from .rank.fusion import Hits, LearnedFusion, union_of
@@ -159,7 +160,7 @@ class SearchIndex:
         encoder = text_encoder(meta["encoder"])
         encoder.cache.update(zip((text_key(t) for t in texts), vectors))     # texts already encoded stay so
         return cls(ids, texts, vectors, LexicalIndex.load(folder / "lexical"), encoder, weights,
-                   faiss.read_index(str(folder / "text_vectors.faiss")), fusions)
+                   read_index(folder / "text_vectors.faiss"), fusions)     # never changed: mapped
 
 
 def _nearest_index(vectors: np.ndarray):
