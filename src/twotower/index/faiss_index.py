@@ -63,7 +63,7 @@ def read_index(path: Path) -> faiss.Index:
 def populate(path: Path) -> None:
     """Map every page of this process's mappings of `path` now (Linux's MADV_POPULATE_READ; where that is
     missing, only read it ahead): a page first touched by a search costs that search a fault, and a new
-    version's first searches would touch thousands (p99 of a first search 2.3-2.7 ms against 1.1-1.4 ms)."""
+    version's first searches would touch thousands (the slowest of the first 50: 2.3-2.7 ms against 1.1-1.4)."""
     maps = Path("/proc/self/maps")
     if not maps.exists():
         return
