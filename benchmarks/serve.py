@@ -237,13 +237,17 @@ def main() -> None:
             for when, target in ((span / 3, other), (2 * span / 3, big)):
                 time.sleep(max(0.0, t0 + 0.2 + when - time.perf_counter()))
                 r0 = time.perf_counter()
-                reloads.append((service.reload(target).status_code, time.perf_counter() - r0,
-                                time.perf_counter() - t0 - 0.2))
+                answer = service.reload(target)
+                stages = answer.json().get("stages", {}) if answer.status_code == 200 else {}
+                reloads.append((answer.status_code, time.perf_counter() - r0, time.perf_counter() - t0 - 0.2,
+                                stages))
 
         console.print("phase: two reloads")
         rows += phase_rows("across two reloads", [recommend], span, swap_twice)
-        console.print(f"reloads: {[(s, round(t, 1)) for s, t, _ in reloads]} (status, seconds)")
-        if any(end > span for *_, end in reloads):
+        for status, took, _, stages in reloads:
+            console.print(f"reload: status {status}, {took:.1f} s (" +
+                          ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in stages.items()) + ")")
+        if any(end > span for _, _, end, _ in reloads):
             console.print("[red]a reload ended after the phase: its tail is not all in the table[/red]")
     finally:
         service.stop()

@@ -169,7 +169,12 @@ def test_reload_swaps_versions_keeps_events_and_refuses_a_broken_one(folders, ti
         assert swapped.status_code == 200, swapped.text
         history = client.get("/users/u003/history").json()["events"]
         assert history[0]["event_id"] == "e1"                 # the service's events follow the swap
-        assert 'twotower_reloads_total{outcome="refused"} 1.0' in client.get("/metrics").text
+        metrics = client.get("/metrics").text
+        assert 'twotower_reloads_total{outcome="refused"} 1.0' in metrics
+        stages = swapped.json()["stages"]                     # where the swap's time went, in the answer and metrics
+        assert set(stages) == {"open", "warm", "catch_up"} and min(stages.values()) >= 0
+        assert sum(stages.values()) <= swapped.json()["seconds"] + 0.01
+        assert all(f'twotower_reload_seconds_count{{stage="{stage}"}} 1.0' in metrics for stage in stages)
 
 
 def test_a_request_in_flight_keeps_its_version_through_a_swap(folders):

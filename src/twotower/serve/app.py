@@ -192,10 +192,11 @@ def create_app(served: ServedModels, cfg: ServeConfig | None = None,
             except ReloadError as exc:
                 metrics.reloads.labels("refused").inc()
                 raise HTTPException(409, f"kept {served.current.version}: {exc}") from exc
-            metrics.reloads.labels("swapped").inc()
+            metrics.swapped(new.stages)
             metrics.version(new.version)
             return ReloadResponse(previous=old.version, model_version=new.version,
-                                  seconds=round(time.perf_counter() - t0, 3))
+                                  seconds=round(time.perf_counter() - t0, 3),
+                                  stages={stage: round(seconds, 3) for stage, seconds in new.stages.items()})
 
         @app.post("/admin/catalog", response_model=CatalogResponse, dependencies=[Depends(AdminToken(token))],
                   summary="Add, refresh or remove items (or rebuild the index) in the version being served")
@@ -260,9 +261,9 @@ def _follow_alias(served: ServedModels, metrics: ServiceMetrics, every: float, s
             target = served.resolve()
             if target in (served.current.version, refused):
                 continue
-            served.reload()
-            metrics.reloads.labels("swapped").inc()
-            metrics.version(served.current.version)
+            _, new = served.reload()
+            metrics.swapped(new.stages)
+            metrics.version(new.version)
         except ReloadError as exc:
             refused = target
             metrics.reloads.labels("refused").inc()

@@ -8,6 +8,7 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+RELOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 
 
 class ServiceMetrics:
@@ -21,6 +22,8 @@ class ServiceMetrics:
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.events = Counter("twotower_events_ingested", "Events stored by POST /events", registry=self.registry)
         self.reloads = Counter("twotower_reloads", "Version swaps by outcome", ["outcome"], registry=self.registry)
+        self.reload_seconds = Histogram("twotower_reload_seconds", "Time a swap spent per stage (open, warm, catch_up)",
+                                        ["stage"], buckets=RELOAD_BUCKETS, registry=self.registry)
         self._version = Gauge("twotower_model_info", "The model version being served (value 1)", ["version"],
                               registry=self.registry)
         metrics = self
@@ -54,6 +57,12 @@ class ServiceMetrics:
         """Mark `version` as the one being served."""
         self._version.clear()
         self._version.labels(version).set(1)
+
+    def swapped(self, stages: dict[str, float]) -> None:
+        """Count a swap and the seconds of each of its stages."""
+        self.reloads.labels("swapped").inc()
+        for stage, seconds in stages.items():
+            self.reload_seconds.labels(stage).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -111,6 +111,9 @@ class ReloadResponse(BaseModel):
     previous: str
     model_version: str
     seconds: float
+    stages: dict[str, float] = Field(default_factory=dict, description="seconds spent opening and checking the new "
+                                     "version (open), preparing its users' answers (warm) and applying the events "
+                                     "logged meanwhile (catch_up)")
 
 
 class ExplainRequest(_Body):

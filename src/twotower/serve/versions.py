@@ -40,6 +40,7 @@ class Version:
     loaded_at: float = field(default_factory=time.time)
     in_flight: int = 0
     retired: bool = False
+    stages: dict[str, float] = field(default_factory=dict)   # seconds its reload spent opening, warming, catching up
 
 
 @dataclass
@@ -139,15 +140,19 @@ class ServedModels:
     def reload(self, ref: str | None = None) -> tuple[Version, Version]:
         """Open `ref` (default: what the current version was asked as, so an alias is looked up again),
         check it and swap it in; returns (old, new). A `ReloadError` leaves the old version serving."""
+        t0 = time.perf_counter()
         with yielding(self.reload_share):          # the version being served keeps up with its requests
             new = self._open(ref or self._current.ref)
+            t1 = time.perf_counter()
             self._warm(new)
+        t2 = time.perf_counter()
         with self._write:
             try:
                 new.model.catch_up()               # events logged while it was opening
             except Exception as exc:
                 new.model.close()
                 raise ReloadError(f"{new.ref}: could not apply the service's events ({exc})") from exc
+            new.stages = {"open": t1 - t0, "warm": t2 - t1, "catch_up": time.perf_counter() - t2}
             with self._lock:
                 if self._closed:                   # the service shut down meanwhile
                     new.model.close()
@@ -158,6 +163,8 @@ class ServedModels:
         if idle:
             self._retire(old)
         self._record_swap(new)
+        log.info("swapped %s for %s in %.1f s (%s)", new.version, old.version, sum(new.stages.values()),
+                 ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in new.stages.items()))
         return old, new
 
     def _record_swap(self, new: Version) -> None:
